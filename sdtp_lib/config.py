@@ -1,0 +1,132 @@
+"""SDTPConfig: where to prune and how much. Shared by the engine, saliency and training."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_START_LAYER = 4  # paper's placement study: start at layer 4 ...
+DEFAULT_STEP = 3  # ... with a stage every 3 layers
+_EPS = 1e-9  # guards ceil() against float noise: 0.9**2 * 100 = 81.00000000000001
+
+
+@dataclass(frozen=True)
+class SDTPConfig:
+    stage_layers: tuple[int, ...]  # layer l_s: its input decides stage s, and l_s already runs on the kept set
+    keep_ratio: float = 0.9  # r: stage s keeps ceil(r**s * T) of the original prompt length T
+    num_sink: int = 4  # first tokens always kept (attention sinks)
+    local_frac: float = 0.1  # most recent fraction of the prompt always kept (locality)
+    num_layers: int | None = None  # depth of the model the stages were placed for (None: checked at use)
+    meta: dict = field(default_factory=dict, compare=False)  # free-form notes (model id, variant name)
+
+    def __post_init__(self):
+        object.__setattr__(self, "stage_layers", tuple(int(l) for l in self.stage_layers))
+        self.validate()
+
+    # ---------------------------------------------------------------- checks
+    def validate(self, num_layers: int | None = None) -> None:
+        layers, depth = self.stage_layers, num_layers or self.num_layers
+        if not layers:
+            raise ValueError("SDTPConfig.stage_layers is empty: give at least one stage layer")
+        if not (isinstance(self.keep_ratio, (int, float)) and 0.0 < self.keep_ratio <= 1.0):
+            raise ValueError(f"SDTPConfig.keep_ratio must be in (0, 1], got {self.keep_ratio!r}")
+        if layers[0] < 1:
+            raise ValueError(f"SDTPConfig.stage_layers: no stage at layer {layers[0]} (the first stage must be >= 1: "
+                             "layer 0's input is the raw embedding)")
+        if any(b <= a for a, b in zip(layers, layers[1:])):
+            raise ValueError(f"SDTPConfig.stage_layers must be strictly increasing, got {list(layers)}")
+        if depth is not None and layers[-1] >= depth:
+            raise ValueError(f"SDTPConfig.stage_layers {list(layers)}: layer {layers[-1]} is beyond the model's "
+                             f"depth ({depth} layers, indices 0..{depth - 1})")
+        if self.num_sink < 0 or not 0.0 <= self.local_frac <= 1.0:
+            raise ValueError(f"SDTPConfig: num_sink must be >= 0 and local_frac in [0, 1], "
+                             f"got {self.num_sink}, {self.local_frac}")
+
+    # ------------------------------------------------------------- schedule
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_layers)
+
+    def keep_count(self, stage: int, prompt_len: int) -> int:
+        """Tokens kept after stage `stage` (1-based) for a prompt of `prompt_len` tokens (before forced tokens)."""
+        return max(1, min(prompt_len, math.ceil(self.keep_ratio ** stage * prompt_len - _EPS)))
+
+    def num_local(self, prompt_len: int) -> int:
+        return math.ceil(self.local_frac * prompt_len - _EPS)
+
+    def keep_schedule(self, prompt_len: int) -> list[int]:
+        """Tokens left after each stage (no protect mask): ceil(r**s * T), never below the always-kept ones."""
+        forced = min(prompt_len, self.num_sink + self.num_local(prompt_len))
+        return [max(self.keep_count(s, prompt_len), forced) for s in range(1, self.num_stages + 1)]
+
+    def tokens_per_layer(self, prompt_len: int, num_layers: int | None = None) -> list[int]:
+        """Tokens each layer computes on for a prompt of `prompt_len` tokens (no protect mask)."""
+        depth = num_layers or self.num_layers
+        if depth is None:
+            raise ValueError("tokens_per_layer needs num_layers (the config does not record the model depth)")
+        out, n, it = [], prompt_len, iter(zip(self.stage_layers, self.keep_schedule(prompt_len)))
+        nxt = next(it, None)
+        for layer in range(depth):
+            if nxt is not None and layer == nxt[0]:
+                n, nxt = nxt[1], next(it, None)
+            out.append(n)
+        return out
+
+    # --------------------------------------------------------------- factory
+    @classmethod
+    def for_model(cls, model_or_depth, keep_ratio: float = 0.9, num_stages: int = 10, **kw) -> "SDTPConfig":
+        """Default placement: stages from layer 4 every 3 layers, squeezed so the last stage is the last layer.
+
+        Qwen2-7B (28 layers): [4, 7, 10, 13, 16, 19, 21, 23, 25, 27]; Llama2-7B (32): [4, 7, ..., 31].
+        Shallow models get fewer stages. "SDTP-low" is num_stages=5.
+        """
+        depth = model_or_depth if isinstance(model_or_depth, int) else _depth(model_or_depth)
+        if depth < 2:
+            raise ValueError(f"SDTPConfig.for_model: a model with {depth} layer(s) has no layer to prune at")
+        if num_stages < 1:
+            raise ValueError(f"SDTPConfig.for_model: num_stages must be >= 1, got {num_stages}")
+        start = min(DEFAULT_START_LAYER, max(1, depth // 7))
+        n = min(num_stages, depth - start)
+        last = depth - 1
+        min_step = 2 if last - start >= 2 * (n - 1) else 1
+        layers = []
+        for i in range(n):
+            cand = start if i == 0 else layers[-1] + DEFAULT_STEP
+            layers.append(min(cand, last - (n - 1 - i) * min_step) if i else cand)
+        return cls(stage_layers=tuple(layers), keep_ratio=keep_ratio, num_layers=depth, **kw)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stage_layers"] = list(self.stage_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SDTPConfig":
+        known = {"stage_layers", "keep_ratio", "num_sink", "local_frac", "num_layers", "meta"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"SDTPConfig: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "SDTPConfig":
+        p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
+        text = p.read_text() if p is not None else str(text_or_path)
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"SDTPConfig: not valid JSON ({p or 'string'}): {e}") from None
+
+
+def _depth(model) -> int:
+    cfg = getattr(model, "config", model)
+    cfg = getattr(cfg, "text_config", cfg) if not hasattr(cfg, "num_hidden_layers") else cfg
+    return int(cfg.num_hidden_layers)

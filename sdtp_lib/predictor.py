@@ -1,0 +1,119 @@
+"""TokenPredictor: one small MLP per stage, 2 logits (keep, drop); score = keep - drop."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .config import SDTPConfig
+from .models import config_fingerprint
+
+FORMAT = "sdtp-predictor"
+FORMAT_VERSION = 1
+
+
+class StageMLP(nn.Module):
+    def __init__(self, hidden_size: int, width: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, width)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(width, 2)
+
+    def forward(self, x):  # (B, T, C) -> (B, T, 2)
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TokenPredictor(nn.Module):
+    def __init__(self, hidden_size: int, stage_layers, width: int | None = None, model_id: str = "",
+                 fingerprint: str = ""):
+        super().__init__()
+        self.hidden_size, self.stage_layers = int(hidden_size), tuple(int(l) for l in stage_layers)
+        self.width = int(width or max(8, hidden_size // 4))  # ~d/4 keeps it under 1% of the model's FLOPs
+        self.model_id, self.fingerprint = model_id, fingerprint
+        self.stages = nn.ModuleList(StageMLP(self.hidden_size, self.width) for _ in self.stage_layers)
+
+    @classmethod
+    def for_model(cls, model, config: SDTPConfig, width: int | None = None, seed: int = 0) -> "TokenPredictor":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pred = cls(model.config.hidden_size, config.stage_layers, width,
+                       model_id=str(getattr(model.config, "sdtp_model_id", model.config.name_or_path)),
+                       fingerprint=config_fingerprint(model.config))
+        p = next(model.parameters())
+        return pred.to(device=p.device, dtype=p.dtype)
+
+    def logits(self, hidden: torch.Tensor, stage: int) -> torch.Tensor:
+        mlp = self.stages[stage]
+        return mlp(hidden.to(mlp.fc1.weight.dtype))  # (B, T, 2)
+
+    def forward(self, hidden: torch.Tensor, stage: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        lg = self.logits(hidden, stage)
+        return lg[..., 0] - lg[..., 1]  # (B, T) keep - drop
+
+    def flops_per_token(self) -> int:
+        return 2 * (self.hidden_size * self.width + self.width * 2)
+
+    # ---------------------------------------------------------- compatibility
+    def check_compatible(self, model, config: SDTPConfig | None = None) -> None:
+        hs = model.config.hidden_size
+        if hs != self.hidden_size:
+            raise ValueError(f"TokenPredictor was trained for hidden size {self.hidden_size} "
+                             f"({self.model_id or 'unknown model'}), but this model has hidden size {hs}")
+        fp = config_fingerprint(model.config)
+        if self.fingerprint and fp != self.fingerprint:
+            raise ValueError(f"TokenPredictor was trained for another model ({self.model_id or '?'}, config "
+                             f"fingerprint {self.fingerprint}); this model's fingerprint is {fp}")
+        if config is not None and tuple(config.stage_layers) != self.stage_layers:
+            raise ValueError(f"TokenPredictor has stages at layers {list(self.stage_layers)} but the SDTPConfig "
+                             f"asks for {list(config.stage_layers)}")
+
+    # --------------------------------------------------------------- save/load
+    def header(self) -> dict:
+        return {"format": FORMAT, "version": FORMAT_VERSION, "model_id": self.model_id,
+                "fingerprint": self.fingerprint, "hidden_size": self.hidden_size,
+                "stage_layers": list(self.stage_layers), "width": self.width}
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        from safetensors.torch import save_file
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(tmp), metadata={"sdtp": json.dumps(self.header())})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model=None, config: SDTPConfig | None = None) -> "TokenPredictor":
+        from safetensors import safe_open
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"predictor file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for truncated/garbage files
+            raise ValueError(f"corrupt or unreadable predictor checkpoint {path}: {e}") from None
+        try:
+            h = json.loads(meta["sdtp"])
+            assert h["format"] == FORMAT
+        except Exception:
+            raise ValueError(f"{path} is a safetensors file but not an SDTP predictor (no 'sdtp' header)") from None
+        if h["version"] > FORMAT_VERSION:
+            raise ValueError(f"{path}: predictor format version {h['version']} is newer than this library's "
+                             f"({FORMAT_VERSION}); upgrade sdtp")
+        pred = cls(h["hidden_size"], h["stage_layers"], h["width"], h.get("model_id", ""), h.get("fingerprint", ""))
+        try:
+            pred.load_state_dict(tensors)
+        except RuntimeError as e:
+            raise ValueError(f"corrupt predictor checkpoint {path}: tensors do not match its header ({e})") from None
+        if model is not None:
+            pred.check_compatible(model, config)
+            p = next(model.parameters())
+            pred = pred.to(device=p.device, dtype=p.dtype)
+        return pred
