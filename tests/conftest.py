@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+import sdtp_lib as S
+
+FAMILIES = ("tiny-qwen2", "tiny-llama")
+ATTNS = ("sdpa", "eager")
+
+
+@pytest.fixture(scope="session", params=[(f, a) for f in FAMILIES for a in ATTNS], ids=lambda p: f"{p[0]}-{p[1]}")
+def tiny(request):
+    """(model, tokenizer) for every tiny family x attention implementation."""
+    family, attn = request.param
+    torch.manual_seed(0)
+    return S.load_model(family, dtype=torch.float32, device="cpu", attn_implementation=attn)
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def tiny_sdpa(request):
+    return S.load_model(request.param, dtype=torch.float32, device="cpu")
+
+
+def prompt_ids(T: int, B: int = 1, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (B, T), generator=g)

@@ -1,0 +1,139 @@
+"""SDTPConfig, TokenPredictor and model loading: schedules, round-trips and clear errors."""
+import json
+
+import pytest
+import torch
+
+import sdtp_lib as S
+
+
+def test_default_placement():
+    assert S.SDTPConfig.for_model(28).stage_layers == (4, 7, 10, 13, 16, 19, 21, 23, 25, 27)  # Qwen2-7B
+    assert S.SDTPConfig.for_model(32).stage_layers == tuple(range(4, 32, 3))  # Llama2-7B: step 3 to the end
+    assert S.SDTPConfig.for_model(28, num_stages=5).stage_layers == (4, 7, 10, 13, 16)  # SDTP-low
+    assert S.SDTPConfig.for_model(4).stage_layers == (1, 2, 3)  # shallow: fewer stages
+
+
+def test_keep_schedule_counts_original_length():
+    c = S.SDTPConfig.for_model(28)
+    assert c.keep_schedule(1000) == [900, 810, 729, 657, 591, 532, 479, 431, 388, 349]
+    assert c.keep_count(2, 100) == 81  # ceil(0.81 * 100), not 82 from float noise
+    per_layer = c.tokens_per_layer(1000)
+    assert per_layer[:4] == [1000] * 4 and per_layer[4] == 900 and per_layer[-1] == 349
+    assert c.keep_schedule(10)[-1] == 4 + 1  # ceil(0.35 * 10) = 4 < 4 sinks + 1 local token
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(stage_layers=(0, 3)), "no stage at layer 0"),
+    (dict(stage_layers=(3, 3)), "strictly increasing"),
+    (dict(stage_layers=(5, 2)), "strictly increasing"),
+    (dict(stage_layers=(2, 40), num_layers=28), "beyond the model's depth"),
+    (dict(stage_layers=(2,), keep_ratio=0), "keep_ratio"),
+    (dict(stage_layers=(2,), keep_ratio=1.01), "keep_ratio"),
+    (dict(stage_layers=()), "empty"),
+])
+def test_config_validation(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        S.SDTPConfig(**bad)
+
+
+def test_config_json_roundtrip(tmp_path):
+    c = S.SDTPConfig.for_model(28, keep_ratio=0.8, num_stages=5)
+    assert S.SDTPConfig.from_json(c.to_json()) == c
+    c.to_json(tmp_path / "c.json")
+    assert S.SDTPConfig.from_json(tmp_path / "c.json") == c
+    with pytest.raises(ValueError, match="unknown field"):
+        S.SDTPConfig.from_dict({**c.to_dict(), "typo": 1})
+
+
+def test_predictor_roundtrip_and_scores(tiny_sdpa, tmp_path):
+    model, _ = tiny_sdpa
+    conf = S.SDTPConfig.for_model(model)
+    pred = S.TokenPredictor.for_model(model, conf)
+    assert pred.width == model.config.hidden_size // 4
+    path = pred.save(tmp_path / "p.safetensors")
+    back = S.TokenPredictor.load(path, model=model, config=conf)
+    h = torch.randn(2, 7, model.config.hidden_size)
+    torch.testing.assert_close(back(h, 1), pred(h, 1))
+    lg = pred.logits(h, 1)
+    torch.testing.assert_close(pred(h, 1), lg[..., 0] - lg[..., 1])
+    with pytest.raises(FileExistsError):
+        pred.save(path)
+    with S.pruning(model, back, conf) as st:
+        model(torch.randint(0, 256, (1, 60)))
+    assert st.kept_per_stage and st.flops_pruned < st.flops_dense
+
+
+def test_predictor_under_one_percent_of_flops():
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    # Qwen2-7B's shapes, 2 layers only (FLOPs per token scale with depth; meta device: no memory)
+    c = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=2, num_attention_heads=28,
+                    num_key_value_heads=4, vocab_size=152064)
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(c)
+    pred = S.TokenPredictor(c.hidden_size, (1,))
+    per_layer_token = S.prefill_flops(m, [1, 1], logits_positions=0) / 2
+    assert pred.flops_per_token() * 10 < 0.01 * per_layer_token * 28  # 10 stages vs 28 layers
+
+
+def test_predictor_for_other_model_refused(tmp_path):
+    qwen, _ = S.load_model("tiny-qwen2")
+    llama, _ = S.load_model("tiny-llama")
+    conf = S.SDTPConfig.for_model(qwen)
+    path = S.TokenPredictor.for_model(qwen, conf).save(tmp_path / "p.safetensors")
+    with pytest.raises(ValueError, match="trained for another model"):
+        S.TokenPredictor.load(path, model=llama)
+    wide = S.TokenPredictor(128, conf.stage_layers)
+    with pytest.raises(ValueError, match="hidden size 128"):
+        with S.pruning(qwen, wide, conf):
+            pass
+    with pytest.raises(ValueError, match="stages at layers"):
+        S.TokenPredictor.load(path, model=qwen, config=S.SDTPConfig(stage_layers=(2, 3)))
+
+
+def test_corrupt_predictor_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        S.TokenPredictor.load(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        S.TokenPredictor.load(bad)
+    good = S.TokenPredictor(64, (1, 2)).save(tmp_path / "good.safetensors")
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="corrupt"):
+        S.TokenPredictor.load(trunc)
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not an SDTP predictor"):
+        S.TokenPredictor.load(tmp_path / "other.safetensors")
+
+
+def test_unknown_model_spec_and_family(tmp_path):
+    with pytest.raises(S.UnsupportedModelError, match="unknown model spec"):
+        S.load_model("no-such-model")
+    d = tmp_path / "gpt2ish"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(S.UnsupportedModelError, match="llama, qwen2, mistral"):
+        S.load_model(str(d))
+    with pytest.raises(ValueError, match="attn_implementation"):
+        S.load_model("tiny-qwen2", attn_implementation="flex_attention")
+
+
+def test_tiny_models_are_deterministic_and_have_tokenizer():
+    a, tok = S.load_model("tiny-llama", seed=1)
+    b, _ = S.load_model("tiny-llama", seed=1)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    ids = tok("hello world")["input_ids"]
+    assert tok.decode(ids) == "hello world" and max(ids) < a.config.vocab_size
+
+
+def test_local_checkpoint_roundtrip(tmp_path):
+    model, tok = S.load_model("tiny-qwen2")
+    model.save_pretrained(tmp_path / "ckpt")
+    tok.save_pretrained(tmp_path / "ckpt")
+    back, tok2 = S.load_model(str(tmp_path / "ckpt"), dtype="float32", device="cpu")
+    ids = torch.randint(0, 256, (1, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, model(ids).logits)
