@@ -1,0 +1,160 @@
+"""Pruning simulated by attention masking (DynamicViT style), for predictor training and for checking the engine.
+
+No token is removed: from each stage layer l_s on (l_s included, as in the engine) a cumulative keep mask M_s
+(B, T) multiplies the attention weights over keys, so later tokens cannot see a dropped token (a token still
+attends to itself, which keeps the softmax finite). Masks come from
+- mode="gumbel": hard Gumbel-softmax over the predictor's 2 logits with straight-through gradients (training);
+- mode="topk": the engine's own rule (forced tokens + top-(k - forced) scores among the survivors), so the
+  simulation of a kept token's computation equals physical removal.
+The attention function is registered with transformers' AttentionInterface as "sdtp_masked"; the model's
+attention implementation is switched to it inside the block and restored on exit.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .config import SDTPConfig
+from .engine import PruningError, _check_model
+from .policies import make_scorer
+
+ATTN_NAME = "sdtp_masked"
+_STATE: "MaskState | None" = None  # the active simulation (one at a time)
+
+
+@dataclass
+class MaskState:
+    """Filled in during one forward: per stage the predictor logits/scores and the cumulative keep mask."""
+    logits: list = field(default_factory=list)  # per stage (B, T, 2) (predictor only)
+    scores: list = field(default_factory=list)  # per stage (B, T)
+    masks: list = field(default_factory=list)  # per stage (B, T) cumulative keep mask (float, 1 = kept)
+    layer_mask: dict = field(default_factory=dict)  # layer -> (B, T) mask in force at that layer
+
+    def kept_per_layer(self, num_layers: int, T: int) -> list[float]:
+        """Mean number of kept tokens per layer (over the batch)."""
+        return [float(self.layer_mask[l].sum(-1).mean()) if l in self.layer_mask else float(T)
+                for l in range(num_layers)]
+
+
+def masked_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Eager attention whose weights over keys are multiplied by the layer's keep mask (softmax_with_policy)."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+    groups = query.shape[1] // key.shape[1]
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)  # (B, H, S, hd)
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    s = torch.matmul(query, key.transpose(2, 3)).float() * scaling  # (B, H, T, S)
+    if attention_mask is not None:
+        s = s + attention_mask[:, :, :, : key.shape[-2]].float()
+    keep = _STATE.layer_mask.get(module.layer_idx) if _STATE is not None else None
+    if keep is None:
+        p = s.softmax(-1)
+    else:
+        T, S = s.shape[-2:]
+        eye = torch.eye(T, S, device=s.device, dtype=s.dtype)
+        policy = keep[:, None, None, :].to(s.dtype)  # (B, 1, 1, S)
+        policy = policy + (1 - policy) * eye  # a query always sees itself
+        e = (s - s.amax(-1, keepdim=True)).exp() * policy
+        p = e / e.sum(-1, keepdim=True)
+    p = F.dropout(p, p=dropout, training=module.training)
+    out = torch.matmul(p.to(value.dtype), value)  # (B, H, T, hd)
+    return out.transpose(1, 2).contiguous(), p
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    AttentionInterface.register(ATTN_NAME, masked_attention)
+    AttentionMaskInterface.register(ATTN_NAME, eager_mask)
+
+
+def forced_mask(config: SDTPConfig, attention_mask: torch.Tensor, protect: torch.Tensor | None) -> torch.Tensor:
+    """(B, T) bool: sink tokens, the last local_frac of each sequence's real tokens, and protected tokens."""
+    B, T = attention_mask.shape
+    lengths = attention_mask.sum(-1, keepdim=True)  # (B, 1) real tokens (right padding)
+    pos = torch.arange(T, device=attention_mask.device).expand(B, T)
+    n_local = torch.ceil(config.local_frac * lengths.double() - 1e-9).long()
+    forced = (pos < config.num_sink) | ((pos >= lengths - n_local) & (pos < lengths))
+    return forced | protect.bool() if protect is not None else forced
+
+
+def stage_budget(config: SDTPConfig, stage: int, lengths: torch.Tensor, n_forced: torch.Tensor) -> torch.Tensor:
+    """(B,) tokens kept after stage `stage` (0-based): ceil(r**(s+1) * T_b), never below the forced count."""
+    k = torch.ceil(config.keep_ratio ** (stage + 1) * lengths.double() - 1e-9).long()  # float64: as the engine
+    return torch.maximum(k, n_forced).clamp(max=lengths)
+
+
+@contextlib.contextmanager
+def masked_pruning(model, scorer, config: SDTPConfig, attention_mask: torch.Tensor, protect=None,
+                   mode: str = "gumbel", tau: float = 1.0):
+    """Simulate pruning by masking inside the block. `attention_mask` (B, T): 1 on real tokens (right padding).
+
+    Yields the MaskState the forward fills in. mode: "gumbel" (needs a TokenPredictor) or "topk".
+    """
+    global _STATE
+    if mode not in ("gumbel", "topk"):
+        raise ValueError(f"masked_pruning: mode must be 'gumbel' or 'topk', got {mode!r}")
+    _check_model(model, config)
+    scorer = make_scorer(scorer)
+    if mode == "gumbel" and not hasattr(scorer, "logits"):
+        raise ValueError("masked_pruning(mode='gumbel') needs a TokenPredictor (2 logits per token)")
+    if _STATE is not None:
+        raise PruningError("a masked_pruning() block is already active; nesting is not supported")
+    _register()
+    state = MaskState()
+    am = attention_mask.bool()
+    forced = forced_mask(config, am.long(), protect) & am
+    lengths, n_forced = am.sum(-1), forced.sum(-1)
+    layers = model.get_decoder().layers
+    stage_of = {l: s for s, l in enumerate(config.stage_layers)}
+    pos = torch.arange(am.shape[1], device=am.device).expand_as(am)
+
+    def pre_hook(l):
+        def hook(module, args, kwargs):
+            s = stage_of.get(l)
+            if s is not None:
+                hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, C)
+                prev = state.masks[-1] if state.masks else am.float()
+                if mode == "gumbel":
+                    lg = scorer.logits(hidden, s).float()  # (B, T, 2)
+                    keep = F.gumbel_softmax(lg, tau=tau, hard=True)[..., 0]  # straight-through (B, T)
+                    keep = torch.where(forced, torch.ones_like(keep), keep)
+                    state.logits.append(lg)
+                    state.scores.append(lg[..., 0] - lg[..., 1])
+                    mask = prev * keep
+                else:
+                    score = scorer(hidden, s, pos).float()  # (B, T)
+                    state.scores.append(score)
+                    mask = _topk_mask(score, prev.bool(), forced, stage_budget(config, s, lengths, n_forced))
+                    mask = mask.float()
+                state.masks.append(mask)
+            if state.masks:
+                state.layer_mask[l] = state.masks[-1]
+            return args, kwargs
+        return hook
+
+    hooks = [layers[l].register_forward_pre_hook(pre_hook(l), with_kwargs=True)
+             for l in range(config.stage_layers[0], len(layers))]
+    old_attn = model.config._attn_implementation
+    model.config._attn_implementation = ATTN_NAME
+    _STATE = state
+    try:
+        yield state
+    finally:
+        _STATE = None
+        model.config._attn_implementation = old_attn
+        for h in hooks:
+            h.remove()
+
+
+def _topk_mask(score, alive, forced, k):
+    """(B, T) bool: among `alive` tokens, forced ones plus the top-(k_b - forced) by score; k (B,) may vary."""
+    s = score.masked_fill(~alive, float("-inf")).masked_fill(forced & alive, float("inf"))
+    order = s.argsort(dim=-1, descending=True)  # (B, T)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order))
+    return (rank < k[:, None]) & alive
+
+
+__all__ = ["masked_pruning", "masked_attention", "MaskState", "forced_mask", "stage_budget"]
