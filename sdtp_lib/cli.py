@@ -62,6 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--repeats", type=int, default=3, help="timed prefill runs (median reported)")
     g.add_argument("--json", help="write args, stats, timings and answers to this JSON file")
     g.add_argument("--overwrite", action="store_true", help="let --json replace an existing file")
+
+    t = sub.add_parser("train", help="saliency (stage 1) + predictor training (stage 2) + validation")
+    t.set_defaults(func=cmd_train)
+    t.add_argument("--model", default="smollm2-135m")
+    t.add_argument("--data", default=None, help="Dolly-schema source (default: the project's own data set)")
+    t.add_argument("--samples", type=int, default=None, help="use this many samples (default: all)")
+    t.add_argument("--seq-len", type=int, default=512)
+    t.add_argument("--val-frac", type=float, default=0.2, help="held-out share, stratified by layout")
+    t.add_argument("--keep-ratio", type=float, default=0.9)
+    t.add_argument("--stages", type=int, default=10)
+    t.add_argument("--seeds", type=int, nargs="+", default=[0], help="one predictor per training seed")
+    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--engines", nargs="+", default=["physical", "masked"], choices=("physical", "masked"))
+    t.add_argument("--dtype", choices=("float32", "bfloat16"))
+    t.add_argument("--device", choices=("cpu", "cuda"))
+    t.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
     return parser
 
 
@@ -195,6 +213,24 @@ def cmd_generate(args) -> int:
     report(stats, sdtp, dense)
     if args.json:
         write_json(args.json, json_payload(args, config, stats, sdtp, dense), args.overwrite)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .pipeline import PipelineConfig, run
+    from .train import TrainConfig
+    from .data import DEFAULT_DATA
+    cfg = PipelineConfig(model=args.model, data=args.data or str(DEFAULT_DATA), samples=args.samples,
+                         seq_len=args.seq_len, val_frac=args.val_frac, keep_ratio=args.keep_ratio, stages=args.stages,
+                         seeds=tuple(args.seeds), engines=tuple(args.engines), device=args.device, dtype=args.dtype,
+                         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
+    summary = run(cfg, args.out)
+    from .train import format_rows
+    print(format_rows(summary["validation"]))
+    sp = summary["speed"]
+    print(f"{summary['num_train']} train / {summary['num_val']} val samples on {summary['device']} | saliency "
+          f"{sp['saliency_samples_per_s']:.2f} samples/s | training {sp['train_samples_per_s']:.2f} samples/s | "
+          f"total {summary['timing']['total_s']:.0f} s | run folder {args.out}")
     return 0
 
 

@@ -15,6 +15,10 @@ FORMAT_VERSION = 1
 
 
 class StageMLP(nn.Module):
+    """Linear -> GELU -> Linear on the parameter-free layer-normalised hidden state.
+
+    The normalisation is a deviation from the paper's plain MLP: decoder hidden states carry a few huge
+    "massive activation" channels whose scale differs by layer, which made unnormalised scores explode."""
     def __init__(self, hidden_size: int, width: int):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, width)
@@ -22,6 +26,7 @@ class StageMLP(nn.Module):
         self.fc2 = nn.Linear(width, 2)
 
     def forward(self, x):  # (B, T, C) -> (B, T, 2)
+        x = nn.functional.layer_norm(x, x.shape[-1:])
         return self.fc2(self.act(self.fc1(x)))
 
 

@@ -1,0 +1,277 @@
+"""Stage 2: train the per-stage token predictors on a frozen model, pruning simulated by attention masking.
+
+Loss (paper: unweighted sum of the first three):
+    L = w_cls * L_cls + w_mse * L_mse + w_rank * L_rank + w_ratio * L_ratio [+ w_kl * L_kl]
+- L_cls: LM cross-entropy on the response tokens (reaches the predictors through the Gumbel masks);
+- L_mse: predictor score (keep - drop) vs the stage's saliency, z-scored per sequence over the prunable
+  prompt tokens (target = |saliency| by default: see TrainConfig.saliency_target);
+- L_rank: pairwise logistic ranking loss on `rank_pairs` sampled pairs per sequence and stage;
+- L_ratio (deviation, from DynamicViT): squared gap between each stage's kept fraction of the prunable
+  tokens and the engine's target, so that training sees the schedule inference will use;
+- L_kl (optional, off by default): KL to the dense model's response distribution.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import SDTPConfig
+from .masked import forced_mask, masked_pruning, stage_budget
+from .predictor import TokenPredictor
+from .validate import format_rows, validate  # re-exported: sdtp_lib.train.validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3  # AdamW on the predictors only (they are tiny; the base is frozen)
+    batch_size: int = 4  # sequences per step (right-padded)
+    epochs: int = 2  # the paper trains 2 epochs
+    seed: int = 0  # data order, Gumbel noise, pair sampling and predictor init
+    tau: float = 1.0  # Gumbel-softmax temperature
+    w_cls: float = 1.0  # LM loss on the response
+    w_mse: float = 1.0  # scores vs normalised saliency
+    w_rank: float = 1.0  # pairwise ranking vs saliency
+    w_ratio: float = 2.0  # keep-ratio term (deviation from the paper: DynamicViT's)
+    w_kl: float = 0.0  # KL to dense outputs (extra dense forward per step)
+    rank_pairs: int = 256  # sampled pairs per sequence and stage (all pairs is O(T^2))
+    saliency_target: str = "abs"  # "abs": |grad*x| or "neg": -grad*x (first-order loss increase on removal)
+    grad_checkpointing: bool = False  # recompute layer activations in backward (memory for time)
+
+    def __post_init__(self):
+        if self.saliency_target not in ("abs", "neg"):
+            raise ValueError(f"saliency_target must be 'abs' or 'neg', got {self.saliency_target!r}")
+        if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
+            raise ValueError("TrainConfig: batch_size and epochs must be >= 1 and lr > 0")
+
+
+# --------------------------------------------------------------------- batches
+def collate_store(store, idx: list[int], layers, device) -> dict:
+    """Right-padded batch from a SaliencyStore: ids, mask, labels, prompt mask, saliency per stage layer."""
+    items = [store.sample(i) for i in idx]
+    T = max(len(it["input_ids"]) for it in items)
+    B = len(items)
+    out = dict(input_ids=torch.zeros(B, T, dtype=torch.long), attention_mask=torch.zeros(B, T, dtype=torch.long),
+               labels=torch.full((B, T), -100, dtype=torch.long), prompt_len=torch.zeros(B, dtype=torch.long),
+               saliency=[torch.zeros(B, T) for _ in layers])
+    for b, it in enumerate(items):
+        n = len(it["input_ids"])
+        out["input_ids"][b, :n] = it["input_ids"]
+        out["attention_mask"][b, :n] = 1
+        out["labels"][b, :n] = it["labels"]
+        out["prompt_len"][b] = it["prompt_len"]
+        for s, l in enumerate(layers):
+            out["saliency"][s][b, :n] = it["scores"][l]
+    return {k: ([x.to(device) for x in v] if isinstance(v, list) else v.to(device)) for k, v in out.items()}
+
+
+def response_protect(batch) -> torch.Tensor:
+    """(B, T) bool: from the last prompt token (it predicts the first response token) to the end."""
+    T = batch["input_ids"].shape[1]
+    pos = torch.arange(T, device=batch["input_ids"].device)
+    return (pos[None] >= (batch["prompt_len"][:, None] - 1)) & batch["attention_mask"].bool()
+
+
+# ---------------------------------------------------------------------- losses
+def lm_loss(model, hidden, labels, reduction="mean"):
+    """CE of the response: logits only where a label follows (hidden (B, T, C), labels (B, T))."""
+    tgt = labels[:, 1:]
+    sel = tgt != -100  # (B, T-1)
+    logits = model.get_output_embeddings()(hidden[:, :-1][sel]).float()  # (N, V)
+    return F.cross_entropy(logits, tgt[sel], reduction=reduction), logits, sel
+
+
+def normalise(sal: torch.Tensor, valid: torch.Tensor, target: str) -> torch.Tensor:
+    """Per-sequence z-score of the saliency over `valid` tokens (B, T)."""
+    x = sal.abs() if target == "abs" else -sal  # saliency of a CE loss: negative = the token lowers the loss
+    n = valid.sum(-1, keepdim=True).clamp(min=1)
+    mean = (x * valid).sum(-1, keepdim=True) / n
+    std = (((x - mean) * valid) ** 2).sum(-1, keepdim=True).div(n).sqrt().clamp(min=1e-6)
+    return (x - mean) / std * valid
+
+
+def mse_loss(scores, target, valid):
+    return ((scores - target) ** 2 * valid).sum() / valid.sum().clamp(min=1)
+
+
+def rank_loss(scores, target, valid, pairs: int, gen: torch.Generator | None = None):
+    """Mean of log(1 + exp(-(p_i - p_j) * sign(s_i - s_j))) over sampled pairs of valid tokens."""
+    B, T = scores.shape
+    w = valid.float() + 1e-12 * (~valid)  # sample only valid tokens (tiny weight keeps rows with none finite)
+    i = torch.multinomial(w, pairs, replacement=True, generator=gen)  # (B, P)
+    j = torch.multinomial(w, pairs, replacement=True, generator=gen)
+    sign = torch.sign(target.gather(1, i) - target.gather(1, j))
+    ok = (sign != 0) & valid.gather(1, i) & valid.gather(1, j)
+    margin = (scores.gather(1, i) - scores.gather(1, j)) * sign
+    return (F.softplus(-margin) * ok).sum() / ok.sum().clamp(min=1)
+
+
+def ratio_loss(state, config, batch, forced, prunable):
+    lengths, n_forced = batch["attention_mask"].sum(-1), forced.sum(-1)
+    n_prunable = prunable.sum(-1).clamp(min=1).float()
+    total = 0.0
+    for s, m in enumerate(state.masks):
+        target = ((stage_budget(config, s, lengths, n_forced) - n_forced).float() / n_prunable).clamp(0, 1)
+        frac = (m * prunable).sum(-1) / n_prunable
+        total = total + ((frac - target) ** 2).mean()
+    return total / max(1, len(state.masks))
+
+
+def step_losses(model, predictor, config: SDTPConfig, tcfg: TrainConfig, batch, gen=None) -> dict:
+    """All loss terms of one batch (tensors; 'total' is what backward uses)."""
+    am = batch["attention_mask"]
+    protect = response_protect(batch)
+    forced = forced_mask(config, am, protect) & am.bool()
+    pos = torch.arange(am.shape[1], device=am.device)
+    prunable = (pos[None] < batch["prompt_len"][:, None]) & am.bool() & ~forced
+    with masked_pruning(model, predictor, config, am, protect=protect, mode="gumbel", tau=tcfg.tau) as st:
+        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=am).last_hidden_state
+    cls, logits, sel = lm_loss(model, hidden, batch["labels"])
+    out = {"cls": cls, "mse": cls.new_zeros(()), "rank": cls.new_zeros(()), "kl": cls.new_zeros(())}
+    for s, scores in enumerate(st.scores):
+        tgt = normalise(batch["saliency"][s], prunable, tcfg.saliency_target)
+        out["mse"] = out["mse"] + mse_loss(scores, tgt, prunable) / len(st.scores)
+        out["rank"] = out["rank"] + rank_loss(scores, tgt, prunable, tcfg.rank_pairs, gen) / len(st.scores)
+    out["ratio"] = ratio_loss(st, config, batch, forced, prunable)
+    if tcfg.w_kl > 0:
+        with torch.no_grad():
+            dense_h = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=am).last_hidden_state
+            dense = model.get_output_embeddings()(dense_h[:, :-1][sel]).float()
+        out["kl"] = F.kl_div(logits.log_softmax(-1), dense.log_softmax(-1), log_target=True, reduction="batchmean")
+    out["total"] = (tcfg.w_cls * out["cls"] + tcfg.w_mse * out["mse"] + tcfg.w_rank * out["rank"]
+                    + tcfg.w_ratio * out["ratio"] + tcfg.w_kl * out["kl"])
+    out["kept_last"] = (st.masks[-1] * am).sum(-1).float().div(am.sum(-1)).mean().detach()
+    return out
+
+
+# ------------------------------------------------------------------- training
+def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resume: bool = True,
+          data_source: str = "", tensorboard: bool = False, progress: bool = True) -> TokenPredictor:
+    """Train predictors on `store` (a SaliencyStore computed for config.stage_layers); writes to out_dir:
+    predictor.safetensors, pruning_config.json, train_log.csv, train_state.pt (per epoch, for resume)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if tuple(store.layers) != tuple(config.stage_layers):
+        raise ValueError(f"saliency was computed for layers {list(store.layers)}, the config has stages at "
+                         f"{list(config.stage_layers)}")
+    if (out_dir / "predictor.safetensors").exists() and not resume:
+        raise FileExistsError(f"{out_dir} already holds a trained predictor; use another folder or resume=True")
+    device = next(model.parameters()).device
+    frozen = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    pred = TokenPredictor.for_model(model, config, seed=tcfg.seed)
+    pred.float().train()
+    opt = torch.optim.AdamW(pred.parameters(), lr=tcfg.lr)
+    start_epoch, step = 0, 0
+    state_path = out_dir / "train_state.pt"
+    if resume and state_path.exists():
+        ck = torch.load(state_path, map_location=device, weights_only=False)
+        if ck["train_config"] != asdict(tcfg) or ck["sdtp_config"] != config.to_dict():
+            raise ValueError(f"{state_path} was written with another configuration; use a new output folder")
+        pred.load_state_dict(ck["predictor"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, step = ck["epoch"], ck["step"]
+        log.info("resuming from epoch %d (step %d)", start_epoch, step)
+    writer = _tensorboard(out_dir) if tensorboard else None
+    was_training, gc = model.training, tcfg.grad_checkpointing
+    model.eval()  # no dropout in the frozen base
+    if gc:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    log_path = out_dir / "train_log.csv"
+    fields = ["epoch", "step", "total", "cls", "mse", "rank", "ratio", "kl", "kept_last"]
+    if not log_path.exists() or start_epoch == 0:
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerow(fields)
+    try:
+        for epoch in range(start_epoch, tcfg.epochs):
+            order = list(range(len(store)))
+            random.Random(tcfg.seed * 1000 + epoch).shuffle(order)
+            torch.manual_seed(tcfg.seed * 1000 + epoch)  # Gumbel noise: a resumed epoch replays exactly
+            gen = torch.Generator(device=device).manual_seed(tcfg.seed * 1000 + epoch)
+            batches = [order[i: i + tcfg.batch_size] for i in range(0, len(order), tcfg.batch_size)]
+            bar = tqdm(batches, desc=f"train epoch {epoch + 1}/{tcfg.epochs}", disable=not progress)
+            for idx in bar:
+                batch = collate_store(store, idx, config.stage_layers, device)
+                losses = step_losses(model, pred, config, tcfg, batch, gen)
+                opt.zero_grad(set_to_none=True)
+                losses["total"].backward()
+                opt.step()
+                step += 1
+                row = {k: float(v.detach()) for k, v in losses.items()}
+                bar.set_postfix(loss=f"{row['total']:.3f}", kept=f"{row['kept_last']:.2f}")
+                with open(log_path, "a", newline="") as f:
+                    csv.writer(f).writerow([epoch + 1, step] + [f"{row[k]:.6g}" for k in fields[2:]])
+                if writer is not None:
+                    for k in fields[2:]:
+                        writer.add_scalar(f"train/{k}", row[k], step)
+            _atomic_torch_save({"predictor": pred.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                                "step": step, "train_config": asdict(tcfg), "sdtp_config": config.to_dict()},
+                               state_path)
+    finally:
+        if gc:
+            model.gradient_checkpointing_disable()
+        model.train(was_training)
+        for p, rg in frozen.items():
+            p.requires_grad_(rg)
+        if writer is not None:
+            writer.close()
+    pred.eval()
+    pred.save(out_dir / "predictor.safetensors", overwrite=True)
+    meta = {"sdtp_config": config.to_dict(), "train_config": asdict(tcfg), "data_source": data_source,
+            "num_samples": len(store), "steps": step, "saliency_header": store.header,
+            **_provenance()}
+    _atomic_write_text(out_dir / "pruning_config.json", json.dumps(meta, indent=2, default=str) + "\n")
+    return pred
+
+
+def _tensorboard(out_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ImportError(f"tensorboard=True needs the tensorboard package ({e}); pip install tensorboard") from None
+    return SummaryWriter(str(out_dir / "tb"))
+
+
+def _atomic_torch_save(obj, path: Path):
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _provenance() -> dict:
+    import os
+    import subprocess
+
+    import transformers
+
+    from . import __version__
+    commit = os.environ.get("SDTP_GIT_COMMIT")  # set where the code travelled without its .git (GPU runs)
+    if commit is None:
+        try:
+            r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                               cwd=Path(__file__).parent, timeout=5)
+            commit = r.stdout.strip() if r.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {"versions": {"torch": torch.__version__, "transformers": transformers.__version__, "sdtp": __version__},
+            "git_commit": commit}
+
+
+__all__ = ["TrainConfig", "train", "step_losses", "rank_loss", "mse_loss", "normalise", "lm_loss", "validate", "format_rows"]
