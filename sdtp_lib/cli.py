@@ -17,7 +17,7 @@ from .config import SDTPConfig
 from .engine import PruningError, pruning
 from .models import UnsupportedModelError, load_model
 from .policies import POLICIES
-from .predictor import TokenPredictor
+from .predictor import load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompt-file", help="read the prompt from this UTF-8 file")
     scorer = g.add_mutually_exclusive_group()
     scorer.add_argument("--policy", choices=sorted(POLICIES), help="baseline scorer (default norm)")
-    scorer.add_argument("--predictor", help="a trained TokenPredictor (.safetensors) instead of a policy")
+    scorer.add_argument("--predictor", help="a trained predictor: a shipped name (smollm2-135m) or a .safetensors file")
     g.add_argument("--keep-ratio", type=float, default=0.9, help="r: stage s keeps ceil(r**s * T) tokens")
     g.add_argument("--stages", type=int, default=10, help="number of pruning stages (default 10)")
     g.add_argument("--max-new-tokens", type=int, default=64)
@@ -204,7 +204,7 @@ def cmd_generate(args) -> int:
     ids = encode_prompt(tok, prompt, chat=not args.no_chat_template).to(next(model.parameters()).device)
     config = SDTPConfig.for_model(model, keep_ratio=args.keep_ratio, num_stages=args.stages)
     policy = args.policy or "norm"
-    scorer = TokenPredictor.load(args.predictor, model=model, config=config) if args.predictor else policy
+    scorer = load_predictor(args.predictor, model=model, config=config) if args.predictor else policy
     log.info("prompt %d tokens, stages at layers %s, scorer %s", ids.shape[1], list(config.stage_layers),
              args.predictor or policy)
     dense = measure(model, tok, ids, args.max_new_tokens, args.repeats) if args.compare else None

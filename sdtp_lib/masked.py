@@ -3,7 +3,11 @@
 No token is removed: from each stage layer l_s on (l_s included, as in the engine) a cumulative keep mask M_s
 (B, T) multiplies the attention weights over keys, so later tokens cannot see a dropped token (a token still
 attends to itself, which keeps the softmax finite). Masks come from
-- mode="gumbel": hard Gumbel-softmax over the predictor's 2 logits with straight-through gradients (training);
+- mode="gumbel": hard Gumbel-softmax over the predictor's 2 logits with straight-through gradients (DynamicViT;
+  the kept fraction is only steered by a keep-ratio loss);
+- mode="st_topk": straight-through Gumbel top-k (training default): the hard mask is the engine's rule applied
+  to Gumbel-perturbed scores, so every stage keeps exactly its inference budget; gradients flow through
+  sigmoid((score - threshold) / tau) around the stage's k-th score;
 - mode="topk": the engine's own rule (forced tokens + top-(k - forced) scores among the survivors), so the
   simulation of a kept token's computation equals physical removal.
 The attention function is registered with transformers' AttentionInterface as "sdtp_masked"; the model's
@@ -91,15 +95,16 @@ def masked_pruning(model, scorer, config: SDTPConfig, attention_mask: torch.Tens
                    mode: str = "gumbel", tau: float = 1.0):
     """Simulate pruning by masking inside the block. `attention_mask` (B, T): 1 on real tokens (right padding).
 
-    Yields the MaskState the forward fills in. mode: "gumbel" (needs a TokenPredictor) or "topk".
+    Yields the MaskState the forward fills in. mode: "st_topk" or "gumbel" (training; need a TokenPredictor)
+    or "topk" (deterministic, any scorer).
     """
     global _STATE
-    if mode not in ("gumbel", "topk"):
-        raise ValueError(f"masked_pruning: mode must be 'gumbel' or 'topk', got {mode!r}")
+    if mode not in ("gumbel", "st_topk", "topk"):
+        raise ValueError(f"masked_pruning: mode must be 'st_topk', 'gumbel' or 'topk', got {mode!r}")
     _check_model(model, config)
     scorer = make_scorer(scorer)
-    if mode == "gumbel" and not hasattr(scorer, "logits"):
-        raise ValueError("masked_pruning(mode='gumbel') needs a TokenPredictor (2 logits per token)")
+    if mode != "topk" and not hasattr(scorer, "logits"):
+        raise ValueError(f"masked_pruning(mode={mode!r}) needs a TokenPredictor (2 logits per token)")
     if _STATE is not None:
         raise PruningError("a masked_pruning() block is already active; nesting is not supported")
     _register()
@@ -117,18 +122,22 @@ def masked_pruning(model, scorer, config: SDTPConfig, attention_mask: torch.Tens
             if s is not None:
                 hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, C)
                 prev = state.masks[-1] if state.masks else am.float()
-                if mode == "gumbel":
-                    lg = scorer.logits(hidden, s).float()  # (B, T, 2)
-                    keep = F.gumbel_softmax(lg, tau=tau, hard=True)[..., 0]  # straight-through (B, T)
-                    keep = torch.where(forced, torch.ones_like(keep), keep)
-                    state.logits.append(lg)
-                    state.scores.append(lg[..., 0] - lg[..., 1])
-                    mask = prev * keep
-                else:
+                if mode == "topk":
                     score = scorer(hidden, s, pos).float()  # (B, T)
                     state.scores.append(score)
-                    mask = _topk_mask(score, prev.bool(), forced, stage_budget(config, s, lengths, n_forced))
-                    mask = mask.float()
+                    budget = stage_budget(config, s, lengths, n_forced)
+                    mask = _topk_mask(score, prev.bool(), forced, budget).float()
+                else:
+                    lg = scorer.logits(hidden, s).float()  # (B, T, 2)
+                    state.logits.append(lg)
+                    state.scores.append(lg[..., 0] - lg[..., 1])
+                    if mode == "gumbel":
+                        keep = F.gumbel_softmax(lg, tau=tau, hard=True)[..., 0]  # straight-through (B, T)
+                    else:
+                        keep = _st_topk(state.scores[-1], prev.bool(), forced,
+                                        stage_budget(config, s, lengths, n_forced), tau)
+                    keep = torch.where(forced, torch.ones_like(keep), keep)
+                    mask = prev * keep
                 state.masks.append(mask)
             if state.masks:
                 state.layer_mask[l] = state.masks[-1]
@@ -147,6 +156,20 @@ def masked_pruning(model, scorer, config: SDTPConfig, attention_mask: torch.Tens
         model.config._attn_implementation = old_attn
         for h in hooks:
             h.remove()
+
+
+def _st_topk(score, alive, forced, k, tau):
+    """Straight-through Gumbel top-k (B, T): value = top-k of score + Gumbel noise (the engine's rule), gradient
+    = that of sigmoid((noisy score - threshold) / tau), threshold halfway between the k-th and (k+1)-th."""
+    u = torch.rand_like(score).clamp(1e-9, 1 - 1e-9)
+    noisy = score + tau * -torch.log(-torch.log(u))  # Gumbel perturbation: sampling without replacement
+    hard = _topk_mask(noisy.detach(), alive, forced, k)
+    free = alive & ~forced
+    lo = noisy.detach().masked_fill(~(hard & free), float("inf")).amin(-1, keepdim=True)  # weakest kept
+    hi = noisy.detach().masked_fill(~(~hard & free), float("-inf")).amax(-1, keepdim=True)  # strongest dropped
+    thr = torch.where(torch.isfinite(lo) & torch.isfinite(hi), (lo + hi) / 2, torch.where(torch.isfinite(lo), lo, hi))
+    soft = torch.sigmoid((noisy - thr.nan_to_num(0.0)) / tau)
+    return hard.float() + soft - soft.detach()
 
 
 def _topk_mask(score, alive, forced, k):

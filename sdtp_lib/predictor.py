@@ -122,3 +122,23 @@ class TokenPredictor(nn.Module):
             p = next(model.parameters())
             pred = pred.to(device=p.device, dtype=p.dtype)
         return pred
+
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "predictors"
+
+
+def shipped_predictors() -> list[str]:
+    """Names of the predictors that ship inside the package (trained on the project's default data)."""
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.safetensors"))
+
+
+def load_predictor(name_or_path: str | Path, model=None, config: SDTPConfig | None = None) -> TokenPredictor:
+    """A shipped predictor by model name (e.g. "smollm2-135m") or a predictor file path."""
+    shipped = SHIPPED_DIR / f"{name_or_path}.safetensors"
+    if shipped.exists():
+        return TokenPredictor.load(shipped, model=model, config=config)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return TokenPredictor.load(path, model=model, config=config)
+    raise FileNotFoundError(f"no predictor {str(name_or_path)!r}: not a file, and not one of the shipped predictors "
+                            f"{shipped_predictors()}")

@@ -1,13 +1,17 @@
 """Stage 2: train the per-stage token predictors on a frozen model, pruning simulated by attention masking.
 
 Loss (paper: unweighted sum of the first three):
-    L = w_cls * L_cls + w_mse * L_mse + w_rank * L_rank + w_ratio * L_ratio [+ w_kl * L_kl]
-- L_cls: LM cross-entropy on the response tokens (reaches the predictors through the Gumbel masks);
+    L = w_cls * L_cls + w_mse * L_mse + w_rank * L_rank [+ w_ratio * L_ratio] [+ w_kl * L_kl]
+- L_cls: LM cross-entropy on the response tokens (reaches the predictors through the masks);
 - L_mse: predictor score (keep - drop) vs the stage's saliency, z-scored per sequence over the prunable
   prompt tokens (target = |saliency| by default: see TrainConfig.saliency_target);
 - L_rank: pairwise logistic ranking loss on `rank_pairs` sampled pairs per sequence and stage;
-- L_ratio (deviation, from DynamicViT): squared gap between each stage's kept fraction of the prunable
-  tokens and the engine's target, so that training sees the schedule inference will use;
+- L_ratio: squared gap between each stage's kept fraction of the prunable tokens and the engine's target.
+Masks (deviation, documented): by default "st_topk", a straight-through Gumbel top-k that keeps exactly the
+inference budget at every stage. The paper's per-token Gumbel-softmax ("gumbel", with L_ratio as in
+DynamicViT) conflicts with L_mse: z-scored targets pull scores to mean 0, i.e. keep probability 0.5 per
+stage, and the cumulative mask then dropped every prunable token (measured: kept 12-20% of the prompt
+where the schedule keeps 35%, ranking loss at chance).
 - L_kl (optional, off by default): KL to the dense model's response distribution.
 """
 from __future__ import annotations
@@ -38,11 +42,12 @@ class TrainConfig:
     batch_size: int = 4  # sequences per step (right-padded)
     epochs: int = 2  # the paper trains 2 epochs
     seed: int = 0  # data order, Gumbel noise, pair sampling and predictor init
-    tau: float = 1.0  # Gumbel-softmax temperature
+    mask: str = "st_topk"  # "st_topk": exact budgets, straight-through (default); "gumbel": DynamicViT + w_ratio
+    tau: float = 1.0  # Gumbel temperature (noise scale and sigmoid width for st_topk)
     w_cls: float = 1.0  # LM loss on the response
     w_mse: float = 1.0  # scores vs normalised saliency
     w_rank: float = 1.0  # pairwise ranking vs saliency
-    w_ratio: float = 2.0  # keep-ratio term (deviation from the paper: DynamicViT's)
+    w_ratio: float = 2.0  # keep-ratio term, mask="gumbel" only (st_topk keeps the budget exactly)
     w_kl: float = 0.0  # KL to dense outputs (extra dense forward per step)
     rank_pairs: int = 256  # sampled pairs per sequence and stage (all pairs is O(T^2))
     saliency_target: str = "abs"  # "abs": |grad*x| or "neg": -grad*x (first-order loss increase on removal)
@@ -51,6 +56,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.saliency_target not in ("abs", "neg"):
             raise ValueError(f"saliency_target must be 'abs' or 'neg', got {self.saliency_target!r}")
+        if self.mask not in ("st_topk", "gumbel"):
+            raise ValueError(f"mask must be 'st_topk' or 'gumbel', got {self.mask!r}")
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise ValueError("TrainConfig: batch_size and epochs must be >= 1 and lr > 0")
 
@@ -134,7 +141,7 @@ def step_losses(model, predictor, config: SDTPConfig, tcfg: TrainConfig, batch, 
     forced = forced_mask(config, am, protect) & am.bool()
     pos = torch.arange(am.shape[1], device=am.device)
     prunable = (pos[None] < batch["prompt_len"][:, None]) & am.bool() & ~forced
-    with masked_pruning(model, predictor, config, am, protect=protect, mode="gumbel", tau=tcfg.tau) as st:
+    with masked_pruning(model, predictor, config, am, protect=protect, mode=tcfg.mask, tau=tcfg.tau) as st:
         hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=am).last_hidden_state
     cls, logits, sel = lm_loss(model, hidden, batch["labels"])
     out = {"cls": cls, "mse": cls.new_zeros(()), "rank": cls.new_zeros(()), "kl": cls.new_zeros(())}
@@ -142,14 +149,14 @@ def step_losses(model, predictor, config: SDTPConfig, tcfg: TrainConfig, batch, 
         tgt = normalise(batch["saliency"][s], prunable, tcfg.saliency_target)
         out["mse"] = out["mse"] + mse_loss(scores, tgt, prunable) / len(st.scores)
         out["rank"] = out["rank"] + rank_loss(scores, tgt, prunable, tcfg.rank_pairs, gen) / len(st.scores)
-    out["ratio"] = ratio_loss(st, config, batch, forced, prunable)
+    out["ratio"] = ratio_loss(st, config, batch, forced, prunable)  # logged in both modes
     if tcfg.w_kl > 0:
         with torch.no_grad():
             dense_h = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=am).last_hidden_state
             dense = model.get_output_embeddings()(dense_h[:, :-1][sel]).float()
         out["kl"] = F.kl_div(logits.log_softmax(-1), dense.log_softmax(-1), log_target=True, reduction="batchmean")
     out["total"] = (tcfg.w_cls * out["cls"] + tcfg.w_mse * out["mse"] + tcfg.w_rank * out["rank"]
-                    + tcfg.w_ratio * out["ratio"] + tcfg.w_kl * out["kl"])
+                    + (tcfg.w_ratio * out["ratio"] if tcfg.mask == "gumbel" else 0) + tcfg.w_kl * out["kl"])
     out["kept_last"] = (st.masks[-1] * am).sum(-1).float().div(am.sum(-1)).mean().detach()
     return out
 
@@ -177,7 +184,8 @@ def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resum
     state_path = out_dir / "train_state.pt"
     if resume and state_path.exists():
         ck = torch.load(state_path, map_location=device, weights_only=False)
-        if ck["train_config"] != asdict(tcfg) or ck["sdtp_config"] != config.to_dict():
+        same = lambda d: {k: v for k, v in d.items() if k != "epochs"}  # more epochs may be added on resume
+        if same(ck["train_config"]) != same(asdict(tcfg)) or ck["sdtp_config"] != config.to_dict():
             raise ValueError(f"{state_path} was written with another configuration; use a new output folder")
         pred.load_state_dict(ck["predictor"])
         opt.load_state_dict(ck["optimizer"])

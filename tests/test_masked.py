@@ -60,7 +60,8 @@ def test_dropped_token_gets_no_attention(tiny_sdpa):
     assert all(a.sum(-1).allclose(torch.ones(())) for a in out.attentions)
 
 
-def test_gumbel_masks_train_the_predictor_only(tiny_sdpa):
+@pytest.mark.parametrize("mode", ["gumbel", "st_topk"])
+def test_training_masks_train_the_predictor_only(tiny_sdpa, mode):
     model, _ = tiny_sdpa
     c = conf(model, 0.7)
     pred = S.TokenPredictor.for_model(model, c)
@@ -70,7 +71,7 @@ def test_gumbel_masks_train_the_predictor_only(tiny_sdpa):
     am = torch.ones_like(ids)
     protect = torch.zeros_like(ids, dtype=torch.bool)
     protect[:, 60:] = True
-    with masked_pruning(model, pred, c, am, protect=protect, mode="gumbel") as st:
+    with masked_pruning(model, pred, c, am, protect=protect, mode=mode) as st:
         out = model(ids, attention_mask=am, labels=ids)
     out.loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in pred.parameters())
@@ -80,5 +81,10 @@ def test_gumbel_masks_train_the_predictor_only(tiny_sdpa):
         assert set(m.unique().tolist()) <= {0.0, 1.0}
     for a, b in zip(st.masks, st.masks[1:]):
         assert bool((b <= a).all())  # dropped once, dropped after
+    if mode == "st_topk":  # exactly the inference budget at every stage
+        from sdtp_lib.masked import forced_mask, stage_budget
+        f = forced_mask(c, am, protect)
+        for s_, m in enumerate(st.masks):
+            assert int(m.sum()) == int(stage_budget(c, s_, am.sum(-1), f.sum(-1))[0])
     for p in model.parameters():
         p.requires_grad_(True)

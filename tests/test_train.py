@@ -1,0 +1,113 @@
+"""Stage 2: losses, what a training step touches, resume, bad inputs, and a tiny end-to-end pipeline run."""
+import json
+
+import pytest
+import torch
+
+import sdtp_lib as S
+from sdtp_lib import data as D
+from sdtp_lib import saliency as SA
+from sdtp_lib.train import TrainConfig, rank_loss, step_losses, train, collate_store
+
+
+def test_rank_loss_orders():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 200, generator=g)
+    valid = torch.ones(2, 200, dtype=torch.bool)
+    loss = lambda scores: float(rank_loss(scores, target, valid, 4000, torch.Generator().manual_seed(1)))
+    aligned, noisy, random_, reversed_ = (target, target + torch.randn(2, 200, generator=g),
+                                          torch.randn(2, 200, generator=g), -target)
+    assert loss(aligned * 5) < loss(aligned) < loss(noisy) < loss(random_) < loss(reversed_) < loss(reversed_ * 5)
+    # invalid tokens never count: scrambling them changes nothing
+    valid[:, 100:] = False
+    scrambled = aligned.clone()
+    scrambled[:, 100:] = -100
+    assert rank_loss(aligned, target, valid, 500, torch.Generator().manual_seed(2)) == \
+        rank_loss(scrambled, target, valid, 500, torch.Generator().manual_seed(2))
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    model, tok = S.load_model("tiny-llama")
+    samples = D.build_samples(D.load_instructions(D.DEFAULT_DATA, limit=40), tok, seq_len=200, n=10, seed=0)
+    conf = S.SDTPConfig.for_model(model, keep_ratio=0.8)
+    out = tmp_path_factory.mktemp("sal")
+    store = SA.SaliencyStore.load(SA.compute_saliency(model, samples, conf.stage_layers, out, data_source="test"))
+    return model, conf, store
+
+
+def test_step_changes_only_predictor(tiny_store):
+    model, conf, store = tiny_store
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pred = S.TokenPredictor.for_model(model, conf)
+    p0 = [p.clone() for p in pred.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        opt = torch.optim.AdamW(pred.parameters(), lr=1e-2)
+        batch = collate_store(store, [0, 1, 2], conf.stage_layers, "cpu")
+        losses = step_losses(model, pred, conf, TrainConfig(), batch)
+        assert all(torch.isfinite(v) for v in losses.values())
+        losses["total"].backward()
+        opt.step()
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(not torch.equal(a, b) for a, b in zip(p0, pred.parameters()))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_train_resume_gives_the_same_next_step(tiny_store, tmp_path):
+    model, conf, store = tiny_store
+    full = train(model, store, conf, TrainConfig(epochs=2, batch_size=3), tmp_path / "full", progress=False)
+    train(model, store, conf, TrainConfig(epochs=1, batch_size=3), tmp_path / "part", progress=False)
+    resumed = train(model, store, conf, TrainConfig(epochs=2, batch_size=3), tmp_path / "part", progress=False)
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    log = (tmp_path / "part" / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,step,total,cls,mse,rank,ratio") and len(log) == 1 + 2 * 4  # 10 samples / 3
+    meta = json.loads((tmp_path / "full" / "pruning_config.json").read_text())
+    assert meta["sdtp_config"]["stage_layers"] == list(conf.stage_layers) and meta["steps"] == 8
+    loaded = S.load_predictor(tmp_path / "full" / "predictor.safetensors", model=model, config=conf)
+    h = torch.randn(1, 5, model.config.hidden_size)
+    torch.testing.assert_close(loaded(h, 0), full(h, 0))
+    with pytest.raises(ValueError, match="another configuration"):
+        train(model, store, conf, TrainConfig(epochs=2, batch_size=3, lr=0.5), tmp_path / "part", progress=False)
+
+
+def test_train_refuses_mismatched_saliency(tiny_store, tmp_path):
+    model, conf, store = tiny_store
+    with pytest.raises(ValueError, match="saliency was computed for layers"):
+        train(model, store, S.SDTPConfig(stage_layers=(2, 3), num_layers=4), TrainConfig(), tmp_path)
+    with pytest.raises(ValueError, match="saliency_target"):
+        TrainConfig(saliency_target="signed")
+
+
+def test_shipped_predictor_loads():
+    assert "smollm2-135m" in S.shipped_predictors()
+    with pytest.raises(FileNotFoundError, match="shipped predictors"):
+        S.load_predictor("no-such-predictor")
+    tiny, _ = S.load_model("tiny-qwen2")
+    with pytest.raises(ValueError, match="hidden size"):
+        S.load_predictor("smollm2-135m", model=tiny)
+
+
+def test_pipeline_end_to_end_tiny(tmp_path):
+    from sdtp_lib.pipeline import PipelineConfig, run
+    cfg = PipelineConfig(model="tiny-qwen2", samples=16, seq_len=200, seeds=(0, 1),
+                         train=TrainConfig(epochs=1, batch_size=4))
+    summary = run(cfg, tmp_path, progress=False)
+    rows = summary["validation"]
+    assert {r["scorer"] for r in rows} == {"dense", "predictor-s0", "predictor-s1", "random", "norm", "recent"}
+    assert {r["engine"] for r in rows} == {"physical", "masked"}
+    by = {(r["layout"], r["scorer"], r["engine"]): r for r in rows}
+    for (layout, scorer, engine), r in by.items():
+        if engine == "physical" and scorer != "random":  # deterministic scorers: both engines agree
+            assert r["loss"] == pytest.approx(by[(layout, scorer, "masked")]["loss"], abs=1e-4)
+        if scorer == "dense":
+            assert r["delta"] == 0 and r["compression"] == 1.0
+        else:
+            assert r["compression"] > 1.1
+    assert (tmp_path / "seed1" / "predictor.safetensors").exists() and (tmp_path / "validation.md").exists()
+    assert json.loads((tmp_path / "run.json").read_text())["num_train"] + summary["num_val"] == 16
