@@ -169,7 +169,7 @@ def _st_topk(score, alive, forced, k, tau):
     hi = noisy.detach().masked_fill(~(~hard & free), float("-inf")).amax(-1, keepdim=True)  # strongest dropped
     thr = torch.where(torch.isfinite(lo) & torch.isfinite(hi), (lo + hi) / 2, torch.where(torch.isfinite(lo), lo, hi))
     soft = torch.sigmoid((noisy - thr.nan_to_num(0.0)) / tau)
-    return hard.float() + soft - soft.detach()
+    return hard.float() + (soft - soft.detach())  # value exactly 0/1, gradient of soft
 
 
 def _topk_mask(score, alive, forced, k):
