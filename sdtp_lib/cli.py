@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--engines", nargs="+", default=["physical", "masked"], choices=("physical", "masked"))
     t.add_argument("--dtype", choices=("float32", "bfloat16"))
     t.add_argument("--device", choices=("cpu", "cuda"))
+    t.add_argument("--tensorboard", action="store_true", help="also log losses to <run>/seed<k>/tb (needs tensorboard)")
     t.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
     return parser
 
@@ -224,7 +225,7 @@ def cmd_train(args) -> int:
                          seq_len=args.seq_len, val_frac=args.val_frac, keep_ratio=args.keep_ratio, stages=args.stages,
                          seeds=tuple(args.seeds), engines=tuple(args.engines), device=args.device, dtype=args.dtype,
                          train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
-    summary = run(cfg, args.out)
+    summary = run(cfg, args.out, tensorboard=args.tensorboard)
     from .train import format_rows
     print(format_rows(summary["validation"]))
     sp = summary["speed"]

@@ -41,7 +41,7 @@ class PipelineConfig:
     dtype: str | None = None
 
 
-def run(cfg: PipelineConfig, out_dir, progress: bool = True) -> dict:
+def run(cfg: PipelineConfig, out_dir, progress: bool = True, tensorboard: bool = False) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -64,7 +64,8 @@ def run(cfg: PipelineConfig, out_dir, progress: bool = True) -> dict:
     for seed in cfg.seeds:
         tcfg = TrainConfig(**{**asdict(cfg.train), "seed": seed})
         t = time.perf_counter()
-        preds[seed] = train(model, store, conf, tcfg, out / f"seed{seed}", data_source=cfg.data, progress=progress)
+        preds[seed] = train(model, store, conf, tcfg, out / f"seed{seed}", data_source=cfg.data, progress=progress,
+                            tensorboard=tensorboard)
         timing[f"train_seed{seed}_s"] = time.perf_counter() - t
     scorers = {f"predictor-s{s}": p for s, p in preds.items()}
     scorers.update({"random": "random", "norm": "norm", "recent": "recent"})
