@@ -81,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=("cpu", "cuda"))
     t.add_argument("--tensorboard", action="store_true", help="also log losses to <run>/seed<k>/tb (needs tensorboard)")
     t.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
+
+    p = sub.add_parser("profile", help="prefill / end-to-end latency, memory, FLOPs: dense vs SDTP vs SDTP-low")
+    p.set_defaults(func=cmd_profile)
+    p.add_argument("--model", default="qwen2-7b-random", help="qwen2-7b-random (GPU) or any load_model spec/path")
+    p.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192, 16384, 32768, 65536, 131072])
+    p.add_argument("--variants", nargs="+", default=["dense", "sdtp", "sdtp-low"], choices=("dense", "sdtp", "sdtp-low"))
+    p.add_argument("--engines", nargs="+", default=["hf", "sdtp"], choices=("hf", "sdtp"))
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--scorer", default="predictor", help="predictor (production width) or a policy name")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"))
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument("--out", default="runs/profile", help="folder for latency_<timestamp>.json/.md")
     return parser
 
 
@@ -232,6 +245,31 @@ def cmd_train(args) -> int:
     print(f"{summary['num_train']} train / {summary['num_val']} val samples on {summary['device']} | saliency "
           f"{sp['saliency_samples_per_s']:.2f} samples/s | training {sp['train_samples_per_s']:.2f} samples/s | "
           f"total {summary['timing']['total_s']:.0f} s | run folder {args.out}")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from . import profiling as P
+    if args.model == "qwen2-7b-random":
+        if not torch.cuda.is_available():
+            raise ValueError("qwen2-7b-random needs a GPU; on CPU profile the default: --model smollm2-135m")
+        model, weights = P.qwen2_7b_random(), "random (Qwen2-7B architecture; speed does not depend on weights)"
+    else:
+        model, _ = load_model(args.model, dtype=args.dtype, device=args.device)
+        weights = "real"
+    cfg = P.ProfileConfig(lengths=tuple(args.lengths), variants=tuple(args.variants), engines=tuple(args.engines),
+                          new_tokens=args.new_tokens, repeats=args.repeats, scorer=args.scorer)
+    head = P.header(model, cfg, weights)
+    print(f"{head['gpu']} | {head['model']} | weights: {weights} | transformers {head['transformers']}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(args.out) / f"latency_{stamp}.json"
+    P.write(path, head, [])
+    rows = P.profile(model, cfg, on_row=lambda rows: P.write(path, {**head, "complete": False}, rows, partial_ok=True))
+    P.write(path, {**head, "complete": True}, rows, partial_ok=True)
+    table = P.markdown(rows)
+    (Path(args.out) / f"latency_{stamp}.md").write_text(f"weights: {weights}\n\n{table}\n")
+    print(table)
+    print(f"wrote {path}")
     return 0
 
 

@@ -1,0 +1,135 @@
+"""A fast greedy decode loop that calls the HF model: per-layer static KV caches + one CUDA graph per step.
+
+After the prefill (pruned inside `pruning()`, or dense), each layer's cache is moved into a transformers
+`StaticLayer` sized to *its own* kept tokens + max_new_tokens, so pruned layers keep their shorter caches.
+Every decode step is one `model(...)` call on static buffers (token, position, cache write index); a
+forward pre-hook per layer gives attention a mask over that layer's filled slots. On CUDA the step is
+captured once in a CUDA graph and replayed, which removes the per-step Python and launch overhead that
+dominates HF's `generate` (25-60 ms/token on a 7B model against a ~3 ms memory-bound floor).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+
+from .engine import pruning
+
+
+@dataclass
+class DecodeResult:
+    tokens: torch.Tensor  # (B, max_new_tokens) greedy tokens (the first one from the prefill logits)
+    prompt_len: int
+    kept_per_layer: list[int]  # cache length of each layer after the prefill
+    timings: dict = field(default_factory=dict)  # prefill_s, decode_s, e2e_s (CUDA-synchronised)
+
+
+def _static_cache(dyn, extra: int):
+    """Copy a filled DynamicCache into per-layer StaticLayers with room for `extra` more tokens."""
+    from transformers.cache_utils import Cache, StaticLayer
+    layers = []
+    for d in dyn.layers:
+        n = d.keys.shape[-2]
+        s = StaticLayer(max_cache_len=n + extra)
+        s.lazy_initialization(d.keys, d.values)
+        s.keys[:, :, :n].copy_(d.keys)
+        s.values[:, :, :n].copy_(d.values)
+        s.cumulative_length.fill_(n)
+        layers.append(s)
+    return Cache(layers=layers)
+
+
+@contextlib.contextmanager
+def _layer_masks(model, cache):
+    """Per-layer additive masks over each layer's static slots: slot j is visible iff j <= filled count."""
+    dtype = next(model.parameters()).dtype
+    neg = torch.finfo(dtype).min
+    hooks = []
+    for l, layer in enumerate(model.get_decoder().layers):
+        slots = torch.arange(cache.layers[l].max_cache_len, device=cache.layers[l].keys.device)
+
+        def hook(module, args, kwargs, slots=slots, lc=cache.layers[l]):
+            visible = slots <= lc.cumulative_length  # (S,): filled slots + the one this step writes
+            kwargs["attention_mask"] = torch.where(visible, 0.0, neg).to(dtype)[None, None, None, :]
+            return args, kwargs
+        hooks.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=None, config=None,
+                    cuda_graph: bool | None = None) -> DecodeResult:
+    """Greedy decoding of `max_new_tokens` tokens (no early stop: fixed work, for timing) with a pruned
+    prefill when `scorer` is given (dense otherwise). cuda_graph defaults to True on CUDA."""
+    import time
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    dev = input_ids.device
+    cuda_graph = dev.type == "cuda" if cuda_graph is None else cuda_graph
+    B, T = input_ids.shape
+    _sync(dev)
+    t0 = time.perf_counter()
+    block = pruning(model, scorer, config) if scorer is not None else contextlib.nullcontext()
+    with block:
+        out = model(input_ids, use_cache=True, logits_to_keep=1)
+    first = out.logits[:, -1].argmax(-1)  # (B,)
+    _sync(dev)
+    t1 = time.perf_counter()
+    dyn = out.past_key_values
+    kept = [layer.keys.shape[-2] for layer in dyn.layers]
+    cache = _static_cache(dyn, max_new_tokens)
+    del out, dyn
+    tokens = torch.zeros(B, max_new_tokens, dtype=torch.long, device=dev)
+    tokens[:, 0] = first
+    ids = first[:, None].clone()  # (B, 1) static input buffer
+    pos = torch.full((B, 1), T, dtype=torch.long, device=dev)  # decode positions continue at T
+    step = torch.ones((), dtype=torch.long, device=dev)  # index of the token this step produces
+    dummy_mask = torch.zeros(B, 1, 1, 1, device=dev)  # a 4D mask: HF skips its own mask building
+
+    def one_step():
+        logits = model(input_ids=ids, position_ids=pos, attention_mask=dummy_mask, past_key_values=cache,
+                       use_cache=True, logits_to_keep=1).logits
+        nxt = logits[:, -1].argmax(-1)  # (B,)
+        tokens.index_copy_(1, step.view(1), nxt[:, None])
+        ids.copy_(nxt[:, None])
+        pos.add_(1)
+        step.add_(1)
+
+    with _layer_masks(model, cache):
+        n = max_new_tokens - 1
+        if cuda_graph and n > 0:
+            state = [l.cumulative_length.clone() for l in cache.layers], ids.clone(), pos.clone(), step.clone()
+            s = torch.cuda.Stream(device=dev)
+            s.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(s):
+                one_step()  # warm-up outside the graph (allocations, lazy init); its writes are undone below
+            torch.cuda.current_stream(dev).wait_stream(s)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                one_step()
+            for l, c in zip(cache.layers, state[0]):
+                l.cumulative_length.copy_(c)
+            ids.copy_(state[1]), pos.copy_(state[2]), step.copy_(state[3])
+            _sync(dev)
+            t2 = time.perf_counter()
+            for _ in range(n):
+                graph.replay()
+        else:
+            t2 = time.perf_counter()
+            for _ in range(n):
+                one_step()
+        _sync(dev)
+    t3 = time.perf_counter()
+    timings = {"prefill_s": t1 - t0, "setup_s": t2 - t1, "decode_s": t3 - t2,
+               "decode_ms_per_token": 1000 * (t3 - t2) / max(1, n), "e2e_s": t3 - t0}
+    return DecodeResult(tokens=tokens, prompt_len=T, kept_per_layer=kept, timings=timings)

@@ -1,0 +1,214 @@
+"""Prefill and end-to-end latency, memory and FLOPs: dense vs SDTP vs SDTP-low, HF's loop vs this project's.
+
+    python -m sdtp_lib profile --model qwen2-7b-random --lengths 4096 32768 --out runs/profile
+
+Definitions: prefill = one forward from input ids to the first token's logits (logits_to_keep=1);
+end-to-end = prefill + `new_tokens` greedy tokens (fixed length); every timing follows a discarded warm-up
+of the same shape, CUDA-synchronised, median of `repeats` (min/max kept); peak memory =
+torch.cuda.max_memory_allocated over the end-to-end run. Engines: "hf" = model(...) / model.generate(...);
+"sdtp" = the same prefill + sdtp_lib.decode.greedy_generate (static per-layer caches, CUDA graphs).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import SDTPConfig
+from .decode import greedy_generate
+from .engine import pruning
+from .predictor import TokenPredictor
+
+log = logging.getLogger(__name__)
+
+QWEN2_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                num_key_value_heads=4, vocab_size=152064, max_position_embeddings=131072, rope_theta=1_000_000.0,
+                use_sliding_window=False, tie_word_embeddings=False)
+VARIANTS = {"dense": None, "sdtp": 10, "sdtp-low": 5}  # variant -> number of stages
+
+
+@dataclass
+class ProfileConfig:
+    lengths: tuple[int, ...] = (4096, 8192, 16384, 32768, 65536, 131072)  # prompt lengths
+    variants: tuple[str, ...] = ("dense", "sdtp", "sdtp-low")
+    engines: tuple[str, ...] = ("hf", "sdtp")  # "hf": model/generate; "sdtp": the CUDA-graph loop
+    new_tokens: int = 128  # generated tokens for end-to-end
+    repeats: int = 3  # timed prefill repeats (median reported)
+    keep_ratio: float = 0.9  # r
+    scorer: str = "predictor"  # "predictor" (production width, untrained weights are as fast) or a policy
+    meta: dict = field(default_factory=dict)
+
+
+def qwen2_7b_random(device="cuda", dtype=torch.bfloat16, attn="sdpa"):
+    """Qwen2-7B's architecture with random weights (speed does not depend on weight values)."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(Qwen2Config(**QWEN2_7B), dtype=dtype, attn_implementation=attn)
+    model.config.sdtp_model_id = "qwen2-7b-random"
+    return model.eval()
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int):
+    """(median, min, max) seconds of fn() after one discarded warm-up call."""
+    fn()
+    ts = []
+    for _ in range(repeats):
+        _sync()
+        t = time.perf_counter()
+        fn()
+        _sync()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), min(ts), max(ts)
+
+
+def _peak_reset():
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib():
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+
+
+def predictor_overhead_s(pred: TokenPredictor, kept_in: list[int], repeats: int = 5) -> float:
+    """Time of the predictor alone on inputs of each stage's size (median of repeats)."""
+    p = next(pred.parameters())
+    xs = [torch.randn(1, n, pred.hidden_size, device=p.device, dtype=p.dtype) for n in kept_in]
+
+    def run():
+        for s, x in enumerate(xs):
+            pred(x, s)
+    with torch.no_grad():
+        return timed(run, repeats)[0]
+
+
+@torch.no_grad()
+def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict]:
+    """Rows for every (length, variant, engine); on_row(rows) after each one (e.g. to save partial results)."""
+    dev = next(model.parameters()).device
+    L = model.config.num_hidden_layers
+    rows = []
+    for T in cfg.lengths:
+        ids = torch.randint(0, model.config.vocab_size - 1, (1, T), device=dev)
+        for variant in cfg.variants:
+            stages = VARIANTS[variant]
+            conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio, num_stages=stages) if stages else None
+            scorer = None
+            if conf is not None:
+                scorer = TokenPredictor.for_model(model, conf) if cfg.scorer == "predictor" else cfg.scorer
+            block = (lambda: pruning(model, scorer, conf)) if conf else None
+            base = _prefill_row(model, ids, conf, scorer, block, cfg.repeats)
+            for engine in cfg.engines:
+                row = dict(prompt_len=T, variant=variant, engine=engine, **base)
+                row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens))
+                rows.append(row)
+                if on_row is not None:
+                    on_row(rows)
+                progress(f"{T:>7} {variant:>8} {engine:>4}: prefill {row['prefill_s']:.3f} s | e2e "
+                         f"{row['e2e_s']:.2f} s | decode {row['decode_ms_per_token']:.1f} ms/tok | peak "
+                         f"{row['peak_mem_gib']:.1f} GiB | compression {row['compression']:.2f}x")
+        del ids
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return rows
+
+
+def _prefill_row(model, ids, conf, scorer, block, repeats) -> dict:
+    from .flops import prefill_flops
+    T = ids.shape[1]
+    fwd = lambda: model(ids, logits_to_keep=1)
+    if block is None:
+        med, lo, hi = timed(fwd, repeats)
+        kept = [T] * model.config.num_hidden_layers
+        flops, pred_s = prefill_flops(model, kept), 0.0
+    else:
+        with block() as st:
+            med, lo, hi = timed(fwd, repeats)
+        kept, flops = st.kept_per_layer, st.flops_pruned
+        pred_s = predictor_overhead_s(scorer, [kept[l - 1] for l in conf.stage_layers]) \
+            if isinstance(scorer, TokenPredictor) else 0.0
+    return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, flops=flops, tflops_per_s=flops / med / 1e12,
+                kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
+                predictor_overhead_pct=100 * pred_s / med)
+
+
+def _e2e(model, ids, engine, conf, scorer, block, new_tokens) -> dict:
+    T = ids.shape[1]
+    if engine == "sdtp":
+        run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf)
+        run()  # warm-up of the same shape
+        _peak_reset()
+        res = run()
+        t = res.timings
+        return dict(e2e_s=t["e2e_s"], decode_ms_per_token=t["decode_ms_per_token"], peak_mem_gib=_peak_gib())
+    gen = lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    ctx = block() if block else _null()
+    with ctx:
+        gen()  # warm-up of the same shape
+        _peak_reset()
+        _sync()
+        t0 = time.perf_counter()
+        gen()
+        _sync()
+        e2e = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        model(ids, logits_to_keep=1)
+        _sync()
+        pre = time.perf_counter() - t1
+    return dict(e2e_s=e2e, decode_ms_per_token=1000 * (e2e - pre) / max(1, new_tokens - 1), peak_mem_gib=_peak_gib())
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def header(model, cfg: ProfileConfig, weights: str) -> dict:
+    import transformers
+
+    from .train import _provenance
+    return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "weights": weights, "model": getattr(model.config, "sdtp_model_id", model.config.name_or_path),
+            "dtype": str(next(model.parameters()).dtype), "attn": model.config._attn_implementation,
+            "profile_config": asdict(cfg), "transformers": transformers.__version__, **_provenance()}
+
+
+def markdown(rows: list[dict]) -> str:
+    """Table: per prompt length and variant, both engines; speedups vs HF dense of the same length."""
+    base = {(r["prompt_len"]): r for r in rows if r["variant"] == "dense" and r["engine"] == "hf"}
+    out = ["| prompt | variant | engine | prefill s (min-max) | prefill x | e2e s | e2e x | decode ms/tok | "
+           "peak GiB | TFLOPs | TFLOP/s | compression | predictor % |", "|" + "---|" * 13]
+    for r in rows:
+        b = base.get(r["prompt_len"])
+        px = f"{b['prefill_s'] / r['prefill_s']:.2f}x" if b else "-"
+        ex = f"{b['e2e_s'] / r['e2e_s']:.2f}x" if b else "-"
+        n = r["prompt_len"]
+        out.append(f"| {f'{n // 1024}K' if n >= 1024 and n % 1024 == 0 else n} | {r['variant']} | {r['engine']} | {r['prefill_s']:.3f} "
+                   f"({r['prefill_min_s']:.3f}-{r['prefill_max_s']:.3f}) | {px} | {r['e2e_s']:.2f} | {ex} | "
+                   f"{r['decode_ms_per_token']:.1f} | {r['peak_mem_gib']:.1f} | {r['flops'] / 1e12:.1f} | "
+                   f"{r['tflops_per_s']:.0f} | {r['compression']:.2f}x | {r['predictor_overhead_pct']:.2f} |")
+    return "\n".join(out)
+
+
+def write(path, head: dict, rows: list[dict], partial_ok: bool = False) -> Path:
+    """Atomic JSON write; an existing file is only replaced by the same run's update (partial_ok)."""
+    from .train import _atomic_write_text
+    path = Path(path)
+    if path.exists() and not partial_ok:
+        raise FileExistsError(f"{path} exists; profiles are written to a new timestamped file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(path, json.dumps({"header": head, "rows": rows}, indent=1) + "\n")
+    return path
