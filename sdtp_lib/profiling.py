@@ -41,6 +41,7 @@ class ProfileConfig:
     repeats: int = 3  # timed prefill repeats (median reported)
     keep_ratio: float = 0.9  # r
     scorer: str = "predictor"  # "predictor" (production width, untrained weights are as fast) or a policy
+    chunk_tokens: int | None = 8192  # engine "sdtp": prefill MLPs in chunks of this many tokens (memory)
     meta: dict = field(default_factory=dict)
 
 
@@ -77,7 +78,7 @@ def _peak_reset():
 
 
 def _peak_gib():
-    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None  # None on CPU
 
 
 def predictor_overhead_s(pred: TokenPredictor, kept_in: list[int], repeats: int = 5) -> float:
@@ -107,25 +108,30 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
             if conf is not None:
                 scorer = TokenPredictor.for_model(model, conf) if cfg.scorer == "predictor" else cfg.scorer
             block = (lambda: pruning(model, scorer, conf)) if conf else None
-            base = _prefill_row(model, ids, conf, scorer, block, cfg.repeats)
             for engine in cfg.engines:
-                row = dict(prompt_len=T, variant=variant, engine=engine, **base)
-                row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens))
+                chunk = cfg.chunk_tokens if engine == "sdtp" else None
+                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk)
+                row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk))
+                row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk))
                 rows.append(row)
                 if on_row is not None:
                     on_row(rows)
                 progress(f"{T:>7} {variant:>8} {engine:>4}: prefill {row['prefill_s']:.3f} s | e2e "
                          f"{row['e2e_s']:.2f} s | decode {row['decode_ms_per_token']:.1f} ms/tok | peak "
-                         f"{row['peak_mem_gib']:.1f} GiB | compression {row['compression']:.2f}x")
+                         f"{_fmt(row['peak_mem_gib'])} GiB | compression {row['compression']:.2f}x")
         del ids
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return rows
 
 
-def _prefill_row(model, ids, conf, scorer, block, repeats) -> dict:
+def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None) -> dict:
     from .flops import prefill_flops
+    from .memory import chunked_mlp
     T = ids.shape[1]
-    fwd = lambda: model(ids, logits_to_keep=1)
+
+    def fwd():
+        with (chunked_mlp(model, chunk) if chunk else _null()):
+            return model(ids, logits_to_keep=1)
     if block is None:
         med, lo, hi = timed(fwd, repeats)
         kept = [T] * model.config.num_hidden_layers
@@ -141,10 +147,9 @@ def _prefill_row(model, ids, conf, scorer, block, repeats) -> dict:
                 predictor_overhead_pct=100 * pred_s / med)
 
 
-def _e2e(model, ids, engine, conf, scorer, block, new_tokens) -> dict:
-    T = ids.shape[1]
+def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None) -> dict:
     if engine == "sdtp":
-        run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf)
+        run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf, chunk_tokens=chunk)
         run()  # warm-up of the same shape
         _peak_reset()
         res = run()
@@ -198,9 +203,13 @@ def markdown(rows: list[dict]) -> str:
         n = r["prompt_len"]
         out.append(f"| {f'{n // 1024}K' if n >= 1024 and n % 1024 == 0 else n} | {r['variant']} | {r['engine']} | {r['prefill_s']:.3f} "
                    f"({r['prefill_min_s']:.3f}-{r['prefill_max_s']:.3f}) | {px} | {r['e2e_s']:.2f} | {ex} | "
-                   f"{r['decode_ms_per_token']:.1f} | {r['peak_mem_gib']:.1f} | {r['flops'] / 1e12:.1f} | "
+                   f"{r['decode_ms_per_token']:.1f} | {_fmt(r['peak_mem_gib'])} | {r['flops'] / 1e12:.1f} | "
                    f"{r['tflops_per_s']:.0f} | {r['compression']:.2f}x | {r['predictor_overhead_pct']:.2f} |")
     return "\n".join(out)
+
+
+def _fmt(x, spec=".1f"):
+    return "-" if x is None else format(x, spec)
 
 
 def write(path, head: dict, rows: list[dict], partial_ok: bool = False) -> Path:

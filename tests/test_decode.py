@@ -33,3 +33,38 @@ def test_fast_loop_bad_input(tiny_sdpa):
     model, _ = tiny_sdpa
     with pytest.raises(ValueError, match="max_new_tokens"):
         greedy_generate(model, prompt_ids(10), 0)
+
+
+def test_decode_attention_equals_eager_gqa():
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+    from sdtp_lib.decode import decode_attention
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(2, 8, 1, 16, generator=g), torch.randn(2, 2, 30, 16, generator=g), torch.randn(2, 2, 30, 16, generator=g)
+    mask = torch.zeros(1, 1, 1, 30)
+    mask[..., 25:] = torch.finfo(torch.float32).min  # unfilled static slots
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.training = 4, False
+    ref, _ = eager_attention_forward(module, q, k, v, mask, scaling=0.25)
+    out, _ = decode_attention(module, q, k, v, mask, scaling=0.25)
+    torch.testing.assert_close(out, ref)
+
+
+@torch.no_grad()
+def test_chunked_mlp_same_outputs_and_restored(tiny):
+    from sdtp_lib.memory import ChunkedMLP, chunked_mlp
+    model, _ = tiny
+    ids = prompt_ids(100, B=2)
+    ref = model(ids).logits
+    mlps = [l.mlp for l in model.get_decoder().layers]
+    with chunked_mlp(model, chunk_tokens=16):
+        assert all(isinstance(l.mlp, ChunkedMLP) for l in model.get_decoder().layers)
+        out = model(ids).logits
+        with S.pruning(model, "norm", S.SDTPConfig.for_model(model, keep_ratio=0.6)):
+            pruned = model(ids).logits
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert [l.mlp for l in model.get_decoder().layers] == mlps
+    with S.pruning(model, "norm", S.SDTPConfig.for_model(model, keep_ratio=0.6)):
+        torch.testing.assert_close(pruned, model(ids).logits, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="chunk_tokens"):
+        with chunked_mlp(model, 0):
+            pass

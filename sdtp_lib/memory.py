@@ -1,0 +1,44 @@
+"""Peak-memory savers that change no result beyond float reassociation.
+
+`chunked_mlp(model, chunk_tokens)`: inside the block every decoder layer's MLP runs over the sequence in
+chunks, so its (T, intermediate) temporaries (gate, up, their product: ~15 GB for Qwen2-7B at 128K tokens)
+exist for one chunk at a time. The MLP modules are wrapped in place and put back on exit.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+
+
+class ChunkedMLP(nn.Module):
+    def __init__(self, mlp: nn.Module, chunk_tokens: int):
+        super().__init__()
+        self.inner, self.chunk_tokens = mlp, chunk_tokens
+
+    def forward(self, x):  # (B, T, C) -> (B, T, C), token-wise: chunks along T are independent
+        T = x.shape[1]
+        if T <= self.chunk_tokens:
+            return self.inner(x)
+        out = torch.empty_like(x)
+        for i in range(0, T, self.chunk_tokens):
+            out[:, i: i + self.chunk_tokens] = self.inner(x[:, i: i + self.chunk_tokens])
+        return out
+
+
+@contextlib.contextmanager
+def chunked_mlp(model, chunk_tokens: int = 8192):
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    layers = model.get_decoder().layers
+    originals = [layer.mlp for layer in layers]
+    if any(isinstance(m, ChunkedMLP) for m in originals):
+        raise RuntimeError("chunked_mlp: the model's MLPs are already chunked (nested block)")
+    try:
+        for layer, mlp in zip(layers, originals):
+            layer.mlp = ChunkedMLP(mlp, chunk_tokens)
+        yield model
+    finally:
+        for layer, mlp in zip(layers, originals):
+            layer.mlp = mlp

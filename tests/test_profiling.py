@@ -1,0 +1,47 @@
+"""The profiler's output: every field the latency JSON promises, from a run on a tiny model (CPU)."""
+import json
+
+import pytest
+
+import sdtp_lib as S
+from sdtp_lib import profiling as P
+from sdtp_lib.cli import main
+
+ROW_FIELDS = {"prompt_len", "variant", "engine", "prefill_s", "e2e_s", "decode_ms_per_token", "peak_mem_gib", "flops",
+              "compression", "kept_per_layer", "tflops_per_s", "predictor_overhead_pct", "prefill_min_s",
+              "prefill_max_s"}
+
+
+def test_profile_rows_and_json(tmp_path, capsys):
+    assert main(["profile", "--model", "tiny-qwen2", "--lengths", "64", "96", "--new-tokens", "3", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("latency_*.json")
+    d = json.loads(path.read_text())
+    h = d["header"]
+    assert h["complete"] is True and h["weights"] == "real" and {"gpu", "transformers", "versions", "git_commit"} <= set(h)
+    rows = d["rows"]
+    assert len(rows) == 2 * 3 * 2  # lengths x variants x engines
+    for r in rows:
+        assert ROW_FIELDS <= set(r)
+        assert r["prefill_s"] > 0 and r["e2e_s"] > 0 and r["flops"] > 0
+        assert len(r["kept_per_layer"]) == 4
+    dense = {(r["prompt_len"], r["engine"]): r for r in rows if r["variant"] == "dense"}
+    for r in rows:
+        if r["variant"] != "dense":
+            assert r["flops"] < dense[(r["prompt_len"], r["engine"])]["flops"] and r["compression"] > 1
+    assert "| prompt | variant | engine |" in capsys.readouterr().out
+    assert (tmp_path / path.name.replace(".json", ".md")).exists()
+
+
+def test_profile_refuses_overwrite(tmp_path):
+    P.write(tmp_path / "x.json", {}, [])
+    with pytest.raises(FileExistsError):
+        P.write(tmp_path / "x.json", {}, [])
+
+
+def test_qwen2_7b_random_needs_gpu(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    assert main(["profile", "--model", "qwen2-7b-random", "--lengths", "64"]) == 2
+    assert "needs a GPU" in capsys.readouterr().err
