@@ -1,0 +1,58 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Profiling: prefill and end-to-end latency, FLOPs, memory
+#
+# Dense vs SDTP (10 stages) vs SDTP-low (5 stages), each with HF's own loop (`model(...)`,
+# `model.generate`) and with this project's loop (same prefill, static per-layer caches + CUDA graphs).
+# On a GPU with no local weights, `model="qwen2-7b-random"` builds Qwen2-7B's architecture with random
+# weights (speed does not depend on weight values); on a CPU the embedded SmolLM2 default runs at small lengths.
+# Run headlessly: `papermill notebooks/03_profiling.ipynb runs/<name>/03_profiling.ipynb -p model qwen2-7b-random`.
+
+# %% tags=["parameters"]
+model = "smollm2-135m"  # "qwen2-7b-random" (GPU), "smollm2-135m", "tiny-qwen2", or a local checkpoint path
+lengths = [256, 512, 1024]  # prompt lengths (GPU: 4096 ... 131072)
+new_tokens = 32  # generated tokens for end-to-end (the definition: 128)
+repeats = 2  # timed prefill repeats after a warm-up
+out_dir = "runs/profile_nb"  # latency_<timestamp>.json/.md and the figure go here
+
+# %%
+import time
+from pathlib import Path
+
+import torch
+from IPython.display import Markdown, display
+
+import sdtp_lib as S
+from sdtp_lib import profiling as P
+from sdtp_lib.plots import latency_figure
+
+if model == "qwen2-7b-random":
+    m, weights = P.qwen2_7b_random(), "random (Qwen2-7B architecture)"
+else:
+    m, _ = S.load_model(model)
+    weights = "real" if not model.startswith("tiny") else "random (tiny test model)"
+cfg = P.ProfileConfig(lengths=tuple(lengths), new_tokens=new_tokens, repeats=repeats)
+head = P.header(m, cfg, weights)
+print(head["gpu"], "|", head["model"], "| weights:", weights)
+
+# %%
+out = Path(out_dir)
+path = out / f"latency_{time.strftime('%Y%m%d-%H%M%S')}.json"
+P.write(path, head, [])
+rows = P.profile(m, cfg, on_row=lambda rs: P.write(path, {**head, "complete": False}, rs, partial_ok=True))
+P.write(path, {**head, "complete": True}, rows, partial_ok=True)
+display(Markdown(P.markdown(rows)))
+
+# %%
+fig = latency_figure(rows)
+fig.savefig(path.with_suffix(".png"), dpi=120)
+print("wrote", path, "and", path.with_suffix(".png"))
