@@ -10,35 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 import sdtp_lib as S
-
-
-def qwen2_7b(attn: str):
-    from transformers import AutoModelForCausalLM, Qwen2Config
-    cfg = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                      num_key_value_heads=4, vocab_size=152064, max_position_embeddings=131072,
-                      rope_theta=1_000_000.0, use_sliding_window=False, tie_word_embeddings=False)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation=attn)
-    return model.eval()
-
-
-def timed(fn, repeats):
-    fn()  # warm-up of the same shape
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts), min(ts), max(ts)
+from sdtp_lib.profiling import host_sync_in_prefill, qwen2_7b_random, timed
 
 
 @torch.no_grad()
@@ -49,7 +25,7 @@ def main(argv=None):
     ap.add_argument("--attn", default="sdpa")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    model = qwen2_7b(a.attn)
+    model = qwen2_7b_random(attn=a.attn)
     conf = S.SDTPConfig.for_model(model, keep_ratio=0.9, num_stages=10)
     pred = S.TokenPredictor.for_model(model, conf)
     print(f"GPU {torch.cuda.get_device_name()} | torch {torch.__version__} | transformers "
@@ -61,27 +37,13 @@ def main(argv=None):
         same = model(ids, logits_to_keep=1).logits
     print(f"check keep_ratio=1.0 == dense (bf16, 2K): max |diff| = {(same - dense).abs().max().item():.3g}")
 
-    # host-sync check: the decoder's layer loop runs under sync debug mode "error"
-    dec = model.get_decoder()
-    pre = dec.layers[0].register_forward_pre_hook(lambda *x: torch.cuda.set_sync_debug_mode("error"))
-    post = dec.norm.register_forward_hook(lambda *x: torch.cuda.set_sync_debug_mode("default"))
-    try:
-        for name, scorer in (("predictor", pred), ("norm", "norm"), ("random", "random")):
-            with S.pruning(model, scorer, conf):
-                try:
-                    model(ids, logits_to_keep=1)
-                    print(f"check no host sync in the pruned layer loop ({name}): OK")
-                except RuntimeError as e:
-                    print(f"check no host sync in the pruned layer loop ({name}): FAILED: {e}")
-                finally:
-                    torch.cuda.set_sync_debug_mode("default")
-    finally:
-        pre.remove()
-        post.remove()
+    for name, scorer in (("predictor", pred), ("norm", "norm"), ("random", "random")):
+        err = host_sync_in_prefill(model, scorer, conf, ids)
+        print(f"check no host sync in the pruned layer loop ({name}): {'OK' if err is None else 'FAILED: ' + err}")
 
     rows = []
-    print(f"\n| prompt | dense prefill s | SDTP prefill s (min-max) | speedup | FLOPs ratio | compression | "
-          f"dense peak GiB | SDTP peak GiB |")
+    print("\n| prompt | dense prefill s | SDTP prefill s (min-max) | speedup | FLOPs ratio | compression | "
+          "dense peak GiB | SDTP peak GiB |")
     print("|---|---|---|---|---|---|---|---|")
     for T in a.lengths:
         ids = torch.randint(0, 150000, (1, T), device="cuda")
@@ -98,7 +60,6 @@ def main(argv=None):
                          dense_peak_gib=mem_d, sdtp_peak_gib=mem_p, weights="random"))
         print(f"| {T} | {d[0]:.3f} | {p[0]:.3f} ({p[1]:.3f}-{p[2]:.3f}) | {d[0] / p[0]:.2f}x | {ratio:.2f}x | "
               f"{st.compression:.2f}x | {mem_d:.1f} | {mem_p:.1f} |")
-        del ids
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -4,13 +4,12 @@
 2. no host synchronisation inside the pruned prefill's layer loop (set_sync_debug_mode("error")).
 Exit code 1 if a check fails."""
 import sys
-import time
 
 import torch
 
 import sdtp_lib as S
 from sdtp_lib.decode import greedy_generate
-from sdtp_lib.profiling import qwen2_7b_random
+from sdtp_lib.profiling import host_sync_in_prefill, qwen2_7b_random
 
 
 @torch.no_grad()
@@ -29,19 +28,9 @@ def main():
         print(f"{name}: graph == no-graph tokens: {same_g} | graph vs HF generate: {same_hf}/32 tokens equal | "
               f"decode {g.timings['decode_ms_per_token']:.2f} ms/tok (graph) vs {n.timings['decode_ms_per_token']:.2f}")
         ok &= same_g and same_hf >= 30  # bf16: kernels differ (masked static cache vs exact-length cache)
-    dec = model.get_decoder()
-    pre = dec.layers[0].register_forward_pre_hook(lambda *a: torch.cuda.set_sync_debug_mode("error"))
-    post = dec.norm.register_forward_hook(lambda *a: torch.cuda.set_sync_debug_mode("default"))
-    try:
-        with S.pruning(model, pred, conf):
-            model(ids, logits_to_keep=1)
-        print("no host sync in the pruned prefill's layer loop: OK")
-    except RuntimeError as e:
-        ok = False
-        print(f"host sync in the pruned prefill: {e}")
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-        pre.remove(), post.remove()
+    err = host_sync_in_prefill(model, pred, conf, ids)
+    print("no host sync in the pruned prefill's layer loop:", "OK" if err is None else f"FAILED: {err}")
+    ok &= err is None
     sys.exit(0 if ok else 1)
 
 

@@ -14,6 +14,7 @@ import time
 import torch
 
 import sdtp_lib as S
+from sdtp_lib.profiling import qwen2_7b_random
 from sdtp_lib.train import TrainConfig, step_losses
 
 
@@ -26,8 +27,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, a.cap_gib * 2**30 / total))
-    from bench_prefill import qwen2_7b
-    model = qwen2_7b("sdpa")
+    model = qwen2_7b_random()
     for p in model.parameters():
         p.requires_grad_(False)
     conf = S.SDTPConfig.for_model(model)

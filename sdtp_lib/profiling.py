@@ -54,6 +54,24 @@ def qwen2_7b_random(device="cuda", dtype=torch.bfloat16, attn="sdpa"):
     return model.eval()
 
 
+def host_sync_in_prefill(model, scorer, config, ids) -> str | None:
+    """Run a pruned prefill with torch.cuda.set_sync_debug_mode("error") around the decoder's layer loop;
+    None when nothing synchronised with the host, else the error message."""
+    dec = model.get_decoder()
+    pre = dec.layers[0].register_forward_pre_hook(lambda *a: torch.cuda.set_sync_debug_mode("error"))
+    post = dec.norm.register_forward_hook(lambda *a: torch.cuda.set_sync_debug_mode("default"))
+    try:
+        with torch.no_grad(), pruning(model, scorer, config):
+            model(ids, logits_to_keep=1)
+        return None
+    except RuntimeError as e:
+        return str(e)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        pre.remove()
+        post.remove()
+
+
 def _sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -97,7 +115,6 @@ def predictor_overhead_s(pred: TokenPredictor, kept_in: list[int], repeats: int 
 def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict]:
     """Rows for every (length, variant, engine); on_row(rows) after each one (e.g. to save partial results)."""
     dev = next(model.parameters()).device
-    L = model.config.num_hidden_layers
     rows = []
     for T in cfg.lengths:
         ids = torch.randint(0, model.config.vocab_size - 1, (1, T), device=dev)
@@ -120,7 +137,8 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
                          f"{row['e2e_s']:.2f} s | decode {row['decode_ms_per_token']:.1f} ms/tok | peak "
                          f"{_fmt(row['peak_mem_gib'])} GiB | compression {row['compression']:.2f}x")
         del ids
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return rows
 
 

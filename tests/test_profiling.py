@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-import sdtp_lib as S
 from sdtp_lib import profiling as P
 from sdtp_lib.cli import main
 
