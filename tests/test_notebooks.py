@@ -23,3 +23,16 @@ def test_notebooks_paired_and_without_outputs():
         assert ipynb.with_suffix(".py").exists(), f"{ipynb.name} has no jupytext .py pair"
         nb = json.loads(ipynb.read_text())
         assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), f"{ipynb.name} has outputs"
+
+
+def test_01_and_02_run(tmp_path):
+    for name, params in (("01_saliency", dict(samples=8, seq_len=200)),
+                         ("02_training", dict(samples=10, seq_len=200, epochs=1))):
+        out = tmp_path / name
+        pm.execute_notebook(str(NB / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), kernel_name="python3",
+                            parameters=dict(model="tiny-qwen2", out_dir=str(out), **params), progress_bar=False)
+    assert (tmp_path / "01_saliency" / "saliency.safetensors").exists()
+    assert (tmp_path / "01_saliency" / "saliency_sparsity.png").stat().st_size > 10_000
+    assert (tmp_path / "02_training" / "seed0" / "predictor.safetensors").exists()
+    assert (tmp_path / "02_training" / "training_curves.png").stat().st_size > 10_000
+    assert "predictor-s0" in (tmp_path / "02_training" / "validation.md").read_text()

@@ -1,0 +1,23 @@
+"""Figures for the README from the committed result files:  python scripts/make_figures.py"""
+import json
+from pathlib import Path
+
+from sdtp_lib.plots import saliency_sparsity_figure, training_curves
+
+ROOT = Path(__file__).resolve().parent.parent
+RES, FIG = ROOT / "reports" / "results", ROOT / "figures"
+
+
+def main():
+    FIG.mkdir(exist_ok=True)
+    run = json.loads((RES / "train_smollm2_gpu" / "run.json").read_text())
+    saliency_sparsity_figure(run["saliency_stats"]).savefig(FIG / "saliency_sparsity_smollm2.png", dpi=120)
+    logs = {f"st_topk seed {s}": RES / "train_smollm2_gpu" / f"train_log_s{s}.csv" for s in (0, 1)}
+    logs["gumbel seed 0"] = RES / "train_smollm2_gpu_gumbel" / "train_log_s0.csv"
+    training_curves(logs, terms=("cls", "mse", "rank", "kept_last")).savefig(FIG / "training_curves_smollm2.png",
+                                                                            dpi=120)
+    print("wrote", sorted(p.name for p in FIG.glob("*.png")))
+
+
+if __name__ == "__main__":
+    main()
