@@ -28,7 +28,6 @@ out_dir = "runs/profile_nb"  # latency_<timestamp>.json/.md and the figure go he
 import time
 from pathlib import Path
 
-import torch
 from IPython.display import Markdown, display
 
 import sdtp_lib as S
