@@ -1,6 +1,6 @@
 """GPU checks before profiling (Qwen2-7B architecture, random bf16 weights):
-1. the CUDA-graph greedy loop gives the same tokens as the same loop without graphs and as HF generate,
-   dense and pruned;
+1. teacher-forced, the CUDA-graph loop's logits equal the same loop's without graphs (dense and pruned),
+   and the dense loop's equal one full forward over prompt + forced tokens (bf16 tolerance);
 2. no host synchronisation inside the pruned prefill's layer loop (set_sync_debug_mode("error")).
 Exit code 1 if a check fails."""
 import sys
@@ -19,15 +19,20 @@ def main():
     pred = S.TokenPredictor.for_model(model, conf)
     ids = torch.randint(0, 150000, (1, 2048), device="cuda")
     ok = True
+    forced = torch.randint(0, 150000, (1, 32), device="cuda")
+    full = model(torch.cat([ids, forced[:, :-1]], 1)).logits[:, 2047:].float()  # dense reference
     for name, scorer, c in (("dense", None, None), ("sdtp", pred, conf)):
-        g = greedy_generate(model, ids, 32, scorer=scorer, config=c, cuda_graph=True)
-        n = greedy_generate(model, ids, 32, scorer=scorer, config=c, cuda_graph=False)
-        with (S.pruning(model, scorer, c) if scorer is not None else torch.no_grad()):
-            hf = model.generate(ids, max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=0)[:, 2048:]
-        same_g, same_hf = torch.equal(g.tokens, n.tokens), int((g.tokens == hf).sum())
-        print(f"{name}: graph == no-graph tokens: {same_g} | graph vs HF generate: {same_hf}/32 tokens equal | "
-              f"decode {g.timings['decode_ms_per_token']:.2f} ms/tok (graph) vs {n.timings['decode_ms_per_token']:.2f}")
-        ok &= same_g and same_hf >= 30  # bf16: kernels differ (masked static cache vs exact-length cache)
+        g = greedy_generate(model, ids, 32, scorer=scorer, config=c, cuda_graph=True, forced=forced, return_logits=True)
+        n = greedy_generate(model, ids, 32, scorer=scorer, config=c, cuda_graph=False, forced=forced, return_logits=True)
+        d_graph = float((g.logits - n.logits).abs().max())
+        scale = float(n.logits.abs().max())
+        line = f"{name}: teacher-forced logits, graph vs no-graph max |diff| {d_graph:.3g} (max |logit| {scale:.3g})"
+        if scorer is None:
+            d_full = float((n.logits - full).abs().max())
+            line += f" | loop vs full forward max |diff| {d_full:.3g}"
+            ok &= d_full <= 0.05 * scale  # bf16: static-cache decode vs one full forward
+        print(line)
+        ok &= d_graph <= 1e-2 * scale  # the same computation replayed (cuBLAS may pick other kernels in capture)
     err = host_sync_in_prefill(model, pred, conf, ids)
     print("no host sync in the pruned prefill's layer loop:", "OK" if err is None else f"FAILED: {err}")
     ok &= err is None

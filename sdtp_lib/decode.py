@@ -50,6 +50,7 @@ class DecodeResult:
     prompt_len: int
     kept_per_layer: list[int]  # cache length of each layer after the prefill
     timings: dict = field(default_factory=dict)  # prefill_s, decode_s, e2e_s (CUDA-synchronised)
+    logits: torch.Tensor | None = None  # (B, max_new_tokens, V) float32 when return_logits
 
 
 def _static_cache(dyn, extra: int):
@@ -95,10 +96,13 @@ def _sync(device):
 
 @torch.no_grad()
 def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=None, config=None,
-                    cuda_graph: bool | None = None, chunk_tokens: int | None = None) -> DecodeResult:
+                    cuda_graph: bool | None = None, chunk_tokens: int | None = None,
+                    forced: torch.Tensor | None = None, return_logits: bool = False) -> DecodeResult:
     """Greedy decoding of `max_new_tokens` tokens (no early stop: fixed work, for timing) with a pruned
     prefill when `scorer` is given (dense otherwise). cuda_graph defaults to True on CUDA; chunk_tokens runs
-    the prefill's MLPs in chunks of that many tokens (sdtp_lib.memory.chunked_mlp) to cut peak memory."""
+    the prefill's MLPs in chunks of that many tokens (sdtp_lib.memory.chunked_mlp) to cut peak memory.
+    For checks: `forced` (B, max_new_tokens) teacher-forces the tokens fed back, `return_logits` keeps every
+    step's logits (B, max_new_tokens, V)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     dev = input_ids.device
@@ -110,7 +114,13 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     chunks = chunked_mlp(model, chunk_tokens) if chunk_tokens else contextlib.nullcontext()
     with block, chunks:
         out = model(input_ids, use_cache=True, logits_to_keep=1)
+    if forced is not None and forced.shape != (B, max_new_tokens):
+        raise ValueError(f"forced must have shape ({B}, {max_new_tokens}), got {tuple(forced.shape)}")
     first = out.logits[:, -1].argmax(-1)  # (B,)
+    all_logits = None
+    if return_logits:
+        all_logits = torch.zeros(B, max_new_tokens, out.logits.shape[-1], device=dev)
+        all_logits[:, 0] = out.logits[:, -1].float()
     _sync(dev)
     t1 = time.perf_counter()
     dyn = out.past_key_values
@@ -119,7 +129,7 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     del out, dyn
     tokens = torch.zeros(B, max_new_tokens, dtype=torch.long, device=dev)
     tokens[:, 0] = first
-    ids = first[:, None].clone()  # (B, 1) static input buffer
+    ids = (forced[:, :1] if forced is not None else first[:, None]).clone()  # (B, 1) static input buffer
     pos = torch.full((B, 1), T, dtype=torch.long, device=dev)  # decode positions continue at T
     step = torch.ones((), dtype=torch.long, device=dev)  # index of the token this step produces
     dummy_mask = torch.zeros(B, 1, 1, 1, device=dev)  # a 4D mask: HF skips its own mask building
@@ -129,7 +139,12 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
                        use_cache=True, logits_to_keep=1).logits
         nxt = logits[:, -1].argmax(-1)  # (B,)
         tokens.index_copy_(1, step.view(1), nxt[:, None])
-        ids.copy_(nxt[:, None])
+        if all_logits is not None:
+            all_logits.index_copy_(1, step.view(1), logits[:, -1:].float())
+        if forced is not None:
+            ids.copy_(forced.index_select(1, step.clamp(max=max_new_tokens - 1)))
+        else:
+            ids.copy_(nxt[:, None])
         pos.add_(1)
         step.add_(1)
 
@@ -143,7 +158,7 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     t3 = time.perf_counter()
     timings = {"prefill_s": t1 - t0, "setup_s": t2 - t1, "decode_s": t3 - t2,
                "decode_ms_per_token": 1000 * (t3 - t2) / max(1, max_new_tokens - 1), "e2e_s": t3 - t0}
-    return DecodeResult(tokens=tokens, prompt_len=T, kept_per_layer=kept, timings=timings)
+    return DecodeResult(tokens=tokens, prompt_len=T, kept_per_layer=kept, timings=timings, logits=all_logits)
 
 
 def _decode_steps(model, cache, one_step, ids, pos, step, n, cuda_graph, dev) -> float:

@@ -68,3 +68,17 @@ def test_chunked_mlp_same_outputs_and_restored(tiny):
     with pytest.raises(ValueError, match="chunk_tokens"):
         with chunked_mlp(model, 0):
             pass
+
+
+@torch.no_grad()
+def test_teacher_forced_logits_equal_full_forward(tiny_sdpa):
+    """Every decode step's logits equal a full dense forward over prompt + forced tokens (static cache,
+    per-layer masks and decode attention change nothing)."""
+    model, _ = tiny_sdpa
+    ids = prompt_ids(50, B=2, seed=9)
+    forced = prompt_ids(6, B=2, seed=10)
+    res = greedy_generate(model, ids, 6, forced=forced, return_logits=True, cuda_graph=False)
+    full = model(torch.cat([ids, forced[:, :-1]], 1)).logits[:, 49:]  # positions T-1 .. T+4
+    torch.testing.assert_close(res.logits, full.float(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="forced must have shape"):
+        greedy_generate(model, ids, 6, forced=forced[:, :3])
