@@ -54,7 +54,8 @@ class DecodeResult:
 
 
 def _static_cache(dyn, extra: int):
-    """Copy a filled DynamicCache into per-layer StaticLayers with room for `extra` more tokens."""
+    """Move a filled DynamicCache into per-layer StaticLayers with room for `extra` more tokens. Each
+    dynamic layer's tensors are released once copied, so the peak holds one extra layer, not a second cache."""
     from transformers.cache_utils import Cache, StaticLayer
     layers = []
     for d in dyn.layers:
@@ -64,6 +65,7 @@ def _static_cache(dyn, extra: int):
         s.keys[:, :, :n].copy_(d.keys)
         s.values[:, :, :n].copy_(d.values)
         s.cumulative_length.fill_(n)
+        d.keys = d.values = None  # the dynamic cache is consumed
         layers.append(s)
     return Cache(layers=layers)
 
@@ -117,16 +119,18 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     if forced is not None and forced.shape != (B, max_new_tokens):
         raise ValueError(f"forced must have shape ({B}, {max_new_tokens}), got {tuple(forced.shape)}")
     first = out.logits[:, -1].argmax(-1)  # (B,)
-    all_logits = None
-    if return_logits:
-        all_logits = torch.zeros(B, max_new_tokens, out.logits.shape[-1], device=dev)
-        all_logits[:, 0] = out.logits[:, -1].float()
     _sync(dev)
     t1 = time.perf_counter()
     dyn = out.past_key_values
     kept = [layer.keys.shape[-2] for layer in dyn.layers]
+    logits0 = out.logits[:, -1].float() if return_logits else None
+    del out
     cache = _static_cache(dyn, max_new_tokens)
-    del out, dyn
+    del dyn
+    all_logits = None
+    if return_logits:
+        all_logits = torch.zeros(B, max_new_tokens, logits0.shape[-1], device=dev)
+        all_logits[:, 0] = logits0
     tokens = torch.zeros(B, max_new_tokens, dtype=torch.long, device=dev)
     tokens[:, 0] = first
     ids = (forced[:, :1] if forced is not None else first[:, None]).clone()  # (B, 1) static input buffer
