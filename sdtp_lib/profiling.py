@@ -222,7 +222,7 @@ def markdown(rows: list[dict]) -> str:
         out.append(f"| {f'{n // 1024}K' if n >= 1024 and n % 1024 == 0 else n} | {r['variant']} | {r['engine']} | {r['prefill_s']:.3f} "
                    f"({r['prefill_min_s']:.3f}-{r['prefill_max_s']:.3f}) | {px} | {r['e2e_s']:.2f} | {ex} | "
                    f"{r['decode_ms_per_token']:.1f} | {_fmt(r['peak_mem_gib'])} | {r['flops'] / 1e12:.1f} | "
-                   f"{r['tflops_per_s']:.0f} | {r['compression']:.2f}x | {r['predictor_overhead_pct']:.2f} |")
+                   f"{r['tflops_per_s']:.3g} | {r['compression']:.2f}x | {r['predictor_overhead_pct']:.2f} |")
     return "\n".join(out)
 
 
