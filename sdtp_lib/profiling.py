@@ -162,7 +162,15 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None) -> dict:
             if isinstance(scorer, TokenPredictor) else 0.0
     return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, flops=flops, tflops_per_s=flops / med / 1e12,
                 kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
-                predictor_overhead_pct=100 * pred_s / med)
+                kv_cache_gib=kv_cache_bytes(model, kept) / 2**30, predictor_overhead_pct=100 * pred_s / med)
+
+
+def kv_cache_bytes(model, tokens_per_layer: list[int]) -> int:
+    """Bytes of K and V held after a prefill where layer l cached tokens_per_layer[l] tokens."""
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    per_token = 2 * c.num_key_value_heads * head_dim * next(model.parameters()).element_size()
+    return per_token * sum(tokens_per_layer)
 
 
 def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None) -> dict:
@@ -203,7 +211,13 @@ def header(model, cfg: ProfileConfig, weights: str) -> dict:
     import transformers
 
     from .train import _provenance
-    return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    sync = None
+    if next(model.parameters()).is_cuda:  # proof that the pruned prefill's layer loop never syncs with the host
+        conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio)
+        ids = torch.randint(0, model.config.vocab_size - 1, (1, 2048), device=next(model.parameters()).device)
+        err = host_sync_in_prefill(model, TokenPredictor.for_model(model, conf), conf, ids)
+        sync = "no host sync (set_sync_debug_mode('error'))" if err is None else f"host sync: {err}"
+    return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "host_sync_check": sync,
             "weights": weights, "model": getattr(model.config, "sdtp_model_id", model.config.name_or_path),
             "dtype": str(next(model.parameters()).dtype), "attn": model.config._attn_implementation,
             "profile_config": asdict(cfg), "transformers": transformers.__version__, **_provenance()}

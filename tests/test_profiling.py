@@ -8,7 +8,7 @@ from sdtp_lib.cli import main
 
 ROW_FIELDS = {"prompt_len", "variant", "engine", "prefill_s", "e2e_s", "decode_ms_per_token", "peak_mem_gib", "flops",
               "compression", "kept_per_layer", "tflops_per_s", "predictor_overhead_pct", "prefill_min_s",
-              "prefill_max_s"}
+              "prefill_max_s", "kv_cache_gib"}
 
 
 def test_profile_rows_and_json(tmp_path, capsys):
@@ -28,6 +28,9 @@ def test_profile_rows_and_json(tmp_path, capsys):
     for r in rows:
         if r["variant"] != "dense":
             assert r["flops"] < dense[(r["prompt_len"], r["engine"])]["flops"] and r["compression"] > 1
+        if r["variant"] != "dense":  # KV bytes fall in proportion to the tokens kept
+            d = dense[(r["prompt_len"], r["engine"])]
+            assert r["kv_cache_gib"] / d["kv_cache_gib"] == pytest.approx(sum(r["kept_per_layer"]) / sum(d["kept_per_layer"]))
     assert "| prompt | variant | engine |" in capsys.readouterr().out
     assert (tmp_path / path.name.replace(".json", ".md")).exists()
 
