@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import sys
 import time
@@ -15,6 +14,7 @@ import torch
 
 from .config import SDTPConfig
 from .engine import PruningError, pruning
+from .io import atomic_write_text
 from .models import UnsupportedModelError, load_model
 from .policies import POLICIES
 from .predictor import load_predictor
@@ -200,17 +200,6 @@ def json_payload(args, config: SDTPConfig, stats, sdtp: RunResult, dense: RunRes
     }
 
 
-def write_json(path: str | Path, payload: dict, overwrite: bool) -> None:
-    """Atomic write (temp file, then os.replace); refuses an existing file unless overwrite."""
-    path = Path(path)
-    refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    log.info("wrote %s", path)
-
-
 def cmd_generate(args) -> int:
     check_args(args)
     prompt = read_prompt(args)
@@ -226,7 +215,8 @@ def cmd_generate(args) -> int:
         sdtp = measure(model, tok, ids, args.max_new_tokens, args.repeats)
     report(stats, sdtp, dense)
     if args.json:
-        write_json(args.json, json_payload(args, config, stats, sdtp, dense), args.overwrite)
+        atomic_write_text(args.json, json.dumps(json_payload(args, config, stats, sdtp, dense), indent=2) + "\n",
+                          overwrite=args.overwrite)
     return 0
 
 

@@ -266,3 +266,10 @@ def collate(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
         labels[b, :L] = torch.tensor(s.labels)
         mask[b, :L] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def response_protect(prompt_len: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: tokens never pruned in training/validation: the response and the last prompt token
+    (its logits predict the first response token). prompt_len (B,), attention_mask (B, T) (right padding)."""
+    pos = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (pos[None] >= (prompt_len[:, None] - 1)) & attention_mask.bool()

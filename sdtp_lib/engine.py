@@ -82,6 +82,16 @@ def select_tokens(scores: torch.Tensor, forced: torch.Tensor, k: int) -> torch.T
     return s.topk(k, dim=-1, sorted=False).indices.sort(dim=-1).values  # (B, k)
 
 
+def forced_mask(config: SDTPConfig, attention_mask: torch.Tensor, protect: torch.Tensor | None) -> torch.Tensor:
+    """(B, T) bool: sink tokens, the last local_frac of each sequence's real tokens, and protected tokens."""
+    B, T = attention_mask.shape
+    lengths = attention_mask.sum(-1, keepdim=True)  # (B, 1) real tokens (right padding)
+    pos = torch.arange(T, device=attention_mask.device).expand(B, T)
+    n_local = torch.ceil(config.local_frac * lengths.double() - 1e-9).long()
+    forced = (pos < config.num_sink) | ((pos >= lengths - n_local) & (pos < lengths))
+    return forced | protect.bool() if protect is not None else forced  # shared by the engine and masked.py
+
+
 def _gather_seq(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B|1, T, ...) gathered at idx (B, k) along dim 1."""
     B, k = idx.shape
@@ -178,20 +188,16 @@ class _Session:
                                    "zeros); run prompts one at a time or batch prompts of equal length")
         dev = x.device
         positions = torch.arange(T, device=dev).expand(B, T)
-        forced = torch.zeros(B, T, dtype=torch.bool, device=dev)
-        forced[:, : self.config.num_sink] = True
-        n_local = self.config.num_local(T)
-        if n_local:
-            forced[:, T - n_local:] = True
-        num_forced = min(T, self.config.num_sink + n_local)
         protect = protect if protect is not None else self.protect
         if protect is not None:
             protect = torch.as_tensor(protect, device=dev).bool()
             if protect.shape[-1] != T or protect.dim() > 2:
                 raise PruningError(f"SDTP pruning: protect mask has shape {tuple(protect.shape)}; expected "
                                    f"({B}, {T}) or ({T},) for this prompt")
-            forced = forced | protect.expand(B, T)
-            num_forced = int(forced.sum(-1).max())  # host sync before the loop, only with a protect mask
+            protect = protect.expand(B, T)
+        forced = forced_mask(self.config, torch.ones(B, T, dtype=torch.long, device=dev), protect)
+        num_forced = (min(T, self.config.num_sink + self.config.num_local(T)) if protect is None
+                      else int(forced.sum(-1).max()))  # host sync before the loop, only with a protect mask
         self.fwd = _Prefill(T=T, positions=positions, forced=forced, num_forced=num_forced)
 
     def _layer_hook(self, l: int):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import SDTPConfig
-from .engine import PruningError, _check_model
+from .engine import PruningError, _check_model, forced_mask
 from .policies import make_scorer
 
 ATTN_NAME = "sdtp_masked"
@@ -72,16 +72,6 @@ def _register() -> None:
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
     AttentionInterface.register(ATTN_NAME, masked_attention)
     AttentionMaskInterface.register(ATTN_NAME, eager_mask)
-
-
-def forced_mask(config: SDTPConfig, attention_mask: torch.Tensor, protect: torch.Tensor | None) -> torch.Tensor:
-    """(B, T) bool: sink tokens, the last local_frac of each sequence's real tokens, and protected tokens."""
-    B, T = attention_mask.shape
-    lengths = attention_mask.sum(-1, keepdim=True)  # (B, 1) real tokens (right padding)
-    pos = torch.arange(T, device=attention_mask.device).expand(B, T)
-    n_local = torch.ceil(config.local_frac * lengths.double() - 1e-9).long()
-    forced = (pos < config.num_sink) | ((pos >= lengths - n_local) & (pos < lengths))
-    return forced | protect.bool() if protect is not None else forced
 
 
 def stage_budget(config: SDTPConfig, stage: int, lengths: torch.Tensor, n_forced: torch.Tensor) -> torch.Tensor:

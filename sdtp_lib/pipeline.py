@@ -20,7 +20,8 @@ from . import data as D
 from . import saliency as SA
 from .config import SDTPConfig
 from .models import load_model
-from .train import TrainConfig, _atomic_write_text, _provenance, format_rows, train, validate
+from .io import atomic_write_text, provenance
+from .train import TrainConfig, format_rows, train, validate
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def run(cfg: PipelineConfig, out_dir, progress: bool = True, tensorboard: bool =
     timing["saliency_s"] = time.perf_counter() - t
     store = SA.SaliencyStore.load(sal_path)
     stats = SA.saliency_stats(store)
-    _atomic_write_text(out / "saliency" / "stats.md", SA.format_stats(stats) + "\n")
+    atomic_write_text(out / "saliency" / "stats.md", SA.format_stats(stats) + "\n")
 
     rows, preds = [], {}
     for seed in cfg.seeds:
@@ -81,9 +82,9 @@ def run(cfg: PipelineConfig, out_dir, progress: bool = True, tensorboard: bool =
     summary = {"config": _jsonable(asdict(cfg)), "sdtp_config": conf.to_dict(), "num_train": n_tr,
                "num_val": len(va), "device": str(next(model.parameters()).device),
                "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-               "timing": timing, "speed": speed, "saliency_stats": stats, "validation": rows, **_provenance()}
-    _atomic_write_text(out / "run.json", json.dumps(_jsonable(summary), indent=2) + "\n")
-    _atomic_write_text(out / "validation.md", format_rows(rows) + "\n")
+               "timing": timing, "speed": speed, "saliency_stats": stats, "validation": rows, **provenance()}
+    atomic_write_text(out / "run.json", json.dumps(_jsonable(summary), indent=2) + "\n")
+    atomic_write_text(out / "validation.md", format_rows(rows) + "\n")
     return summary
 
 

@@ -10,6 +10,7 @@ torch.cuda.max_memory_allocated over the end-to-end run. Engines: "hf" = model(.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import statistics
@@ -148,7 +149,7 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None) -> dict:
     T = ids.shape[1]
 
     def fwd():
-        with (chunked_mlp(model, chunk) if chunk else _null()):
+        with (chunked_mlp(model, chunk) if chunk else contextlib.nullcontext()):
             return model(ids, logits_to_keep=1)
     if block is None:
         med, lo, hi = timed(fwd, repeats)
@@ -183,7 +184,7 @@ def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None) -> dic
         return dict(e2e_s=t["e2e_s"], decode_ms_per_token=t["decode_ms_per_token"], peak_mem_gib=_peak_gib())
     gen = lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                                  min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-    ctx = block() if block else _null()
+    ctx = block() if block else contextlib.nullcontext()
     with ctx:
         gen()  # warm-up of the same shape
         _peak_reset()
@@ -199,18 +200,10 @@ def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None) -> dic
     return dict(e2e_s=e2e, decode_ms_per_token=1000 * (e2e - pre) / max(1, new_tokens - 1), peak_mem_gib=_peak_gib())
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
-
 def header(model, cfg: ProfileConfig, weights: str) -> dict:
     import transformers
 
-    from .train import _provenance
+    from .io import provenance
     sync = None
     if next(model.parameters()).is_cuda:  # proof that the pruned prefill's layer loop never syncs with the host
         conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio)
@@ -220,7 +213,7 @@ def header(model, cfg: ProfileConfig, weights: str) -> dict:
     return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "host_sync_check": sync,
             "weights": weights, "model": getattr(model.config, "sdtp_model_id", model.config.name_or_path),
             "dtype": str(next(model.parameters()).dtype), "attn": model.config._attn_implementation,
-            "profile_config": asdict(cfg), "transformers": transformers.__version__, **_provenance()}
+            "profile_config": asdict(cfg), "transformers": transformers.__version__, **provenance()}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -246,10 +239,5 @@ def _fmt(x, spec=".1f"):
 
 def write(path, head: dict, rows: list[dict], partial_ok: bool = False) -> Path:
     """Atomic JSON write; an existing file is only replaced by the same run's update (partial_ok)."""
-    from .train import _atomic_write_text
-    path = Path(path)
-    if path.exists() and not partial_ok:
-        raise FileExistsError(f"{path} exists; profiles are written to a new timestamped file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps({"header": head, "rows": rows}, indent=1) + "\n")
-    return path
+    from .io import atomic_write_text
+    return atomic_write_text(path, json.dumps({"header": head, "rows": rows}, indent=1) + "\n", overwrite=partial_ok)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import SDTPConfig
+from .data import response_protect
+from .io import atomic_torch_save, atomic_write_text, provenance
 from .masked import forced_mask, masked_pruning, stage_budget
 from .predictor import TokenPredictor
 from .validate import format_rows, validate  # re-exported: sdtp_lib.train.validate
@@ -82,13 +83,6 @@ def collate_store(store, idx: list[int], layers, device) -> dict:
     return {k: ([x.to(device) for x in v] if isinstance(v, list) else v.to(device)) for k, v in out.items()}
 
 
-def response_protect(batch) -> torch.Tensor:
-    """(B, T) bool: from the last prompt token (it predicts the first response token) to the end."""
-    T = batch["input_ids"].shape[1]
-    pos = torch.arange(T, device=batch["input_ids"].device)
-    return (pos[None] >= (batch["prompt_len"][:, None] - 1)) & batch["attention_mask"].bool()
-
-
 # ---------------------------------------------------------------------- losses
 def lm_loss(model, hidden, labels, reduction="mean"):
     """CE of the response: logits only where a label follows (hidden (B, T, C), labels (B, T))."""
@@ -137,7 +131,7 @@ def ratio_loss(state, config, batch, forced, prunable):
 def step_losses(model, predictor, config: SDTPConfig, tcfg: TrainConfig, batch, gen=None) -> dict:
     """All loss terms of one batch (tensors; 'total' is what backward uses)."""
     am = batch["attention_mask"]
-    protect = response_protect(batch)
+    protect = response_protect(batch["prompt_len"], batch["attention_mask"])
     forced = forced_mask(config, am, protect) & am.bool()
     pos = torch.arange(am.shape[1], device=am.device)
     prunable = (pos[None] < batch["prompt_len"][:, None]) & am.bool() & ~forced
@@ -223,7 +217,7 @@ def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resum
                 if writer is not None:
                     for k in fields[2:]:
                         writer.add_scalar(f"train/{k}", row[k], step)
-            _atomic_torch_save({"predictor": pred.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+            atomic_torch_save({"predictor": pred.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                                 "step": step, "train_config": asdict(tcfg), "sdtp_config": config.to_dict()},
                                state_path)
     finally:
@@ -238,8 +232,8 @@ def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resum
     pred.save(out_dir / "predictor.safetensors", overwrite=True)
     meta = {"sdtp_config": config.to_dict(), "train_config": asdict(tcfg), "data_source": data_source,
             "num_samples": len(store), "steps": step, "saliency_header": store.header,
-            **_provenance()}
-    _atomic_write_text(out_dir / "pruning_config.json", json.dumps(meta, indent=2, default=str) + "\n")
+            **provenance()}
+    atomic_write_text(out_dir / "pruning_config.json", json.dumps(meta, indent=2, default=str) + "\n")
     return pred
 
 
@@ -249,37 +243,6 @@ def _tensorboard(out_dir):
     except ImportError as e:
         raise ImportError(f"tensorboard=True needs the tensorboard package ({e}); pip install tensorboard") from None
     return SummaryWriter(str(out_dir / "tb"))
-
-
-def _atomic_torch_save(obj, path: Path):
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _provenance() -> dict:
-    import os
-    import subprocess
-
-    import transformers
-
-    from . import __version__
-    commit = os.environ.get("SDTP_GIT_COMMIT")  # set where the code travelled without its .git (GPU runs)
-    if commit is None:
-        try:
-            r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                               cwd=Path(__file__).parent, timeout=5)
-            commit = r.stdout.strip() if r.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            commit = None
-    return {"versions": {"torch": torch.__version__, "transformers": transformers.__version__, "sdtp": __version__},
-            "git_commit": commit}
 
 
 __all__ = ["TrainConfig", "train", "step_losses", "rank_loss", "mse_loss", "normalise", "lm_loss", "validate", "format_rows"]

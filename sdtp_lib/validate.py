@@ -8,17 +8,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import SDTPConfig
+from .data import response_protect
 from .engine import pruning
 from .masked import masked_pruning
 
 log = logging.getLogger(__name__)
-
-
-def _protect(sample, T: int) -> torch.Tensor:
-    """(1, T) bool: the response and the last prompt token (its logits predict the first response token)."""
-    p = torch.zeros(1, T, dtype=torch.bool)
-    p[0, sample.prompt_len - 1:] = True
-    return p
 
 
 @torch.no_grad()
@@ -31,7 +25,7 @@ def sample_nll(model, scorer, config: SDTPConfig, sample, engine: str):
     L = model.config.num_hidden_layers
     if scorer is None:
         return float(model(ids, labels=labels).loss) * n, n, [ids.shape[1]] * L
-    protect = _protect(sample, ids.shape[1]).to(dev)
+    protect = response_protect(torch.tensor([sample.prompt_len], device=dev), torch.ones_like(ids))
     if engine == "physical":
         with pruning(model, scorer, config, protect=protect) as st:
             loss = model(ids, labels=labels).loss
