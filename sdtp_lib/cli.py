@@ -93,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scorer", default="predictor", help="predictor (production width) or a policy name")
     p.add_argument("--dtype", choices=("float32", "bfloat16"))
     p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument("--chunk-tokens", type=int, default=32768, help="engine sdtp: prefill MLP chunk (memory)")
+    p.add_argument("--no-fast-kernels", action="store_true", help="engine sdtp: HF's own norms/rotary/MLP")
     p.add_argument("--out", default="runs/profile", help="folder for latency_<timestamp>.json/.md")
+    p.add_argument("--resume", default=None, help="a latency_*.json of an unfinished run: keep its rows, run "
+                   "the lengths it lacks, write back to it")
     return parser
 
 
@@ -248,16 +252,24 @@ def cmd_profile(args) -> int:
         model, _ = load_model(args.model, dtype=args.dtype, device=args.device)
         weights = "real"
     cfg = P.ProfileConfig(lengths=tuple(args.lengths), variants=tuple(args.variants), engines=tuple(args.engines),
-                          new_tokens=args.new_tokens, repeats=args.repeats, scorer=args.scorer)
+                          new_tokens=args.new_tokens, repeats=args.repeats, scorer=args.scorer,
+                          chunk_tokens=args.chunk_tokens, fast_kernels=not args.no_fast_kernels)
     head = P.header(model, cfg, weights)
     print(f"{head['gpu']} | {head['model']} | weights: {weights} | transformers {head['transformers']}")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path(args.out) / f"latency_{stamp}.json"
-    P.write(path, head, [])
-    rows = P.profile(model, cfg, on_row=lambda rows: P.write(path, {**head, "complete": False}, rows, partial_ok=True))
+    old: list[dict] = []
+    if args.resume:
+        path = Path(args.resume)
+        head, old = P.resume(path, head, cfg)
+        cfg.lengths = tuple(T for T in cfg.lengths if T not in {r["prompt_len"] for r in old})
+        print(f"resuming {path}: {len(old)} rows kept, lengths to run {list(cfg.lengths)}")
+    else:
+        path = Path(args.out) / f"latency_{time.strftime('%Y%m%d-%H%M%S')}.json"
+        P.write(path, head, [])
+    rows = old + P.profile(model, cfg, on_row=lambda new: P.write(path, {**head, "complete": False}, old + new,
+                                                                   partial_ok=True))
     P.write(path, {**head, "complete": True}, rows, partial_ok=True)
     table = P.markdown(rows)
-    (Path(args.out) / f"latency_{stamp}.md").write_text(f"weights: {weights}\n\n{table}\n")
+    path.with_suffix(".md").write_text(f"weights: {weights}\n\n{table}\n")
     print(table)
     print(f"wrote {path}")
     return 0

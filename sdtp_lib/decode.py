@@ -98,11 +98,13 @@ def _sync(device):
 
 @torch.no_grad()
 def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=None, config=None,
-                    cuda_graph: bool | None = None, chunk_tokens: int | None = None,
+                    cuda_graph: bool | None = None, chunk_tokens: int | None = None, fast_kernels: bool = False,
                     forced: torch.Tensor | None = None, return_logits: bool = False) -> DecodeResult:
     """Greedy decoding of `max_new_tokens` tokens (no early stop: fixed work, for timing) with a pruned
     prefill when `scorer` is given (dense otherwise). cuda_graph defaults to True on CUDA; chunk_tokens runs
-    the prefill's MLPs in chunks of that many tokens (sdtp_lib.memory.chunked_mlp) to cut peak memory.
+    the prefill's MLPs in chunks of that many tokens (sdtp_lib.memory.chunked_mlp) to cut peak memory;
+    fast_kernels runs the prefill inside sdtp_lib.kernels.fast_prefill (fused norms/rotary/SiLU-mul, chunked
+    MLPs of chunk_tokens or 32768).
     For checks: `forced` (B, max_new_tokens) teacher-forces the tokens fed back, `return_logits` keeps every
     step's logits (B, max_new_tokens, V)."""
     if max_new_tokens < 1:
@@ -113,7 +115,11 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     _sync(dev)
     t0 = time.perf_counter()
     block = pruning(model, scorer, config) if scorer is not None else contextlib.nullcontext()
-    chunks = chunked_mlp(model, chunk_tokens) if chunk_tokens else contextlib.nullcontext()
+    if fast_kernels:
+        from .kernels import fast_prefill
+        chunks = fast_prefill(model, chunk_tokens or 32768)
+    else:
+        chunks = chunked_mlp(model, chunk_tokens) if chunk_tokens else contextlib.nullcontext()
     with block, chunks:
         out = model(input_ids, use_cache=True, logits_to_keep=1)
     if forced is not None and forced.shape != (B, max_new_tokens):

@@ -3,12 +3,12 @@
 `chunked_mlp(model, chunk_tokens)`: inside the block every decoder layer's MLP runs over the sequence in
 chunks, so its (T, intermediate) temporaries (gate, up, their product: ~15 GB for Qwen2-7B at 128K tokens)
 exist for one chunk at a time. The MLP modules are wrapped in place and put back on exit.
+(sdtp_lib.kernels.fast_prefill does the same and also fuses the elementwise work.)
 """
 from __future__ import annotations
 
 import contextlib
 
-import torch
 import torch.nn as nn
 
 
@@ -17,13 +17,16 @@ class ChunkedMLP(nn.Module):
         super().__init__()
         self.inner, self.chunk_tokens = mlp, chunk_tokens
 
+    def _run(self, x):
+        return self.inner(x)
+
     def forward(self, x):  # (B, T, C) -> (B, T, C), token-wise: chunks along T are independent
         T = x.shape[1]
         if T <= self.chunk_tokens:
-            return self.inner(x)
-        out = torch.empty_like(x)
+            return self._run(x)
+        out = x.new_empty(x.shape)  # the MLP maps C -> C
         for i in range(0, T, self.chunk_tokens):
-            out[:, i: i + self.chunk_tokens] = self.inner(x[:, i: i + self.chunk_tokens])
+            out[:, i: i + self.chunk_tokens] = self._run(x[:, i: i + self.chunk_tokens])
         return out
 
 

@@ -42,7 +42,8 @@ class ProfileConfig:
     repeats: int = 3  # timed prefill repeats (median reported)
     keep_ratio: float = 0.9  # r
     scorer: str = "predictor"  # "predictor" (production width, untrained weights are as fast) or a policy
-    chunk_tokens: int | None = 8192  # engine "sdtp": prefill MLPs in chunks of this many tokens (memory)
+    chunk_tokens: int | None = 32768  # engine "sdtp": prefill MLPs in chunks of this many tokens (memory)
+    fast_kernels: bool = True  # engine "sdtp": fused norms / rotary / SiLU-mul in prefill (sdtp_lib.kernels)
     meta: dict = field(default_factory=dict)
 
 
@@ -128,9 +129,10 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
             block = (lambda: pruning(model, scorer, conf)) if conf else None
             for engine in cfg.engines:
                 chunk = cfg.chunk_tokens if engine == "sdtp" else None
-                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk)
-                row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk))
-                row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk))
+                fast = cfg.fast_kernels and engine == "sdtp"
+                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk, fast_kernels=fast)
+                row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
+                row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast))
                 rows.append(row)
                 if on_row is not None:
                     on_row(rows)
@@ -143,13 +145,20 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
     return rows
 
 
-def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None) -> dict:
-    from .flops import prefill_flops
+def _prefill_context(model, chunk, fast):
+    from .kernels import fast_prefill
     from .memory import chunked_mlp
+    if fast:
+        return fast_prefill(model, chunk or 32768)
+    return chunked_mlp(model, chunk) if chunk else contextlib.nullcontext()
+
+
+def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=False) -> dict:
+    from .flops import prefill_flops
     T = ids.shape[1]
 
     def fwd():
-        with (chunked_mlp(model, chunk) if chunk else contextlib.nullcontext()):
+        with _prefill_context(model, chunk, fast):
             return model(ids, logits_to_keep=1)
     if block is None:
         med, lo, hi = timed(fwd, repeats)
@@ -174,9 +183,10 @@ def kv_cache_bytes(model, tokens_per_layer: list[int]) -> int:
     return per_token * sum(tokens_per_layer)
 
 
-def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None) -> dict:
+def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=False) -> dict:
     if engine == "sdtp":
-        run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf, chunk_tokens=chunk)
+        run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf, chunk_tokens=chunk,
+                                      fast_kernels=fast)
         run()  # warm-up of the same shape
         _peak_reset()
         res = run()
@@ -208,12 +218,40 @@ def header(model, cfg: ProfileConfig, weights: str) -> dict:
     if next(model.parameters()).is_cuda:  # proof that the pruned prefill's layer loop never syncs with the host
         conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio)
         ids = torch.randint(0, model.config.vocab_size - 1, (1, 2048), device=next(model.parameters()).device)
-        err = host_sync_in_prefill(model, TokenPredictor.for_model(model, conf), conf, ids)
-        sync = "no host sync (set_sync_debug_mode('error'))" if err is None else f"host sync: {err}"
+        pred = TokenPredictor.for_model(model, conf)
+        with _prefill_context(model, cfg.chunk_tokens, cfg.fast_kernels):
+            if cfg.fast_kernels:
+                model(ids, logits_to_keep=1)  # compile the fused kernels before the check
+            err = host_sync_in_prefill(model, pred, conf, ids)
+        where = "fast_prefill" if cfg.fast_kernels else "HF modules"
+        sync = f"no host sync ({where}, set_sync_debug_mode('error'))" if err is None else f"host sync: {err}"
     return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "host_sync_check": sync,
             "weights": weights, "model": getattr(model.config, "sdtp_model_id", model.config.name_or_path),
             "dtype": str(next(model.parameters()).dtype), "attn": model.config._attn_implementation,
             "profile_config": asdict(cfg), "transformers": transformers.__version__, **provenance()}
+
+
+def resume(path, head: dict, cfg: ProfileConfig) -> tuple[dict, list[dict]]:
+    """(header, rows) of an unfinished profile at `path`; refuses one made with another configuration, model
+    or GPU. Rows of a length with fewer than variants x engines rows are dropped (that length reruns)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no profile at {path}")
+    data = json.loads(path.read_text())
+    h = data["header"]
+    keep = ("gpu", "model", "weights", "dtype", "attn", "versions", "git_commit")  # same code, same machine
+    mine = {k: v for k, v in asdict(cfg).items() if k != "lengths"}
+    theirs = {k: v for k, v in h.get("profile_config", {}).items() if k != "lengths"}
+    diff = [k for k in keep if h.get(k) != head.get(k)] + [k for k in mine if mine[k] != theirs.get(k)]
+    if diff:
+        raise ValueError(f"--resume: {path} was made with a different {', '.join(diff)}; start a new run")
+    per_len: dict = {}
+    for r in data["rows"]:
+        per_len.setdefault(r["prompt_len"], []).append(r)
+    need = len(cfg.variants) * len(cfg.engines)
+    rows = [r for rs in per_len.values() if len(rs) == need for r in rs]
+    h = {**h, "resumed": h.get("resumed", 0) + 1}
+    return h, rows
 
 
 def markdown(rows: list[dict]) -> str:
