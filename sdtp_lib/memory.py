@@ -25,8 +25,10 @@ class ChunkedMLP(nn.Module):
         if T <= self.chunk_tokens:
             return self._run(x)
         out = x.new_empty(x.shape)  # the MLP maps C -> C
-        for i in range(0, T, self.chunk_tokens):
-            out[:, i: i + self.chunk_tokens] = self._run(x[:, i: i + self.chunk_tokens])
+        n = -(-T // self.chunk_tokens)
+        step = -(-T // n)  # n equal chunks of <= chunk_tokens (no small, inefficient remainder GEMM)
+        for i in range(0, T, step):
+            out[:, i: i + step] = self._run(x[:, i: i + step])
         return out
 
 

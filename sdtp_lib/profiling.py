@@ -101,16 +101,40 @@ def _peak_gib():
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None  # None on CPU
 
 
-def predictor_overhead_s(pred: TokenPredictor, kept_in: list[int], repeats: int = 5) -> float:
-    """Time of the predictor alone on inputs of each stage's size (median of repeats)."""
-    p = next(pred.parameters())
-    xs = [torch.randn(1, n, pred.hidden_size, device=p.device, dtype=p.dtype) for n in kept_in]
+class TimedScorer:
+    """Wraps a scorer and times every call inside a real prefill: CUDA events around it on GPU (no host sync;
+    the sum is the device time the scorer's kernels occupy), wall clock on CPU."""
 
-    def run():
-        for s, x in enumerate(xs):
-            pred(x, s)
-    with torch.no_grad():
-        return timed(run, repeats)[0]
+    def __init__(self, scorer):
+        self.scorer, self.spans = scorer, []
+
+    def __call__(self, hidden, stage, positions=None):
+        if hidden.is_cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            out = self.scorer(hidden, stage, positions)
+            b.record()
+            self.spans.append((a, b))
+            return out
+        t = time.perf_counter()
+        out = self.scorer(hidden, stage, positions)
+        self.spans.append(time.perf_counter() - t)
+        return out
+
+    def flops_per_token(self) -> int:
+        return self.scorer.flops_per_token()
+
+    def seconds(self) -> float:
+        _sync()
+        return sum(s if isinstance(s, float) else s[0].elapsed_time(s[1]) / 1e3 for s in self.spans)
+
+
+def predictor_overhead_s(model, ids, scorer, conf, context=contextlib.nullcontext) -> float:
+    """Seconds the scorer takes inside one pruned prefill (after the timed runs, so kernels are warm)."""
+    ts = TimedScorer(scorer)
+    with context(), pruning(model, ts, conf):
+        model(ids, logits_to_keep=1)
+    return ts.seconds()
 
 
 @torch.no_grad()
@@ -168,7 +192,7 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=Fals
         with block() as st:
             med, lo, hi = timed(fwd, repeats)
         kept, flops = st.kept_per_layer, st.flops_pruned
-        pred_s = predictor_overhead_s(scorer, [kept[l - 1] for l in conf.stage_layers]) \
+        pred_s = predictor_overhead_s(model, ids, scorer, conf, lambda: _prefill_context(model, chunk, fast)) \
             if isinstance(scorer, TokenPredictor) else 0.0
     return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, flops=flops, tflops_per_s=flops / med / 1e12,
                 kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
@@ -240,7 +264,7 @@ def resume(path, head: dict, cfg: ProfileConfig) -> tuple[dict, list[dict]]:
     data = json.loads(path.read_text())
     h = data["header"]
     keep = ("gpu", "model", "weights", "dtype", "attn", "versions", "git_commit")  # same code, same machine
-    mine = {k: v for k, v in asdict(cfg).items() if k != "lengths"}
+    mine = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k != "lengths"}  # tuples as lists
     theirs = {k: v for k, v in h.get("profile_config", {}).items() if k != "lengths"}
     diff = [k for k in keep if h.get(k) != head.get(k)] + [k for k in mine if mine[k] != theirs.get(k)]
     if diff:

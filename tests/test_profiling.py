@@ -47,3 +47,33 @@ def test_qwen2_7b_random_needs_gpu(capsys):
         pytest.skip("has a GPU")
     assert main(["profile", "--model", "qwen2-7b-random", "--lengths", "64"]) == 2
     assert "needs a GPU" in capsys.readouterr().err
+
+
+def test_timed_scorer_is_transparent(tiny_sdpa):
+    import torch
+
+    import sdtp_lib as S
+    model, _ = tiny_sdpa
+    conf = S.SDTPConfig.for_model(model, keep_ratio=0.7)
+    pred = S.TokenPredictor.for_model(model, conf)
+    ids = torch.randint(0, 256, (1, 80), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), S.pruning(model, pred, conf) as st:
+        ref = model(ids).logits
+    ts = P.TimedScorer(pred)
+    with torch.no_grad(), S.pruning(model, ts, conf) as st2:
+        out = model(ids).logits
+    assert torch.equal(out, ref) and st2.flops_pruned == st.flops_pruned
+    assert len(ts.spans) == len(conf.stage_layers) and ts.seconds() > 0
+
+
+def test_profile_resume_keeps_rows_and_refuses_other_config(tmp_path, capsys):
+    args = ["profile", "--model", "tiny-qwen2", "--new-tokens", "2", "--repeats", "1", "--variants", "dense", "sdtp"]
+    assert main(args + ["--lengths", "64", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("latency_*.json")
+    first = json.loads(path.read_text())["rows"]
+    assert main(args + ["--lengths", "64", "80", "--resume", str(path)]) == 0
+    d = json.loads(path.read_text())
+    assert d["rows"][:len(first)] == first and {r["prompt_len"] for r in d["rows"]} == {64, 80}
+    assert len(d["rows"]) == 2 * 2 * 2 and d["header"]["resumed"] == 1 and d["header"]["complete"] is True
+    assert main(args[:-1] + ["--lengths", "96", "--resume", str(path)]) == 2  # another variant set
+    assert "different variants" in capsys.readouterr().err
