@@ -39,7 +39,15 @@ def attention_table(lengths):
         v = torch.randn(1, T, HKV, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
         flops = 4 * HQ * D * T * T / 2
         kr, vr = k.repeat_interleave(HQ // HKV, 1), v.repeat_interleave(HQ // HKV, 1)
-        cases = {"hf_default_gqa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)}
+        from types import SimpleNamespace
+
+        from sdtp_lib.kernels import grouped_sdpa_attention
+        mod = SimpleNamespace(is_causal=True, num_key_value_groups=HQ // HKV)
+        qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()  # (B, H, T, D) contiguous instead of HF's views
+        cases = {"hf_default_gqa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
+                 "default_contiguous": lambda: F.scaled_dot_product_attention(qc, kc, vc, is_causal=True,
+                                                                              enable_gqa=True),
+                 "grouped_per_kv_head": lambda: grouped_sdpa_attention(mod, q, k, v, None)}
         for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION),
                          ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
             def gqa(be=be):
@@ -59,7 +67,7 @@ def attention_table(lengths):
                 row[name] = f"n/a ({type(e).__name__})"
         print("attention TFLOP/s", row, flush=True)
         out.append(row)
-        del q, k, v, kr, vr
+        del q, k, v, kr, vr, qc, kc, vc
         torch.cuda.empty_cache()
     return out
 
@@ -147,6 +155,7 @@ def main(argv=None):
     ap.add_argument("--attn-lengths", type=int, nargs="+", default=[8192, 32768, 65536, 117964, 131072])
     ap.add_argument("--chunk-tokens", type=int, default=32768)
     ap.add_argument("--skip-micro", action="store_true", help="only the whole-prefill breakdowns")
+    ap.add_argument("--skip-profiles", action="store_true", help="only the kernel microbenchmarks")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     from sdtp_lib.kernels import fast_prefill
@@ -161,16 +170,20 @@ def main(argv=None):
     conf = S.SDTPConfig.for_model(model, keep_ratio=0.9, num_stages=10)
     pred = S.TokenPredictor.for_model(model, conf)
     result["profiles"] = []
-    for T in a.lengths:
+    for T in ([] if a.skip_profiles else a.lengths):
         ids = torch.randint(0, 150000, (1, T), device="cuda")
         def fast():
             with fast_prefill(model, a.chunk_tokens):
                 return model(ids, logits_to_keep=1)
         result["profiles"].append(breakdown(lambda: model(ids, logits_to_keep=1), f"{T} dense, HF modules"))
         result["profiles"].append(breakdown(fast, f"{T} dense, fast_prefill"))
+        def grouped():
+            with fast_prefill(model, a.chunk_tokens, grouped_attention=True):
+                return model(ids, logits_to_keep=1)
         with S.pruning(model, pred, conf):
             result["profiles"].append(breakdown(lambda: model(ids, logits_to_keep=1), f"{T} sdtp, HF modules"))
             result["profiles"].append(breakdown(fast, f"{T} sdtp, fast_prefill"))
+            result["profiles"].append(breakdown(grouped, f"{T} sdtp, fast_prefill + grouped attention"))
         del ids
         torch.cuda.empty_cache()
         if a.out:

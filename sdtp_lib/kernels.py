@@ -39,6 +39,31 @@ def silu_mul(gate, up):  # (B, T, I) x2 -> (B, T, I)
     return F.silu(gate) * up
 
 
+GROUPED_ATTN = "sdtp_grouped_sdpa"
+
+
+def grouped_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+                           **kwargs):
+    """Causal prefill attention as one SDPA call per KV head (its query heads together): each call's K/V
+    working set is one head's, not all heads'. query (B, H, T, D), key/value (B, KVH, T, D) -> (B, T, H, D).
+    Other cases (a mask, one query, non-causal) go to HF's sdpa unchanged."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    B, H, T, D = query.shape
+    kvh = key.shape[1]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if attention_mask is not None or T == 1 or not causal or key.shape[2] != T or kvh == H:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    rep = H // kvh
+    out = query.new_empty(B, T, H, D)
+    for g in range(kvh):
+        h = slice(g * rep, (g + 1) * rep)
+        o = F.scaled_dot_product_attention(query[:, h], key[:, g:g + 1], value[:, g:g + 1], is_causal=True,
+                                           scale=scaling, enable_gqa=True)  # (B, rep, T, D)
+        out[:, :, h] = o.transpose(1, 2)
+    return out, None
+
+
 def _fn(fn, compiled: bool):
     if not compiled:
         return fn
@@ -77,9 +102,10 @@ def _is_silu_mlp(m, config) -> bool:
 
 
 @contextlib.contextmanager
-def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None):
+def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None, grouped_attention: bool = False):
     """Inside the block the model's prefill uses fused norms, chunked fused MLPs and fused rotary.
-    compiled: torch.compile the fused functions (default: on CUDA)."""
+    compiled: torch.compile the fused functions (default: on CUDA); grouped_attention: prefill attention as
+    one SDPA call per KV head (grouped_sdpa_attention; the model must use sdpa)."""
     from .models import check_supported
     check_supported(model)
     if chunk_tokens < 1:
@@ -105,6 +131,9 @@ def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None)
         raise RuntimeError(f"fast_prefill: {mod.__name__} has no apply_rotary_pos_emb to replace")
     if old_rope is rope or old_rope in _COMPILED.values():
         raise RuntimeError("fast_prefill: rotary is already replaced (nested block)")
+    attn = model.config._attn_implementation
+    if grouped_attention and attn != "sdpa":
+        raise ValueError(f"fast_prefill: grouped_attention needs attn_implementation 'sdpa', the model uses {attn!r}")
     act = _fn(silu_mul, compiled)
     log.info("fast_prefill: %d modules swapped, rotary fused, compiled=%s", len(swaps), compiled)
     try:
@@ -112,8 +141,13 @@ def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None)
             new = FusedMLP(orig, chunk_tokens, act) if name == "mlp" else FusedRMSNorm(orig)
             setattr(parent, name, new)
         mod.apply_rotary_pos_emb = _fn(rope, compiled)
+        if grouped_attention:
+            from transformers import AttentionInterface
+            AttentionInterface.register(GROUPED_ATTN, grouped_sdpa_attention)
+            model.config._attn_implementation = GROUPED_ATTN
         yield model
     finally:
+        model.config._attn_implementation = attn
         mod.apply_rotary_pos_emb = old_rope
         for parent, name, orig in swaps:
             setattr(parent, name, orig)

@@ -44,6 +44,7 @@ class ProfileConfig:
     scorer: str = "predictor"  # "predictor" (production width, untrained weights are as fast) or a policy
     chunk_tokens: int | None = 32768  # engine "sdtp": prefill MLPs in chunks of this many tokens (memory)
     fast_kernels: bool = True  # engine "sdtp": fused norms / rotary / SiLU-mul in prefill (sdtp_lib.kernels)
+    grouped_attention: bool = False  # engine "sdtp" with fast_kernels: one SDPA call per KV head in prefill
     meta: dict = field(default_factory=dict)
 
 
@@ -129,18 +130,11 @@ class TimedScorer:
         return sum(s if isinstance(s, float) else s[0].elapsed_time(s[1]) / 1e3 for s in self.spans)
 
 
-def predictor_overhead_s(model, ids, scorer, conf, context=contextlib.nullcontext) -> float:
-    """Seconds the scorer takes inside one pruned prefill (after the timed runs, so kernels are warm)."""
-    ts = TimedScorer(scorer)
-    with context(), pruning(model, ts, conf):
-        model(ids, logits_to_keep=1)
-    return ts.seconds()
-
-
 @torch.no_grad()
 def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict]:
     """Rows for every (length, variant, engine); on_row(rows) after each one (e.g. to save partial results)."""
-    dev = next(model.parameters()).device
+    p = next(model.parameters())
+    dev, t_start = p.device, time.perf_counter()
     rows = []
     for T in cfg.lengths:
         ids = torch.randint(0, model.config.vocab_size - 1, (1, T), device=dev)
@@ -149,35 +143,41 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
             conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio, num_stages=stages) if stages else None
             scorer = None
             if conf is not None:
-                scorer = TokenPredictor.for_model(model, conf) if cfg.scorer == "predictor" else cfg.scorer
+                scorer = TokenPredictor.for_model(model, conf).to(device=dev, dtype=p.dtype) \
+                    if cfg.scorer == "predictor" else cfg.scorer
             block = (lambda: pruning(model, scorer, conf)) if conf else None
             for engine in cfg.engines:
                 chunk = cfg.chunk_tokens if engine == "sdtp" else None
-                fast = cfg.fast_kernels and engine == "sdtp"
-                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk, fast_kernels=fast)
+                on = cfg.fast_kernels and engine == "sdtp"
+                fast = dict(grouped_attention=cfg.grouped_attention) if on else None
+                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk, fast_kernels=on,
+                           grouped_attention=on and cfg.grouped_attention)
                 row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
-                row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast))
+                row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast,
+                                row["prefill_s"]))
                 rows.append(row)
                 if on_row is not None:
                     on_row(rows)
                 progress(f"{T:>7} {variant:>8} {engine:>4}: prefill {row['prefill_s']:.3f} s | e2e "
                          f"{row['e2e_s']:.2f} s | decode {row['decode_ms_per_token']:.1f} ms/tok | peak "
-                         f"{_fmt(row['peak_mem_gib'])} GiB | compression {row['compression']:.2f}x")
+                         f"{_fmt(row['peak_mem_gib'])} GiB | compression {row['compression']:.2f}x | "
+                         f"{time.perf_counter() - t_start:.0f} s elapsed")
         del ids
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return rows
 
 
-def _prefill_context(model, chunk, fast):
+def _prefill_context(model, chunk, fast: dict | None):
+    """fast: None (HF's modules) or fast_prefill's keyword arguments."""
     from .kernels import fast_prefill
     from .memory import chunked_mlp
-    if fast:
-        return fast_prefill(model, chunk or 32768)
+    if fast is not None:
+        return fast_prefill(model, chunk or 32768, **fast)
     return chunked_mlp(model, chunk) if chunk else contextlib.nullcontext()
 
 
-def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=False) -> dict:
+def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=None) -> dict:
     from .flops import prefill_flops
     T = ids.shape[1]
 
@@ -188,12 +188,12 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=Fals
         med, lo, hi = timed(fwd, repeats)
         kept = [T] * model.config.num_hidden_layers
         flops, pred_s = prefill_flops(model, kept), 0.0
-    else:
-        with block() as st:
+    else:  # a predictor is timed inside the timed prefills themselves (CUDA events: no host sync)
+        ts = TimedScorer(scorer) if isinstance(scorer, TokenPredictor) else None
+        with (pruning(model, ts, conf) if ts else block()) as st:
             med, lo, hi = timed(fwd, repeats)
         kept, flops = st.kept_per_layer, st.flops_pruned
-        pred_s = predictor_overhead_s(model, ids, scorer, conf, lambda: _prefill_context(model, chunk, fast)) \
-            if isinstance(scorer, TokenPredictor) else 0.0
+        pred_s = ts.seconds() / (repeats + 1) if ts else 0.0  # per prefill (warm-up + repeats)
     return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, flops=flops, tflops_per_s=flops / med / 1e12,
                 kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
                 kv_cache_gib=kv_cache_bytes(model, kept) / 2**30, predictor_overhead_pct=100 * pred_s / med)
@@ -207,10 +207,11 @@ def kv_cache_bytes(model, tokens_per_layer: list[int]) -> int:
     return per_token * sum(tokens_per_layer)
 
 
-def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=False) -> dict:
+def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=None, prefill_s=None) -> dict:
+    """End-to-end on the engine; HF's decode ms/token = (e2e - the row's prefill median) / (new_tokens - 1)."""
     if engine == "sdtp":
         run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf, chunk_tokens=chunk,
-                                      fast_kernels=fast)
+                                      fast_kernels=fast if fast is not None else False)
         run()  # warm-up of the same shape
         _peak_reset()
         res = run()
@@ -227,23 +228,21 @@ def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=F
         gen()
         _sync()
         e2e = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        model(ids, logits_to_keep=1)
-        _sync()
-        pre = time.perf_counter() - t1
-    return dict(e2e_s=e2e, decode_ms_per_token=1000 * (e2e - pre) / max(1, new_tokens - 1), peak_mem_gib=_peak_gib())
+    return dict(e2e_s=e2e, decode_ms_per_token=1000 * (e2e - prefill_s) / max(1, new_tokens - 1),
+                peak_mem_gib=_peak_gib())
 
 
-def header(model, cfg: ProfileConfig, weights: str) -> dict:
+def header(model, cfg: ProfileConfig, weights: str, check_sync: bool = True) -> dict:
     import transformers
 
     from .io import provenance
     sync = None
-    if next(model.parameters()).is_cuda:  # proof that the pruned prefill's layer loop never syncs with the host
+    if check_sync and next(model.parameters()).is_cuda:  # proof that the pruned prefill's layer loop never syncs with the host
         conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio)
         ids = torch.randint(0, model.config.vocab_size - 1, (1, 2048), device=next(model.parameters()).device)
         pred = TokenPredictor.for_model(model, conf)
-        with _prefill_context(model, cfg.chunk_tokens, cfg.fast_kernels):
+        fast = dict(grouped_attention=cfg.grouped_attention) if cfg.fast_kernels else None
+        with _prefill_context(model, cfg.chunk_tokens, fast):
             if cfg.fast_kernels:
                 model(ids, logits_to_keep=1)  # compile the fused kernels before the check
             err = host_sync_in_prefill(model, pred, conf, ids)

@@ -76,3 +76,26 @@ def test_greedy_generate_with_fast_kernels_same_tokens(tiny_sdpa):
     b = greedy_generate(model, ids, 8, scorer="norm", config=conf, cuda_graph=False, fast_kernels=True, chunk_tokens=32)
     assert torch.equal(a.tokens, b.tokens) and a.kept_per_layer == b.kept_per_layer
     assert not isinstance(model.get_decoder().layers[0].mlp, FusedMLP)
+
+
+@torch.no_grad()
+def test_grouped_attention_same_logits_and_restored(tiny_sdpa):
+    model, _ = tiny_sdpa
+    ids = prompt_ids(70, B=2, seed=6)
+    conf = S.SDTPConfig.for_model(model, keep_ratio=0.7)
+    with S.pruning(model, "norm", conf):
+        ref = model(ids).logits
+    with fast_prefill(model, grouped_attention=True), S.pruning(model, "norm", conf):
+        assert model.config._attn_implementation == "sdtp_grouped_sdpa"
+        out = model(ids).logits
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert model.config._attn_implementation == "sdpa"
+    res = greedy_generate(model, ids[:1], 6, scorer="norm", config=conf, cuda_graph=False, fast_kernels=True)
+    assert res.tokens.shape == (1, 6)
+
+
+def test_grouped_attention_needs_sdpa():
+    model, _ = S.load_model("tiny-qwen2", dtype=torch.float32, device="cpu", attn_implementation="eager")
+    with pytest.raises(ValueError, match="grouped_attention needs"):
+        with fast_prefill(model, grouped_attention=True):
+            pass
