@@ -24,19 +24,39 @@ from .memory import chunked_mlp
 DECODE_ATTN = "sdtp_decode"
 
 
+SPLIT_SLOTS = 1024  # long caches: P @ V as a split-K batch over blocks of this many slots (see below)
+SPLIT_MIN = 8192  # caches of at least this many slots take the split path; their lengths are multiples of SPLIT_SLOTS
+
+
 def decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """One-token attention over a static cache. query (B, H, 1, D); key/value (B, KVH, S, D), not repeated;
-    attention_mask (B|1, 1, 1, S) additive. Returns (B, 1, H, D)."""
+    attention_mask (B|1, 1, 1, S) additive. Returns (B, 1, H, D). The softmax is over all S slots at once;
+    for long caches P @ V (a (G, S) x (S, D) product: tiny output, huge reduction, few thread blocks) runs as
+    S / SPLIT_SLOTS independent block products summed in float32 (split-K), which spreads the read of V."""
     B, H, Q, D = query.shape
-    kvh = key.shape[1]
+    kvh, S = key.shape[1], key.shape[2]
+    G = (H // kvh) * Q
     scaling = scaling if scaling is not None else D ** -0.5
-    q = query.reshape(B, kvh, (H // kvh) * Q, D)  # query heads grouped under their KV head
-    s = torch.matmul(q, key.transpose(-1, -2)).float() * scaling  # (B, KVH, G*Q, S)
+    q = query.reshape(B, kvh, G, D)  # query heads grouped under their KV head
+    s = torch.matmul(q, key.transpose(-1, -2)).float() * scaling  # (B, KVH, G, S)
     if attention_mask is not None:
-        s = s + attention_mask[..., : key.shape[-2]].float()
+        s = s + attention_mask[..., :S].float()
     p = s.softmax(-1).to(value.dtype)
-    out = torch.matmul(p, value)  # (B, KVH, G*Q, D)
+    if S >= SPLIT_MIN and S % SPLIT_SLOTS == 0:
+        c = S // SPLIT_SLOTS
+        pb = p.view(B, kvh, G, c, SPLIT_SLOTS).transpose(2, 3)  # (B, KVH, c, G, L)
+        out = torch.matmul(pb, value.view(B, kvh, c, SPLIT_SLOTS, D)).float().sum(2).to(value.dtype)  # (B, KVH, G, D)
+    else:
+        out = torch.matmul(p, value)  # (B, KVH, G, D)
     return out.reshape(B, H, Q, D).transpose(1, 2).contiguous(), None
+
+
+def _slots(n: int) -> int:
+    """Static cache length for n tokens: a multiple of 64 (an odd length makes the decode matmuls' leading
+    dimension misaligned and cuBLAS falls back to slow kernels: measured on the H200 at 128K, 56 ms/token with
+    pruned odd-length caches against 14.5 for the dense loop), of SPLIT_SLOTS for long caches."""
+    a = SPLIT_SLOTS if n >= SPLIT_MIN else 64
+    return -(-n // a) * a
 
 
 def _register():
@@ -53,20 +73,15 @@ class DecodeResult:
     logits: torch.Tensor | None = None  # (B, max_new_tokens, V) float32 when return_logits
 
 
-SLOT_ALIGN = 64  # static cache lengths are rounded up to this: an odd length (a pruned layer's kept count +
-# new tokens) makes the decode matmuls' leading dimension misaligned and cuBLAS falls back to slow kernels
-# (measured on the H200 at 128K: 56 ms/token with pruned odd-length caches against 14.5 for the dense loop)
-
-
 def _static_cache(dyn, extra: int):
     """Move a filled DynamicCache into per-layer StaticLayers with room for `extra` more tokens (lengths rounded
-    up to SLOT_ALIGN; the per-layer mask hides unfilled slots). Each dynamic layer's tensors are released once
+    up by _slots; the per-layer mask hides unfilled slots). Each dynamic layer's tensors are released once
     copied, so the peak holds one extra layer, not a second cache."""
     from transformers.cache_utils import Cache, StaticLayer
     layers = []
     for d in dyn.layers:
         n = d.keys.shape[-2]
-        s = StaticLayer(max_cache_len=-(-(n + extra) // SLOT_ALIGN) * SLOT_ALIGN)
+        s = StaticLayer(max_cache_len=_slots(n + extra))
         s.lazy_initialization(d.keys, d.values)
         s.keys[:, :, :n].copy_(d.keys)
         s.values[:, :, :n].copy_(d.values)

@@ -294,6 +294,28 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def summary(rows: list[dict], variant: str = "sdtp") -> str:
+    """The issue's two questions per prompt length, for one variant: (1) what pruning buys on this project's
+    engine (speedup vs its own dense, against the FLOPs ratio; KV bytes vs tokens kept; predictor share) and
+    (2) what a user gets (this project's SDTP vs plain HF dense: prefill, end-to-end, peak memory)."""
+    by = {(r["prompt_len"], r["variant"], r["engine"]): r for r in rows}
+    out = [f"| prompt | {variant} prefill vs own dense (FLOPs ratio) | KV bytes / dense (tokens kept / dense) | "
+           "predictor % | prefill vs HF dense | e2e vs HF dense | decode ms/tok HF dense -> SDTP | "
+           "peak GiB HF dense -> SDTP |", "|" + "---|" * 8]
+    for T in sorted({r["prompt_len"] for r in rows}):
+        hf, dn, sp = by.get((T, "dense", "hf")), by.get((T, "dense", "sdtp")), by.get((T, variant, "sdtp"))
+        if not (hf and sp):
+            continue
+        own = f"{dn['prefill_s'] / sp['prefill_s']:.2f}x ({dn['flops'] / sp['flops']:.2f}x)" if dn else "-"
+        kv = f"{sp['kv_cache_gib'] / hf['kv_cache_gib']:.3f} ({sum(sp['kept_per_layer']) / sum(hf['kept_per_layer']):.3f})"
+        mem = (f"{hf['peak_mem_gib']:.1f} -> {sp['peak_mem_gib']:.1f} ({100 * (1 - sp['peak_mem_gib'] / hf['peak_mem_gib']):.0f}% less)"
+               if hf["peak_mem_gib"] is not None else "-")
+        n = f"{T // 1024}K" if T % 1024 == 0 else str(T)
+        out.append(f"| {n} | {own} | {kv} | {sp['predictor_overhead_pct']:.2f} | {hf['prefill_s'] / sp['prefill_s']:.2f}x | "
+                   f"{hf['e2e_s'] / sp['e2e_s']:.2f}x | {hf['decode_ms_per_token']:.1f} -> {sp['decode_ms_per_token']:.1f} | {mem} |")
+    return "\n".join(out)
+
+
 def _fmt(x, spec=".1f"):
     return "-" if x is None else format(x, spec)
 

@@ -35,18 +35,37 @@ def test_fast_loop_bad_input(tiny_sdpa):
         greedy_generate(model, prompt_ids(10), 0)
 
 
-def test_decode_attention_equals_eager_gqa():
+@pytest.mark.parametrize("S", [30, 64])  # 64 slots with SPLIT_* lowered: the split-K path
+def test_decode_attention_equals_eager_gqa(S, monkeypatch):
     from transformers.models.llama.modeling_llama import eager_attention_forward
-    from sdtp_lib.decode import decode_attention
+    from sdtp_lib import decode
+    monkeypatch.setattr(decode, "SPLIT_SLOTS", 16)
+    monkeypatch.setattr(decode, "SPLIT_MIN", 64)
     g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(2, 8, 1, 16, generator=g), torch.randn(2, 2, 30, 16, generator=g), torch.randn(2, 2, 30, 16, generator=g)
-    mask = torch.zeros(1, 1, 1, 30)
+    q, k, v = torch.randn(2, 8, 1, 16, generator=g), torch.randn(2, 2, S, 16, generator=g), torch.randn(2, 2, S, 16, generator=g)
+    mask = torch.zeros(1, 1, 1, S)
     mask[..., 25:] = torch.finfo(torch.float32).min  # unfilled static slots
     module = torch.nn.Module()
     module.num_key_value_groups, module.training = 4, False
     ref, _ = eager_attention_forward(module, q, k, v, mask, scaling=0.25)
-    out, _ = decode_attention(module, q, k, v, mask, scaling=0.25)
+    out, _ = decode.decode_attention(module, q, k, v, mask, scaling=0.25)
     torch.testing.assert_close(out, ref)
+
+
+@torch.no_grad()
+def test_split_k_loop_matches_hf_generate(tiny_sdpa, monkeypatch):
+    """Caches long enough for the split-K decode path (thresholds lowered) and rounded-up static slots."""
+    from sdtp_lib import decode
+    monkeypatch.setattr(decode, "SPLIT_SLOTS", 32)
+    monkeypatch.setattr(decode, "SPLIT_MIN", 64)
+    model, _ = tiny_sdpa
+    ids = prompt_ids(90, seed=7)
+    conf = S.SDTPConfig.for_model(model, keep_ratio=0.7)
+    res = greedy_generate(model, ids, 10, scorer="norm", config=conf, cuda_graph=False)
+    with S.pruning(model, "norm", conf):
+        ref = model.generate(ids, max_new_tokens=10, min_new_tokens=10, do_sample=False)
+    assert torch.equal(res.tokens, ref[:, 90:])
+    assert decode._slots(90 + 10) == 128 and decode._slots(50) == 64
 
 
 @torch.no_grad()
