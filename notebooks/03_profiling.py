@@ -51,6 +51,14 @@ rows = P.profile(m, cfg, on_row=lambda rs: P.write(path, {**head, "complete": Fa
 P.write(path, {**head, "complete": True}, rows, partial_ok=True)
 display(Markdown(P.markdown(rows)))
 
+# %% [markdown]
+# The two questions, per length: what pruning buys on this project's engine (against its own dense
+# and the FLOPs ratio), and what a user gets against plain HF dense.
+
+# %%
+display(Markdown(P.summary(rows, "sdtp")))
+display(Markdown(P.summary(rows, "sdtp-low")))
+
 # %%
 fig = latency_figure(rows)
 fig.savefig(path.with_suffix(".png"), dpi=120)

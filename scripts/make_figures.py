@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from sdtp_lib.plots import saliency_sparsity_figure, training_curves
+from sdtp_lib.plots import latency_figure, saliency_sparsity_figure, training_curves
 
 ROOT = Path(__file__).resolve().parent.parent
 RES, FIG = ROOT / "reports" / "results", ROOT / "figures"
@@ -16,6 +16,13 @@ def main():
     logs["gumbel seed 0"] = RES / "train_smollm2_gpu_gumbel" / "train_log_s0.csv"
     training_curves(logs, terms=("cls", "mse", "rank", "kept_last")).savefig(FIG / "training_curves_smollm2.png",
                                                                             dpi=120)
+    final, wip = RES / "latency_h200.json", RES / "profile_wip" / "latency_h200_partial.json"
+    src = final if final.exists() else wip
+    d = json.loads(src.read_text())
+    h = d["header"]
+    title = (f"{h['gpu']}, Qwen2-7B architecture ({h['weights'].split(' ')[0]} weights), bf16, r = 0.9; "
+             f"{src.relative_to(ROOT)}" + ("" if h.get("complete") else " (incomplete run)"))
+    latency_figure(d["rows"], title=title).savefig(FIG / "latency_h200.png", dpi=110)
     print("wrote", sorted(p.name for p in FIG.glob("*.png")))
 
 

@@ -80,9 +80,15 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def timed(fn, repeats: int):
-    """(median, min, max) seconds of fn() after one discarded warm-up call."""
+def timed(fn, repeats: int, stats: dict | None = None):
+    """(median, min, max) seconds of fn() after one discarded warm-up call (its time goes to stats["warmup_s"]:
+    a first call at a new shape pays one-off costs, e.g. cuDNN building attention plans)."""
+    _sync()
+    t = time.perf_counter()
     fn()
+    _sync()
+    if stats is not None:
+        stats["warmup_s"] = time.perf_counter() - t
     ts = []
     for _ in range(repeats):
         _sync()
@@ -184,17 +190,18 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=None
     def fwd():
         with _prefill_context(model, chunk, fast):
             return model(ids, logits_to_keep=1)
+    w: dict = {}
     if block is None:
-        med, lo, hi = timed(fwd, repeats)
+        med, lo, hi = timed(fwd, repeats, w)
         kept = [T] * model.config.num_hidden_layers
         flops, pred_s = prefill_flops(model, kept), 0.0
     else:  # a predictor is timed inside the timed prefills themselves (CUDA events: no host sync)
         ts = TimedScorer(scorer) if isinstance(scorer, TokenPredictor) else None
         with (pruning(model, ts, conf) if ts else block()) as st:
-            med, lo, hi = timed(fwd, repeats)
+            med, lo, hi = timed(fwd, repeats, w)
         kept, flops = st.kept_per_layer, st.flops_pruned
         pred_s = ts.seconds() / (repeats + 1) if ts else 0.0  # per prefill (warm-up + repeats)
-    return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, flops=flops, tflops_per_s=flops / med / 1e12,
+    return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, prefill_warmup_s=w["warmup_s"], flops=flops, tflops_per_s=flops / med / 1e12,
                 kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
                 kv_cache_gib=kv_cache_bytes(model, kept) / 2**30, predictor_overhead_pct=100 * pred_s / med)
 
@@ -212,23 +219,28 @@ def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=N
     if engine == "sdtp":
         run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf, chunk_tokens=chunk,
                                       fast_kernels=fast if fast is not None else False)
-        run()  # warm-up of the same shape
+        warm = run().timings["e2e_s"]  # warm-up of the same shape
         _peak_reset()
         res = run()
         t = res.timings
-        return dict(e2e_s=t["e2e_s"], decode_ms_per_token=t["decode_ms_per_token"], peak_mem_gib=_peak_gib())
+        return dict(e2e_s=t["e2e_s"], e2e_warmup_s=warm, decode_ms_per_token=t["decode_ms_per_token"],
+                    peak_mem_gib=_peak_gib())
     gen = lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                                  min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
     ctx = block() if block else contextlib.nullcontext()
     with ctx:
+        _sync()
+        t0 = time.perf_counter()
         gen()  # warm-up of the same shape
+        _sync()
+        warm = time.perf_counter() - t0
         _peak_reset()
         _sync()
         t0 = time.perf_counter()
         gen()
         _sync()
         e2e = time.perf_counter() - t0
-    return dict(e2e_s=e2e, decode_ms_per_token=1000 * (e2e - prefill_s) / max(1, new_tokens - 1),
+    return dict(e2e_s=e2e, e2e_warmup_s=warm, decode_ms_per_token=1000 * (e2e - prefill_s) / max(1, new_tokens - 1),
                 peak_mem_gib=_peak_gib())
 
 

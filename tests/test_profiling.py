@@ -8,7 +8,7 @@ from sdtp_lib.cli import main
 
 ROW_FIELDS = {"prompt_len", "variant", "engine", "prefill_s", "e2e_s", "decode_ms_per_token", "peak_mem_gib", "flops",
               "compression", "kept_per_layer", "tflops_per_s", "predictor_overhead_pct", "prefill_min_s",
-              "prefill_max_s", "kv_cache_gib"}
+              "prefill_max_s", "kv_cache_gib", "prefill_warmup_s", "e2e_warmup_s"}
 
 
 def test_profile_rows_and_json(tmp_path, capsys):
