@@ -121,8 +121,7 @@ def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None,
         for name in ("input_layernorm", "post_attention_layernorm"):
             if _is_rmsnorm(getattr(l, name)):
                 swaps.append((l, name, getattr(l, name)))
-        if _is_silu_mlp(l.mlp, model.config):
-            swaps.append((l, "mlp", l.mlp))
+        swaps.append((l, "mlp", l.mlp))
     if _is_rmsnorm(getattr(dec, "norm", None)):
         swaps.append((dec, "norm", dec.norm))
     mod = sys.modules[type(layers[0].self_attn).__module__]
@@ -138,7 +137,10 @@ def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None,
     log.info("fast_prefill: %d modules swapped, rotary fused, compiled=%s", len(swaps), compiled)
     try:
         for parent, name, orig in swaps:
-            new = FusedMLP(orig, chunk_tokens, act) if name == "mlp" else FusedRMSNorm(orig)
+            if name != "mlp":
+                new = FusedRMSNorm(orig)
+            else:  # another activation: chunked (memory) but not fused
+                new = FusedMLP(orig, chunk_tokens, act) if _is_silu_mlp(orig, model.config) else ChunkedMLP(orig, chunk_tokens)
             setattr(parent, name, new)
         mod.apply_rotary_pos_emb = _fn(rope, compiled)
         if grouped_attention:
