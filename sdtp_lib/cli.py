@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-tokens", type=int, default=32768, help="engine sdtp: prefill MLP chunk (memory)")
     p.add_argument("--no-fast-kernels", action="store_true", help="engine sdtp: HF's own norms/rotary/MLP")
     p.add_argument("--grouped-attention", action="store_true", help="engine sdtp: one SDPA call per KV head")
-    p.add_argument("--out", default="runs/profile", help="folder for latency_<timestamp>.json/.md")
+    p.add_argument("--out", default="runs/profile", help="folder for latency_<timestamp>.json/.md, or a .json path")
     p.add_argument("--resume", default=None, help="a latency_*.json of an unfinished run: keep its rows, run "
                    "the lengths it lacks, write back to it")
     return parser
@@ -262,10 +262,13 @@ def cmd_profile(args) -> int:
     if args.resume:
         path = Path(args.resume)
         head, old = P.resume(path, head, cfg)
-        cfg.lengths = tuple(T for T in cfg.lengths if T not in {r["prompt_len"] for r in old})
+        done = {r["prompt_len"] for r in old}
+        cfg.lengths = tuple(T for T in cfg.lengths if T not in done)
+        head["profile_config"] = {**head["profile_config"], "lengths": sorted(done | set(cfg.lengths))}
         print(f"resuming {path}: {len(old)} rows kept, lengths to run {list(cfg.lengths)}")
     else:
-        path = Path(args.out) / f"latency_{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path = Path(args.out) if args.out.endswith(".json") else \
+            Path(args.out) / f"latency_{time.strftime('%Y%m%d-%H%M%S')}.json"
         P.write(path, head, [])
     rows = old + P.profile(model, cfg, on_row=lambda new: P.write(path, {**head, "complete": False}, old + new,
                                                                    partial_ok=True))

@@ -68,12 +68,13 @@ def test_timed_scorer_is_transparent(tiny_sdpa):
 
 def test_profile_resume_keeps_rows_and_refuses_other_config(tmp_path, capsys):
     args = ["profile", "--model", "tiny-qwen2", "--new-tokens", "2", "--repeats", "1", "--variants", "dense", "sdtp"]
-    assert main(args + ["--lengths", "64", "--out", str(tmp_path)]) == 0
-    (path,) = tmp_path.glob("latency_*.json")
+    path = tmp_path / "latency_h200.json"
+    assert main(args + ["--lengths", "64", "--out", str(path)]) == 0
     first = json.loads(path.read_text())["rows"]
     assert main(args + ["--lengths", "64", "80", "--resume", str(path)]) == 0
     d = json.loads(path.read_text())
     assert d["rows"][:len(first)] == first and {r["prompt_len"] for r in d["rows"]} == {64, 80}
     assert len(d["rows"]) == 2 * 2 * 2 and d["header"]["resumed"] == 1 and d["header"]["complete"] is True
+    assert d["header"]["profile_config"]["lengths"] == [64, 80]
     assert main(args[:-1] + ["--lengths", "96", "--resume", str(path)]) == 2  # another variant set
     assert "different variants" in capsys.readouterr().err
