@@ -1,29 +1,37 @@
 #!/usr/bin/env bash
-# The GPU profile behind reports/results/latency_h200.json, in three parts of under 10 minutes each that fill one
-# JSON file (a device call may last at most 10 minutes; the full profile takes about 20).
+# The GPU profile behind reports/results/latency_h200.json, in four parts of under 10 minutes each that fill one
+# JSON file (a device call may last at most 10 minutes; the whole profile takes about 20).
 #
 #   SDTP_GIT_COMMIT=<commit> bash scripts/profile_h200.sh 1
-#   SDTP_GIT_COMMIT=<commit> bash scripts/profile_h200.sh 2 <latency_h200.json from part 1>
-#   SDTP_GIT_COMMIT=<commit> bash scripts/profile_h200.sh 3 <latency_h200.json from part 2>
+#   SDTP_GIT_COMMIT=<commit> bash scripts/profile_h200.sh 2 <latency_h200.json from the part before>   (3, 4 alike)
 #
-# Part 1: 4K-32K (plus the header's host-sync check). Part 2: the decode checks, 64K, the decode benchmark.
-# Part 3: 128K. Results go to $OUT (the device tool's output folder) or runs/h200; every row is written as it
-# completes, so a part stopped by its time limit keeps its rows and the next part redoes only what is missing.
+# Part 1: 4K-16K (plus the header's host-sync check). Part 2: the decode-loop checks, 32K. Part 3: 64K, the
+# decode benchmark. Part 4: 128K. Parts may be merged on one call ("2 3") when the logs show time to spare.
+# Results go to $OUT (the device tool's output folder) or runs/h200; every row is written as it completes, so a
+# part stopped by its time limit keeps its rows and a later part redoes only the lengths left incomplete.
 # --resume refuses a file made by another commit or configuration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?part 1, 2 or 3}
+parts=${1:?parts: 1, 2, 3, 4 or several, e.g. "2 3"}
 prev=${2:-}
 out=${OUT:-runs/h200}
 mkdir -p "$out"
 json="$out/latency_h200.json"
 export PYTHONUNBUFFERED=1 PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 if [ -n "$prev" ] && [ "$prev" != "$json" ]; then cp "$prev" "$json"; chmod u+w "$json"; fi
-case $part in
-  1) python -m sdtp_lib profile --lengths 4096 8192 16384 32768 --out "$json" > "$out/log1.txt" 2>&1 ;;
-  2) python scripts/check_decode_gpu.py > "$out/check_decode_gpu.txt" 2>&1 || echo "a check failed" >> "$out/log2.txt"
-     python -m sdtp_lib profile --lengths 65536 --resume "$json" >> "$out/log2.txt" 2>&1
-     python scripts/decode_bench.py --lengths 32768 131072 --new-tokens 16 > "$out/decode_bench.txt" 2>&1 ;;
-  3) python -m sdtp_lib profile --lengths 131072 --resume "$json" > "$out/log3.txt" 2>&1 ;;
-  *) echo "part must be 1, 2 or 3" >&2; exit 2 ;;
-esac
+profile() {  # lengths up to this part's: a resumed file reruns any length an earlier part left incomplete
+  # shellcheck disable=SC2086  # SDTP_PROFILE_ARGS: extra arguments, e.g. a dry run on CPU with a tiny model
+  if [ -f "$json" ]; then python -m sdtp_lib profile --lengths "$@" --resume "$json" ${SDTP_PROFILE_ARGS:-}
+  else python -m sdtp_lib profile --lengths "$@" --out "$json" ${SDTP_PROFILE_ARGS:-}; fi
+}
+for part in $parts; do
+  case $part in
+    1) profile 4096 8192 16384 >> "$out/log.txt" 2>&1 ;;
+    2) python scripts/check_decode_gpu.py > "$out/check_decode_gpu.txt" 2>&1 || echo "check_decode_gpu: a check failed" >> "$out/log.txt"
+       profile 4096 8192 16384 32768 >> "$out/log.txt" 2>&1 ;;
+    3) profile 4096 8192 16384 32768 65536 >> "$out/log.txt" 2>&1
+       python scripts/decode_bench.py --lengths 32768 131072 --new-tokens 16 > "$out/decode_bench.txt" 2>&1 ;;
+    4) profile 4096 8192 16384 32768 65536 131072 >> "$out/log.txt" 2>&1 ;;
+    *) echo "parts are 1, 2, 3 and 4" >&2; exit 2 ;;
+  esac
+done
