@@ -38,10 +38,9 @@ def decode_attention(module, query, key, value, attention_mask, scaling=None, dr
     G = (H // kvh) * Q
     scaling = scaling if scaling is not None else D ** -0.5
     q = query.reshape(B, kvh, G, D)  # query heads grouped under their KV head
-    s = torch.matmul(q, key.transpose(-1, -2)).float() * scaling  # (B, KVH, G, S)
-    if attention_mask is not None:
-        s = s + attention_mask[..., :S].float()
-    p = s.softmax(-1).to(value.dtype)
+    s = torch.matmul(q, key.transpose(-1, -2))  # (B, KVH, G, S), the cache's dtype (as HF's eager attention)
+    s = torch.add(attention_mask[..., :S], s, alpha=scaling) if attention_mask is not None else s * scaling
+    p = s.softmax(-1)  # float32 inside, the cache's dtype out: 3 passes over (G, S) instead of 7
     if S >= SPLIT_MIN and S % SPLIT_SLOTS == 0:
         c = S // SPLIT_SLOTS
         pb = p.view(B, kvh, G, c, SPLIT_SLOTS).transpose(2, 3)  # (B, KVH, c, G, L)

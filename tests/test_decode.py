@@ -101,3 +101,27 @@ def test_teacher_forced_logits_equal_full_forward(tiny_sdpa):
     torch.testing.assert_close(res.logits, full.float(), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="forced must have shape"):
         greedy_generate(model, ids, 6, forced=forced[:, :3])
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_decode_attention_bf16_as_accurate_as_hf_eager(split, monkeypatch):
+    """In bf16 the decode attention (split-K or not) is as close to a float32 reference as HF's eager one."""
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+    from sdtp_lib import decode
+    monkeypatch.setattr(decode, "SPLIT_SLOTS", 64)
+    monkeypatch.setattr(decode, "SPLIT_MIN", 256 if split else 1 << 40)
+    g = torch.Generator().manual_seed(1)
+    S, scale = 512, 128 ** -0.5
+    q, k, v = torch.randn(1, 8, 1, 128, generator=g), 2 * torch.randn(1, 2, S, 128, generator=g), torch.randn(1, 2, S, 128, generator=g)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.training = 4, False
+    mask = torch.zeros(1, 1, 1, S)
+    mask[..., 500:] = torch.finfo(torch.float32).min
+    ref, _ = eager_attention_forward(module, q, k, v, mask, scaling=scale)
+    bmask = torch.zeros(1, 1, 1, S, dtype=torch.bfloat16)
+    bmask[..., 500:] = torch.finfo(torch.bfloat16).min
+    b = [t.bfloat16() for t in (q, k, v)]
+    hf, _ = eager_attention_forward(module, *b, bmask, scaling=scale)
+    out, _ = decode.decode_attention(module, *b, bmask, scaling=scale)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() <= 1.5 * (hf.float() - ref).abs().max() + 1e-4
