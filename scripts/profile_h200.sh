@@ -5,7 +5,7 @@
 #   SDTP_GIT_COMMIT=<commit> bash scripts/profile_h200.sh 1
 #   SDTP_GIT_COMMIT=<commit> bash scripts/profile_h200.sh 2 <latency_h200.json from the part before>   (3, 4 alike)
 #
-# Part 1: 4K-16K (plus the header's host-sync check). Part 2: the decode-loop checks, 32K. Part 3: 64K, the
+# Part 1: the decode-loop checks, 4K-16K (plus the header's host-sync check). Part 2: 32K. Part 3: 64K, the
 # decode benchmark. Part 4: 128K. Parts may be merged on one call ("2 3") when the logs show time to spare.
 # Results go to $OUT (the device tool's output folder) or runs/h200; every row is written as it completes, so a
 # part stopped by its time limit keeps its rows and a later part redoes only the lengths left incomplete.
@@ -26,9 +26,9 @@ profile() {  # lengths up to this part's: a resumed file reruns any length an ea
 }
 for part in $parts; do
   case $part in
-    1) profile 4096 8192 16384 >> "$out/log.txt" 2>&1 ;;
-    2) python scripts/check_decode_gpu.py > "$out/check_decode_gpu.txt" 2>&1 || echo "check_decode_gpu: a check failed" >> "$out/log.txt"
-       profile 4096 8192 16384 32768 >> "$out/log.txt" 2>&1 ;;
+    1) python scripts/check_decode_gpu.py > "$out/check_decode_gpu.txt" 2>&1 || echo "check_decode_gpu: a check failed" >> "$out/log.txt"
+       profile 4096 8192 16384 >> "$out/log.txt" 2>&1 ;;
+    2) profile 4096 8192 16384 32768 >> "$out/log.txt" 2>&1 ;;
     3) profile 4096 8192 16384 32768 65536 >> "$out/log.txt" 2>&1
        python scripts/decode_bench.py --lengths 32768 131072 --new-tokens 16 > "$out/decode_bench.txt" 2>&1 ;;
     4) profile 4096 8192 16384 32768 65536 131072 >> "$out/log.txt" 2>&1 ;;

@@ -90,25 +90,39 @@ def _static_cache(dyn, extra: int):
     return Cache(layers=layers)
 
 
-@contextlib.contextmanager
-def _layer_masks(model, cache):
-    """Per-layer additive masks over each layer's static slots: slot j is visible iff j <= filled count."""
-    dtype = next(model.parameters()).dtype
-    neg = torch.finfo(dtype).min
-    hooks = []
-    for l, layer in enumerate(model.get_decoder().layers):
-        slots = torch.arange(cache.layers[l].max_cache_len, device=cache.layers[l].keys.device)
+class _LayerMasks:
+    """Per-layer additive masks over each layer's static slots, kept in persistent buffers: a slot is visible
+    iff it is filled or is the one this step writes. Slots only ever become visible, so each step makes one
+    slot visible (one tiny kernel per layer) instead of rebuilding an S-long mask (3 kernels per layer)."""
 
-        def hook(module, args, kwargs, slots=slots, lc=cache.layers[l]):
-            visible = slots <= lc.cumulative_length  # (S,): filled slots + the one this step writes
-            kwargs["attention_mask"] = torch.where(visible, 0.0, neg).to(dtype)[None, None, None, :]
-            return args, kwargs
-        hooks.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
-    try:
-        yield
-    finally:
-        for h in hooks:
-            h.remove()
+    def __init__(self, model, cache):
+        self.dtype = next(model.parameters()).dtype
+        self.cache, self.masks = cache, []
+        for lc in cache.layers:
+            self.masks.append(torch.empty(1, 1, 1, lc.max_cache_len, dtype=self.dtype, device=lc.keys.device))
+        self.reset()
+
+    def reset(self):
+        """Masks from the caches' filled counts (after the CUDA-graph warm-up step is undone)."""
+        neg = torch.finfo(self.dtype).min
+        for m, lc in zip(self.masks, self.cache.layers):
+            slots = torch.arange(m.shape[-1], device=m.device)
+            m.copy_(torch.where(slots < lc.cumulative_length, 0.0, neg).view(m.shape))
+
+    @contextlib.contextmanager
+    def attached(self, model):
+        hooks = []
+        for layer, m, lc in zip(model.get_decoder().layers, self.masks, self.cache.layers):
+            def hook(module, args, kwargs, m=m, lc=lc):
+                m.view(-1).index_fill_(0, lc.cumulative_length.view(1), 0.0)  # the slot this step writes
+                kwargs["attention_mask"] = m
+                return args, kwargs
+            hooks.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+        try:
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
 
 
 def _sync(device):
@@ -194,7 +208,8 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
 def _decode_steps(model, cache, one_step, ids, pos, step, n, cuda_graph, dev) -> float:
     """Run n decode steps (captured once in a CUDA graph and replayed when cuda_graph); returns the time at
     which the timed steps started (after capture)."""
-    with _layer_masks(model, cache):
+    masks = _LayerMasks(model, cache)
+    with masks.attached(model):
         if cuda_graph and n > 0:
             state = [l.cumulative_length.clone() for l in cache.layers], ids.clone(), pos.clone(), step.clone()
             s = torch.cuda.Stream(device=dev)
@@ -208,6 +223,7 @@ def _decode_steps(model, cache, one_step, ids, pos, step, n, cuda_graph, dev) ->
             for l, c in zip(cache.layers, state[0]):
                 l.cumulative_length.copy_(c)
             ids.copy_(state[1]), pos.copy_(state[2]), step.copy_(state[3])
+            masks.reset()
             _sync(dev)
             t2 = time.perf_counter()
             for _ in range(n):
