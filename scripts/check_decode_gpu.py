@@ -1,6 +1,6 @@
 """GPU checks before profiling (Qwen2-7B architecture, random bf16 weights):
-1. teacher-forced at an 8K prompt, the CUDA-graph loop's logits equal the same loop's without graphs (dense
-   and pruned), and the loop's logits are as close to HF's own step-by-step decode (DynamicCache; pruned by
+1. teacher-forced at an 8K prompt, the CUDA-graph loop's logits (fused kernels in prefill and decode, as the
+   profiler runs it) equal the same loop's without graphs (dense and pruned), and the loop's logits are as close to HF's own step-by-step decode (DynamicCache; pruned by
    the engine for SDTP) as that decode is to one full forward over prompt + forced tokens (the bf16 noise
    floor, measured, not assumed);
 2. fast_prefill's logits differ from HF's modules' by no more than HF's sdpa and eager attention differ;
@@ -28,10 +28,12 @@ def main():
     T = 8192
     ids = torch.randint(0, 150000, (1, T), device="cuda")
     forced = torch.randint(0, 150000, (1, 32), device="cuda")
-    full = model(torch.cat([ids, forced[:, :-1]], 1), logits_to_keep=32).logits.float()  # dense reference
+    # references use the same fused kernels as the loop (fast_prefill), so that only the loop is compared
+    with fast_prefill(model):
+        full = model(torch.cat([ids, forced[:, :-1]], 1), logits_to_keep=32).logits.float()  # dense reference
 
     def hf_steps(block):  # HF's own teacher-forced step-by-step decode (DynamicCache), pruned inside `block`
-        with block:
+        with fast_prefill(model), block:
             out = model(ids, use_cache=True, logits_to_keep=1)
             steps, cache = [out.logits[:, -1].float()], out.past_key_values
             for j in range(31):
@@ -42,8 +44,9 @@ def main():
     floor = float((ref["dense"] - full).abs().max())
     print(f"bf16 noise floor: HF step-by-step decode vs HF full forward max |diff| {floor:.3g}")
     for name, scorer, c in (("dense", None, None), ("sdtp", pred, conf)):
-        g = greedy_generate(model, ids, 32, scorer=scorer, config=c, cuda_graph=True, forced=forced, return_logits=True)
-        n = greedy_generate(model, ids, 32, scorer=scorer, config=c, cuda_graph=False, forced=forced, return_logits=True)
+        kw = dict(scorer=scorer, config=c, forced=forced, return_logits=True, fast_kernels=True)  # as the profiler
+        g = greedy_generate(model, ids, 32, cuda_graph=True, **kw)
+        n = greedy_generate(model, ids, 32, cuda_graph=False, **kw)
         d_graph = float((g.logits - n.logits).abs().max())
         scale = float(n.logits.abs().max())
         line = f"{name}: teacher-forced logits, graph vs no-graph max |diff| {d_graph:.3g} (max |logit| {scale:.3g})"

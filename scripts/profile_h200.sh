@@ -26,7 +26,9 @@ profile() {  # lengths up to this part's: a resumed file reruns any length an ea
 }
 for part in $parts; do
   case $part in
-    1) python scripts/check_decode_gpu.py > "$out/check_decode_gpu.txt" 2>&1 || echo "check_decode_gpu: a check failed" >> "$out/log.txt"
+    1) if ! python scripts/check_decode_gpu.py > "$out/check_decode_gpu.txt" 2>&1; then
+         echo "check_decode_gpu failed: no profile on a loop that fails its checks" >> "$out/log.txt"; exit 1
+       fi
        profile 4096 8192 16384 >> "$out/log.txt" 2>&1 ;;
     2) profile 4096 8192 16384 32768 >> "$out/log.txt" 2>&1 ;;
     3) profile 4096 8192 16384 32768 65536 >> "$out/log.txt" 2>&1
