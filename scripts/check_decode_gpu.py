@@ -3,7 +3,8 @@
    profiler runs it) equal the same loop's without graphs (dense and pruned), and the loop's logits are as close to HF's own step-by-step decode (DynamicCache; pruned by
    the engine for SDTP) as that decode is to one full forward over prompt + forced tokens (the bf16 noise
    floor, measured, not assumed);
-2. fast_prefill's logits differ from HF's modules' by no more than HF's sdpa and eager attention differ;
+2. fast_prefill's logits (with and without grouped attention) differ from HF's modules' by no more than HF's
+   sdpa and eager attention differ;
 3. no host synchronisation inside the pruned prefill's layer loop (set_sync_debug_mode("error")).
 Exit code 1 if a check fails."""
 import contextlib
@@ -57,14 +58,17 @@ def main():
         ok &= d_graph <= 1e-2 * scale  # the same computation replayed (cuBLAS may pick other kernels in capture)
     ids = ids[:, :2048]  # fast_prefill vs HF (eager attention materialises T x T scores) and host-sync checks
     ref = model(ids, logits_to_keep=1).logits.float()
-    with fast_prefill(model):
-        fast = model(ids, logits_to_keep=1).logits.float()
     model.config._attn_implementation = "eager"
     eager = model(ids, logits_to_keep=1).logits.float()
     model.config._attn_implementation = "sdpa"
-    d_fast, d_eager = float((fast - ref).abs().max()), float((eager - ref).abs().max())
-    print(f"fast_prefill vs HF modules max |diff| {d_fast:.3g} | HF eager vs sdpa {d_eager:.3g}")
-    ok &= d_fast <= 2 * d_eager + 1e-3 * float(ref.abs().max())
+    d_eager = float((eager - ref).abs().max())
+    for grouped in (False, True):
+        with fast_prefill(model, grouped_attention=grouped):
+            fast = model(ids, logits_to_keep=1).logits.float()
+        d_fast = float((fast - ref).abs().max())
+        print(f"fast_prefill (grouped_attention={grouped}) vs HF modules max |diff| {d_fast:.3g} | "
+              f"HF eager vs sdpa {d_eager:.3g}")
+        ok &= d_fast <= 2 * d_eager + 1e-3 * float(ref.abs().max())
     for label in ("HF modules", "fast_prefill"):
         with (fast_prefill(model) if label == "fast_prefill" else contextlib.nullcontext()):
             err = host_sync_in_prefill(model, pred, conf, ids)

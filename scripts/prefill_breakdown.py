@@ -156,6 +156,7 @@ def main(argv=None):
     ap.add_argument("--chunk-tokens", type=int, default=32768)
     ap.add_argument("--skip-micro", action="store_true", help="only the whole-prefill breakdowns")
     ap.add_argument("--skip-profiles", action="store_true", help="only the kernel microbenchmarks")
+    ap.add_argument("--attention-only", action="store_true", help="only the attention microbenchmark")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     from sdtp_lib.kernels import fast_prefill
@@ -163,6 +164,11 @@ def main(argv=None):
               "transformers": __import__("transformers").__version__, "weights": "random"}
     if not a.skip_micro:
         result["attention"] = attention_table(a.attn_lengths)
+        if a.attention_only:
+            if a.out:
+                with open(a.out, "w") as f:
+                    json.dump(result, f, indent=1)
+            return
         result["gemm"] = gemm_table()
     model = qwen2_7b_random()
     if not a.skip_micro:

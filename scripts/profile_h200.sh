@@ -5,7 +5,8 @@
 #   SDTP_GIT_COMMIT=<commit> bash scripts/profile_h200.sh 1
 #   SDTP_GIT_COMMIT=<commit> bash scripts/profile_h200.sh 2 <latency_h200.json from the part before>   (3, 4 alike)
 #
-# Part 1: the decode-loop checks, 4K-16K (plus the header's host-sync check). Part 2: 32K. Part 3: 64K, the
+# Part 1: the decode-loop checks, the prefill attention picked by measurement (one SDPA call, or one per KV
+# head), 4K-16K (plus the header's host-sync check). Part 2: 32K. Part 3: 64K, the
 # decode benchmark. Part 4: 128K. Parts may be merged on one call ("2 3") when the logs show time to spare.
 # Results go to $OUT (the device tool's output folder) or runs/h200; every row is written as it completes, so a
 # part stopped by its time limit keeps its rows and a later part redoes only the lengths left incomplete.
@@ -19,17 +20,33 @@ mkdir -p "$out"
 json="$out/latency_h200.json"
 export PYTHONUNBUFFERED=1 PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 if [ -n "$prev" ] && [ "$prev" != "$json" ]; then cp "$prev" "$json"; chmod u+w "$json"; fi
+attention=""  # part 1 picks the prefill attention by measurement; later parts read the choice from the JSON
 profile() {  # lengths up to this part's: a resumed file reruns any length an earlier part left incomplete
   # shellcheck disable=SC2086  # SDTP_PROFILE_ARGS: extra arguments, e.g. a dry run on CPU with a tiny model
-  if [ -f "$json" ]; then python -m sdtp_lib profile --lengths "$@" --resume "$json" ${SDTP_PROFILE_ARGS:-}
-  else python -m sdtp_lib profile --lengths "$@" --out "$json" ${SDTP_PROFILE_ARGS:-}; fi
+  if [ -f "$json" ]; then
+    attention=$(python -c "import json, sys; c = json.load(open(sys.argv[1]))['header']['profile_config']
+print('--grouped-attention' if c.get('grouped_attention') else '')" "$json")
+    python -m sdtp_lib profile --lengths "$@" --resume "$json" $attention ${SDTP_PROFILE_ARGS:-}
+  else python -m sdtp_lib profile --lengths "$@" --out "$json" $attention ${SDTP_PROFILE_ARGS:-}; fi
+}
+pick_attention() {  # grouped per-KV-head prefill attention if it beats HF's SDPA call by 2% at 64K and 128K
+  python scripts/prefill_breakdown.py --attention-only --attn-lengths 65536 131072 --out "$out/attention_choice.json" \
+    > "$out/attention_choice.txt" 2>&1
+  attention=$(python -c "import json, sys
+rows = json.load(open(sys.argv[1]))['attention']
+num = lambda x: x if isinstance(x, (int, float)) else 0.0
+print('--grouped-attention' if all(num(r['grouped_per_kv_head']) >= 1.02 * num(r['hf_default_gqa']) for r in rows) else '')
+" "$out/attention_choice.json")
+  echo "prefill attention: ${attention:-one SDPA call (HF)} (scripts/prefill_breakdown.py, attention_choice.json)" >> "$out/log.txt"
 }
 for part in $parts; do
   case $part in
     1) if ! python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
-         echo "no GPU: check_decode_gpu.py skipped (a dry run)" >> "$out/log.txt"
+         echo "no GPU: check_decode_gpu.py and the attention choice skipped (a dry run)" >> "$out/log.txt"
        elif ! python scripts/check_decode_gpu.py > "$out/check_decode_gpu.txt" 2>&1; then
          echo "check_decode_gpu failed: no profile on a loop that fails its checks" >> "$out/log.txt"; exit 1
+       else
+         pick_attention
        fi
        profile 4096 8192 16384 >> "$out/log.txt" 2>&1 ;;
     2) profile 4096 8192 16384 32768 >> "$out/log.txt" 2>&1 ;;
