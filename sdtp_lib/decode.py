@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .engine import pruning
-from .memory import chunked_mlp
+from .kernels import prefill_kernels
 
 
 DECODE_ATTN = "sdtp_decode"
@@ -136,10 +136,10 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
                     forced: torch.Tensor | None = None, return_logits: bool = False) -> DecodeResult:
     """Greedy decoding of `max_new_tokens` tokens (no early stop: fixed work, for timing) with a pruned
     prefill when `scorer` is given (dense otherwise). cuda_graph defaults to True on CUDA; chunk_tokens runs
-    the prefill's MLPs in chunks of that many tokens (sdtp_lib.memory.chunked_mlp) to cut peak memory;
+    the MLPs in chunks of that many tokens (sdtp_lib.memory.chunked_mlp) to cut the prefill's peak memory;
     fast_kernels (True, or a dict of fast_prefill's keyword arguments) runs the prefill and the decode steps
-    inside sdtp_lib.kernels.fast_prefill (fused norms/rotary/SiLU-mul, chunked MLPs of chunk_tokens or 32768):
-    about 17 fewer kernels per layer and decode step.
+    inside sdtp_lib.kernels.fast_prefill (fused norms/rotary/SiLU-mul, chunked MLPs): about 17 fewer kernels
+    per layer and decode step. Both through sdtp_lib.kernels.prefill_kernels, as the profiler's prefill runs.
     For checks: `forced` (B, max_new_tokens) teacher-forces the tokens fed back, `return_logits` keeps every
     step's logits (B, max_new_tokens, V)."""
     if max_new_tokens < 1:
@@ -150,14 +150,8 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     _sync(dev)
     t0 = time.perf_counter()
     block = pruning(model, scorer, config) if scorer is not None else contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    with stack:
-        if fast_kernels:  # fused kernels for the prefill and the decode steps (captured in the graph)
-            from .kernels import fast_prefill
-            kw = fast_kernels if isinstance(fast_kernels, dict) else {}
-            stack.enter_context(fast_prefill(model, chunk_tokens or 32768, **kw))
-        chunks = chunked_mlp(model, chunk_tokens) if chunk_tokens and not fast_kernels else contextlib.nullcontext()
-        with block, chunks:
+    with prefill_kernels(model, chunk_tokens, fast_kernels):  # the decode steps (and graph) use them too
+        with block:
             out = model(input_ids, use_cache=True, logits_to_keep=1)
         if forced is not None and forced.shape != (B, max_new_tokens):
             raise ValueError(f"forced must have shape ({B}, {max_new_tokens}), got {tuple(forced.shape)}")

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .memory import ChunkedMLP
+from .memory import ChunkedMLP, chunked_mlp
 
 log = logging.getLogger(__name__)
 _COMPILED: dict = {}
@@ -153,3 +153,12 @@ def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None,
         mod.apply_rotary_pos_emb = old_rope
         for parent, name, orig in swaps:
             setattr(parent, name, orig)
+
+
+def prefill_kernels(model, chunk_tokens: int | None = None, fast_kernels: bool | dict = False):
+    """The context both engines' runs use: fast_prefill when fast_kernels (True, or its keyword arguments;
+    MLP chunks of chunk_tokens or its default), else chunked_mlp when chunk_tokens, else HF's modules."""
+    if fast_kernels:
+        kw = fast_kernels if isinstance(fast_kernels, dict) else {}
+        return fast_prefill(model, chunk_tokens, **kw) if chunk_tokens else fast_prefill(model, **kw)
+    return chunked_mlp(model, chunk_tokens) if chunk_tokens else contextlib.nullcontext()

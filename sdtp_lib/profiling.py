@@ -154,10 +154,9 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
             block = (lambda: pruning(model, scorer, conf)) if conf else None
             for engine in cfg.engines:
                 chunk = cfg.chunk_tokens if engine == "sdtp" else None
-                on = cfg.fast_kernels and engine == "sdtp"
-                fast = dict(grouped_attention=cfg.grouped_attention) if on else None
-                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk, fast_kernels=on,
-                           grouped_attention=on and cfg.grouped_attention)
+                fast = _fast_kernels(cfg) if engine == "sdtp" else False
+                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk, fast_kernels=bool(fast),
+                           grouped_attention=bool(fast) and cfg.grouped_attention)
                 row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
                 row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast,
                                 row["prefill_s"]))
@@ -174,21 +173,18 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
     return rows
 
 
-def _prefill_context(model, chunk, fast: dict | None):
-    """fast: None (HF's modules) or fast_prefill's keyword arguments."""
-    from .kernels import fast_prefill
-    from .memory import chunked_mlp
-    if fast is not None:
-        return fast_prefill(model, chunk or 32768, **fast)
-    return chunked_mlp(model, chunk) if chunk else contextlib.nullcontext()
+def _fast_kernels(cfg: ProfileConfig):
+    """The "sdtp" engine's fast_kernels argument (sdtp_lib.kernels.prefill_kernels)."""
+    return dict(grouped_attention=cfg.grouped_attention) if cfg.fast_kernels else False
 
 
-def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=None) -> dict:
+def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=False) -> dict:
     from .flops import prefill_flops
+    from .kernels import prefill_kernels
     T = ids.shape[1]
 
     def fwd():
-        with _prefill_context(model, chunk, fast):
+        with prefill_kernels(model, chunk, fast):
             return model(ids, logits_to_keep=1)
     w: dict = {}
     if block is None:
@@ -201,8 +197,8 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=None
             med, lo, hi = timed(fwd, repeats, w)
         kept, flops = st.kept_per_layer, st.flops_pruned
         pred_s = ts.seconds() / (repeats + 1) if ts else 0.0  # per prefill (warm-up + repeats)
-    return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, prefill_warmup_s=w["warmup_s"], flops=flops, tflops_per_s=flops / med / 1e12,
-                kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
+    return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, prefill_warmup_s=w["warmup_s"], flops=flops,
+                tflops_per_s=flops / med / 1e12, kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
                 kv_cache_gib=kv_cache_bytes(model, kept) / 2**30, predictor_overhead_pct=100 * pred_s / med)
 
 
@@ -214,11 +210,11 @@ def kv_cache_bytes(model, tokens_per_layer: list[int]) -> int:
     return per_token * sum(tokens_per_layer)
 
 
-def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=None, prefill_s=None) -> dict:
+def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=False, prefill_s=None) -> dict:
     """End-to-end on the engine; HF's decode ms/token = (e2e - the row's prefill median) / (new_tokens - 1)."""
     if engine == "sdtp":
         run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf, chunk_tokens=chunk,
-                                      fast_kernels=fast if fast is not None else False)
+                                      fast_kernels=fast)
         warm = run().timings["e2e_s"]  # warm-up of the same shape
         _peak_reset()
         res = run()
@@ -253,8 +249,8 @@ def header(model, cfg: ProfileConfig, weights: str, check_sync: bool = True) -> 
         conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio)
         ids = torch.randint(0, model.config.vocab_size - 1, (1, 2048), device=next(model.parameters()).device)
         pred = TokenPredictor.for_model(model, conf)
-        fast = dict(grouped_attention=cfg.grouped_attention) if cfg.fast_kernels else None
-        with _prefill_context(model, cfg.chunk_tokens, fast):
+        from .kernels import prefill_kernels
+        with prefill_kernels(model, cfg.chunk_tokens, _fast_kernels(cfg)):
             if cfg.fast_kernels:
                 model(ids, logits_to_keep=1)  # compile the fused kernels before the check
             err = host_sync_in_prefill(model, pred, conf, ids)
