@@ -23,3 +23,8 @@ def tiny_sdpa(request):
 def prompt_ids(T: int, B: int = 1, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (B, T), generator=g)
+
+
+def cfg(model, r: float) -> S.SDTPConfig:
+    """The default stage placement for `model` at keep ratio r."""
+    return S.SDTPConfig.for_model(model, keep_ratio=r)

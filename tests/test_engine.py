@@ -5,11 +5,7 @@ import torch
 import sdtp_lib as S
 from sdtp_lib.engine import PruningError
 
-from .conftest import prompt_ids
-
-
-def cfg(model, r):
-    return S.SDTPConfig.for_model(model, keep_ratio=r)
+from .conftest import cfg, prompt_ids
 
 
 @torch.no_grad()

@@ -5,11 +5,7 @@ import torch
 import sdtp_lib as S
 from sdtp_lib.masked import masked_pruning
 
-from .conftest import prompt_ids
-
-
-def conf(model, r):
-    return S.SDTPConfig.for_model(model, keep_ratio=r)
+from .conftest import cfg, prompt_ids
 
 
 @torch.no_grad()
@@ -18,7 +14,7 @@ def test_all_keep_equals_dense(tiny):
     ids = prompt_ids(70, B=2)
     am = torch.ones_like(ids)
     dense = model(ids, attention_mask=am).logits
-    with masked_pruning(model, "norm", conf(model, 1.0), am, mode="topk") as st:
+    with masked_pruning(model, "norm", cfg(model, 1.0), am, mode="topk") as st:
         out = model(ids, attention_mask=am).logits
     assert all(bool(m.all()) for m in st.masks)
     torch.testing.assert_close(out, dense, rtol=1e-5, atol=1e-5)
@@ -29,7 +25,7 @@ def test_all_keep_equals_dense(tiny):
 @pytest.mark.parametrize("scorer", ["norm", "predictor"])
 def test_topk_simulation_equals_physical_engine(tiny, scorer):
     model, _ = tiny
-    c = conf(model, 0.6)
+    c = cfg(model, 0.6)
     sc = S.TokenPredictor.for_model(model, c, seed=1) if scorer == "predictor" else scorer
     ids = prompt_ids(150, seed=3)
     with S.pruning(model, sc, c) as phys:
@@ -47,7 +43,7 @@ def test_dropped_token_gets_no_attention(tiny_sdpa):
     model, _ = tiny_sdpa
     ids = prompt_ids(60)
     am = torch.ones_like(ids)
-    with masked_pruning(model, "random", conf(model, 0.5), am, mode="topk") as st:
+    with masked_pruning(model, "random", cfg(model, 0.5), am, mode="topk") as st:
         out = model(ids, attention_mask=am, output_attentions=True)
     first = S.SDTPConfig.for_model(model).stage_layers[0]
     for l in range(first, model.config.num_hidden_layers):
@@ -63,7 +59,7 @@ def test_dropped_token_gets_no_attention(tiny_sdpa):
 @pytest.mark.parametrize("mode", ["gumbel", "st_topk"])
 def test_training_masks_train_the_predictor_only(tiny_sdpa, mode):
     model, _ = tiny_sdpa
-    c = conf(model, 0.7)
+    c = cfg(model, 0.7)
     pred = S.TokenPredictor.for_model(model, c)
     for p in model.parameters():
         p.requires_grad_(False)
