@@ -63,3 +63,19 @@ display(Markdown(P.summary(rows, "sdtp-low")))
 fig = latency_figure(rows)
 fig.savefig(path.with_suffix(".png"), dpi=120)
 print("wrote", path, "and", path.with_suffix(".png"))
+
+# %% [markdown]
+# For comparison: the committed H200 run behind the README (`reports/results/latency_h200.json`, Qwen2-7B
+# architecture, 4K-128K; reproduce with `scripts/profile_h200.sh`, see `reports/results/latency_h200_run/`).
+
+# %%
+import json
+
+ref = Path("..") / "reports" / "results" / "latency_h200.json"
+ref = ref if ref.exists() else Path("reports") / "results" / "latency_h200.json"  # run from the repo root
+if ref.exists():
+    h200 = json.loads(ref.read_text())
+    print(h200["header"]["gpu"], "| weights:", h200["header"]["weights"], "| commit", h200["header"]["git_commit"][:7])
+    display(Markdown(P.summary(h200["rows"], "sdtp")))
+else:
+    print("no committed H200 run found next to this notebook")

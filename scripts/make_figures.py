@@ -16,8 +16,7 @@ def main():
     logs["gumbel seed 0"] = RES / "train_smollm2_gpu_gumbel" / "train_log_s0.csv"
     training_curves(logs, terms=("cls", "mse", "rank", "kept_last")).savefig(FIG / "training_curves_smollm2.png",
                                                                             dpi=120)
-    final, wip = RES / "latency_h200.json", RES / "profile_wip" / "latency_h200_partial.json"
-    src = final if final.exists() else wip
+    src = RES / "latency_h200.json"
     d = json.loads(src.read_text())
     h = d["header"]
     title = (f"{h['gpu']}, Qwen2-7B architecture ({h['weights'].split(' ')[0]} weights), bf16, r = 0.9; "

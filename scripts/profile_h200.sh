@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The GPU profile behind reports/results/latency_h200.json, in four parts of under 10 minutes each that fill one
-# JSON file (a device call may last at most 10 minutes; the whole profile takes about 20).
+# The GPU profile behind reports/results/latency_h200.json, in resumable parts that fill one JSON file (a device
+# call may last at most 10 minutes; the whole profile takes about 19). How the committed run was made:
 #
-#   SDTP_GIT_COMMIT=<commit> bash scripts/profile_h200.sh 1
-#   SDTP_GIT_COMMIT=<commit> bash scripts/profile_h200.sh 2 <latency_h200.json from the part before>   (3, 4 alike)
+#   SDTP_GIT_COMMIT=<commit> timeout 575 bash scripts/profile_h200.sh "1 4"
+#   SDTP_GIT_COMMIT=<commit> timeout 575 bash scripts/profile_h200.sh 4 <latency_h200.json from the call before>
 #
 # Part 1: the decode-loop checks, the prefill attention picked by measurement (one SDPA call, or one per KV
-# head), 4K-16K (plus the header's host-sync check). Part 2: 32K. Part 3: 64K, the
-# decode benchmark. Part 4: 128K. Parts may be merged on one call ("2 3") when the logs show time to spare.
+# head), 4K-16K (plus the header's host-sync check). Part 2: up to 32K. Part 3: up to 64K and the decode
+# benchmark. Part 4: up to 128K. Each part reruns only the lengths left incomplete, so "1 4" under a time limit,
+# then "4" on the result until the file's header says complete, gives the whole profile.
 # Results go to $OUT (the device tool's output folder) or runs/h200; every row is written as it completes, so a
 # part stopped by its time limit keeps its rows and a later part redoes only the lengths left incomplete.
 # --resume refuses a file made by another commit or configuration.

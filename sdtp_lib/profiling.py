@@ -316,8 +316,10 @@ def summary(rows: list[dict], variant: str = "sdtp") -> str:
             continue
         own = f"{dn['prefill_s'] / sp['prefill_s']:.2f}x ({dn['flops'] / sp['flops']:.2f}x)" if dn else "-"
         kv = f"{sp['kv_cache_gib'] / hf['kv_cache_gib']:.3f} ({sum(sp['kept_per_layer']) / sum(hf['kept_per_layer']):.3f})"
-        mem = (f"{hf['peak_mem_gib']:.1f} -> {sp['peak_mem_gib']:.1f} ({100 * (1 - sp['peak_mem_gib'] / hf['peak_mem_gib']):.0f}% less)"
-               if hf["peak_mem_gib"] is not None else "-")
+        mem = "-"
+        if hf["peak_mem_gib"] is not None:
+            less = 100 * (1 - sp["peak_mem_gib"] / hf["peak_mem_gib"])
+            mem = f"{hf['peak_mem_gib']:.1f} -> {sp['peak_mem_gib']:.1f} ({f'{less:.0f}% less' if less >= 0.5 else 'same'})"
         n = f"{T // 1024}K" if T % 1024 == 0 else str(T)
         out.append(f"| {n} | {own} | {kv} | {sp['predictor_overhead_pct']:.2f} | {hf['prefill_s'] / sp['prefill_s']:.2f}x | "
                    f"{hf['e2e_s'] / sp['e2e_s']:.2f}x | {hf['decode_ms_per_token']:.1f} -> {sp['decode_ms_per_token']:.1f} | {mem} |")

@@ -16,6 +16,7 @@ def test_03_profiling_runs(tmp_path):
     d = json.loads(path.read_text())
     assert d["header"]["complete"] and len(d["rows"]) == 2 * 3 * 2
     assert path.with_suffix(".png").stat().st_size > 10_000
+    assert "NVIDIA H200 | weights: random" in (tmp_path / "03.ipynb").read_text()  # the committed run, for comparison
 
 
 def test_notebooks_paired_and_without_outputs():

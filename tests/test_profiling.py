@@ -1,5 +1,6 @@
 """The profiler's output: every field the latency JSON promises, from a run on a tiny model (CPU)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,47 @@ def test_profile_resume_keeps_rows_and_refuses_other_config(tmp_path, capsys):
     assert d["header"]["profile_config"]["lengths"] == [64, 80]
     assert main(args[:-1] + ["--lengths", "96", "--resume", str(path)]) == 2  # another variant set
     assert "different variants" in capsys.readouterr().err
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "results" / "latency_h200.json"
+
+
+@pytest.fixture(scope="module")
+def qwen2_7b_meta():
+    """Qwen2-7B's real shapes on the meta device: no memory, no weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(Qwen2Config(**P.QWEN2_7B))
+
+
+def test_committed_h200_profile_is_complete_and_consistent(qwen2_7b_meta):
+    """reports/results/latency_h200.json: the full grid, every field, FLOPs = the counter on Qwen2-7B's shapes,
+    kept tokens = the schedule, KV bytes in proportion to the tokens kept, and the README quotes its summary."""
+    from sdtp_lib.config import SDTPConfig
+    from sdtp_lib.flops import prefill_flops
+    from sdtp_lib.predictor import TokenPredictor
+    d = json.loads(COMMITTED.read_text())
+    h, rows = d["header"], d["rows"]
+    assert h["complete"] is True and "H200" in h["gpu"] and h["weights"].startswith("random")
+    assert {"transformers", "versions", "git_commit"} <= set(h) and len(h["git_commit"]) == 40
+    grid = {(r["prompt_len"], r["variant"], r["engine"]) for r in rows}
+    assert grid == {(T, v, e) for T in (4096, 8192, 16384, 32768, 65536, 131072)
+                    for v in ("dense", "sdtp", "sdtp-low") for e in ("hf", "sdtp")} and len(rows) == 36
+    for r in rows:
+        assert ROW_FIELDS <= set(r)
+        assert r["prefill_min_s"] <= r["prefill_s"] <= r["prefill_max_s"] < r["e2e_s"]
+        T, stages = r["prompt_len"], P.VARIANTS[r["variant"]]
+        if stages is None:
+            assert r["kept_per_layer"] == [T] * 28 and r["flops"] == prefill_flops(qwen2_7b_meta, [T] * 28)
+            continue
+        conf = SDTPConfig.for_model(qwen2_7b_meta, keep_ratio=0.9, num_stages=stages)
+        assert r["kept_per_layer"] == conf.tokens_per_layer(T, 28)
+        kept = r["kept_per_layer"]  # the predictor scores the tokens entering each stage
+        pred = sum(kept[l - 1] for l in conf.stage_layers) * TokenPredictor.for_model(qwen2_7b_meta, conf).flops_per_token()
+        assert r["flops"] == prefill_flops(qwen2_7b_meta, kept, predictor_flops=pred)
+        dense = next(x for x in rows if (x["prompt_len"], x["variant"], x["engine"]) == (T, "dense", r["engine"]))
+        assert r["kv_cache_gib"] / dense["kv_cache_gib"] == pytest.approx(sum(r["kept_per_layer"]) / (28 * T))
+    readme = (COMMITTED.parents[2] / "README.md").read_text()
+    for line in P.summary(rows, "sdtp").splitlines()[2:]:
+        assert line in readme, f"README's profile table is not the committed run's: {line}"
