@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--chunk-tokens", type=int, default=32768, help="engine sdtp: prefill MLP chunk (memory)")
     p.add_argument("--no-fast-kernels", action="store_true", help="engine sdtp: HF's own norms/rotary/MLP")
-    p.add_argument("--grouped-attention", action="store_true", help="engine sdtp: one SDPA call per KV head")
+    p.add_argument("--split-attention-from", type=int, default=None, metavar="N",
+                   help="engine sdtp: causal attention over >= N tokens in two query halves (cuDNN, log-sum-exp merge)")
     p.add_argument("--out", default="runs/profile", help="folder for latency_<timestamp>.json/.md, or a .json path")
     p.add_argument("--resume", default=None, help="a latency_*.json of an unfinished run: keep its rows, run "
                    "the lengths it lacks, write back to it")
@@ -255,7 +256,7 @@ def cmd_profile(args) -> int:
     cfg = P.ProfileConfig(lengths=tuple(args.lengths), variants=tuple(args.variants), engines=tuple(args.engines),
                           new_tokens=args.new_tokens, repeats=args.repeats, scorer=args.scorer,
                           chunk_tokens=args.chunk_tokens, fast_kernels=not args.no_fast_kernels,
-                          grouped_attention=args.grouped_attention)
+                          split_attention_from=args.split_attention_from)
     head = P.header(model, cfg, weights, check_sync=not args.resume)  # a resumed run keeps its header's check
     print(f"{head['gpu']} | {head['model']} | weights: {weights} | transformers {head['transformers']}")
     old: list[dict] = []

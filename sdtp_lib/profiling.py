@@ -44,7 +44,7 @@ class ProfileConfig:
     scorer: str = "predictor"  # "predictor" (production width, untrained weights are as fast) or a policy
     chunk_tokens: int | None = 32768  # engine "sdtp": prefill MLPs in chunks of this many tokens (memory)
     fast_kernels: bool = True  # engine "sdtp": fused norms / rotary / SiLU-mul in prefill (sdtp_lib.kernels)
-    grouped_attention: bool = False  # engine "sdtp" with fast_kernels: one SDPA call per KV head in prefill
+    split_attention_from: int | None = None  # engine "sdtp" with fast_kernels: split causal attention from N tokens
     meta: dict = field(default_factory=dict)
 
 
@@ -156,7 +156,7 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
                 chunk = cfg.chunk_tokens if engine == "sdtp" else None
                 fast = _fast_kernels(cfg) if engine == "sdtp" else False
                 row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk, fast_kernels=bool(fast),
-                           grouped_attention=bool(fast) and cfg.grouped_attention)
+                           split_attention_from=cfg.split_attention_from if fast else None)
                 row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
                 row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast,
                                 row["prefill_s"]))
@@ -175,7 +175,7 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
 
 def _fast_kernels(cfg: ProfileConfig):
     """The "sdtp" engine's fast_kernels argument (sdtp_lib.kernels.prefill_kernels)."""
-    return dict(grouped_attention=cfg.grouped_attention) if cfg.fast_kernels else False
+    return dict(split_attention_from=cfg.split_attention_from) if cfg.fast_kernels else False
 
 
 def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=False) -> dict:
