@@ -30,15 +30,10 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-import sdtp_lib as S
 from sdtp_lib import profiling as P
 from sdtp_lib.plots import latency_figure
 
-if model == "qwen2-7b-random":
-    m, weights = P.qwen2_7b_random(), "random (Qwen2-7B architecture)"
-else:
-    m, _ = S.load_model(model)
-    weights = "real" if not model.startswith("tiny") else "random (tiny test model)"
+m, weights = P.load_profile_model(model)
 cfg = P.ProfileConfig(lengths=tuple(lengths), new_tokens=new_tokens, repeats=repeats)
 head = P.header(m, cfg, weights)
 print(head["gpu"], "|", head["model"], "| weights:", weights)

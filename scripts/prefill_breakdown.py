@@ -39,15 +39,10 @@ def attention_table(lengths):
         v = torch.randn(1, T, HKV, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
         flops = 4 * HQ * D * T * T / 2
         kr, vr = k.repeat_interleave(HQ // HKV, 1), v.repeat_interleave(HQ // HKV, 1)
-        from types import SimpleNamespace
-
-        from sdtp_lib.kernels import split_sdpa_attention
-        mod = SimpleNamespace(is_causal=True, num_key_value_groups=HQ // HKV)
         qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()  # (B, H, T, D) contiguous instead of HF's views
         cases = {"hf_default_gqa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
                  "default_contiguous": lambda: F.scaled_dot_product_attention(qc, kc, vc, is_causal=True,
-                                                                              enable_gqa=True),
-                 "split_halves": lambda: split_sdpa_attention(mod, q, k, v, None, split_from=2)}
+                                                                              enable_gqa=True)}
         for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION),
                          ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
             def gqa(be=be):
@@ -154,7 +149,6 @@ def main(argv=None):
     ap.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
     ap.add_argument("--attn-lengths", type=int, nargs="+", default=[8192, 32768, 65536, 117964, 131072])
     ap.add_argument("--chunk-tokens", type=int, default=32768)
-    ap.add_argument("--split-attention-from", type=int, default=98304, help="the split-attention breakdown's threshold")
     ap.add_argument("--skip-micro", action="store_true", help="only the whole-prefill breakdowns")
     ap.add_argument("--skip-profiles", action="store_true", help="only the kernel microbenchmarks")
     ap.add_argument("--attention-only", action="store_true", help="only the attention microbenchmark")
@@ -184,13 +178,9 @@ def main(argv=None):
                 return model(ids, logits_to_keep=1)
         result["profiles"].append(breakdown(lambda: model(ids, logits_to_keep=1), f"{T} dense, HF modules"))
         result["profiles"].append(breakdown(fast, f"{T} dense, fast_prefill"))
-        def split():
-            with fast_prefill(model, a.chunk_tokens, split_attention_from=a.split_attention_from):
-                return model(ids, logits_to_keep=1)
         with S.pruning(model, pred, conf):
             result["profiles"].append(breakdown(lambda: model(ids, logits_to_keep=1), f"{T} sdtp, HF modules"))
             result["profiles"].append(breakdown(fast, f"{T} sdtp, fast_prefill"))
-            result["profiles"].append(breakdown(split, f"{T} sdtp, fast_prefill + split attention"))
         del ids
         torch.cuda.empty_cache()
         if a.out:

@@ -5,9 +5,8 @@
 #   SDTP_GIT_COMMIT=<commit> timeout 575 bash scripts/profile_h200.sh "1 4"
 #   SDTP_GIT_COMMIT=<commit> timeout 575 bash scripts/profile_h200.sh 4 <latency_h200.json from the call before>
 #
-# Part 1: the decode-loop checks, the prefill attention picked by measurement (one SDPA call, or split into two
-# query halves from a length on), 4K-16K (plus the header's host-sync check). Part 2: up to 32K. Part 3: up to 64K and the decode
-# benchmark. Part 4: up to 128K. Each part reruns only the lengths left incomplete, so "1 4" under a time limit,
+# Part 1: the decode-loop checks, then 4K-16K (plus the header's host-sync check). Part 2: up to 32K. Part 3: up
+# to 64K and the decode benchmark. Part 4: up to 128K. Each part reruns only the lengths left incomplete, so "1 4" under a time limit,
 # then "4" on the result until the file's header says complete, gives the whole profile.
 # Results go to $OUT (the device tool's output folder) or runs/h200; every row is written as it completes, so a
 # part stopped by its time limit keeps its rows and a later part redoes only the lengths left incomplete.
@@ -21,36 +20,17 @@ mkdir -p "$out"
 json="$out/latency_h200.json"
 export PYTHONUNBUFFERED=1 PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 if [ -n "$prev" ] && [ "$prev" != "$json" ]; then cp "$prev" "$json"; chmod u+w "$json"; fi
-attention=""  # part 1 picks the prefill attention by measurement; later parts read the choice from the JSON
 profile() {  # lengths up to this part's: a resumed file reruns any length an earlier part left incomplete
   # shellcheck disable=SC2086  # SDTP_PROFILE_ARGS: extra arguments, e.g. a dry run on CPU with a tiny model
-  if [ -f "$json" ]; then
-    attention=$(python -c "import json, sys; c = json.load(open(sys.argv[1]))['header']['profile_config']
-print(f\"--split-attention-from {c['split_attention_from']}\" if c.get('split_attention_from') else '')" "$json")
-    python -m sdtp_lib profile --lengths "$@" --resume "$json" $attention ${SDTP_PROFILE_ARGS:-}
-  else python -m sdtp_lib profile --lengths "$@" --out "$json" $attention ${SDTP_PROFILE_ARGS:-}; fi
-}
-pick_attention() {  # split causal attention (two query halves) from the shortest measured length from which
-  # on it beats HF's one SDPA call by 2% at every measured length
-  python scripts/prefill_breakdown.py --attention-only --attn-lengths 65536 81920 98304 114688 131072 \
-    --out "$out/attention_choice.json" > "$out/attention_choice.txt" 2>&1
-  attention=$(python -c "import json, sys
-rows = sorted(json.load(open(sys.argv[1]))['attention'], key=lambda r: r['T'])
-num = lambda x: x if isinstance(x, (int, float)) else 0.0
-wins = [num(r['split_halves']) >= 1.02 * num(r['hf_default_gqa']) for r in rows]
-first = next((i for i in range(len(rows)) if all(wins[i:])), None)
-print(f\"--split-attention-from {rows[first]['T']}\" if first is not None else '')
-" "$out/attention_choice.json")
-  echo "prefill attention: ${attention:-one SDPA call (HF)} (scripts/prefill_breakdown.py, attention_choice.json)" >> "$out/log.txt"
+  if [ -f "$json" ]; then python -m sdtp_lib profile --lengths "$@" --resume "$json" ${SDTP_PROFILE_ARGS:-}
+  else python -m sdtp_lib profile --lengths "$@" --out "$json" ${SDTP_PROFILE_ARGS:-}; fi
 }
 for part in $parts; do
   case $part in
     1) if ! python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
-         echo "no GPU: check_decode_gpu.py and the attention choice skipped (a dry run)" >> "$out/log.txt"
+         echo "no GPU: check_decode_gpu.py skipped (a dry run)" >> "$out/log.txt"
        elif ! python scripts/check_decode_gpu.py > "$out/check_decode_gpu.txt" 2>&1; then
          echo "check_decode_gpu failed: no profile on a loop that fails its checks" >> "$out/log.txt"; exit 1
-       else
-         pick_attention
        fi
        profile 4096 8192 16384 >> "$out/log.txt" 2>&1 ;;
     2) profile 4096 8192 16384 32768 >> "$out/log.txt" 2>&1 ;;

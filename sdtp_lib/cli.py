@@ -95,8 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--chunk-tokens", type=int, default=32768, help="engine sdtp: prefill MLP chunk (memory)")
     p.add_argument("--no-fast-kernels", action="store_true", help="engine sdtp: HF's own norms/rotary/MLP")
-    p.add_argument("--split-attention-from", type=int, default=None, metavar="N",
-                   help="engine sdtp: causal attention over >= N tokens in two query halves (cuDNN, log-sum-exp merge)")
     p.add_argument("--out", default="runs/profile", help="folder for latency_<timestamp>.json/.md, or a .json path")
     p.add_argument("--resume", default=None, help="a latency_*.json of an unfinished run: keep its rows, run "
                    "the lengths it lacks, write back to it")
@@ -246,17 +244,10 @@ def cmd_train(args) -> int:
 
 def cmd_profile(args) -> int:
     from . import profiling as P
-    if args.model == "qwen2-7b-random":
-        if not torch.cuda.is_available():
-            raise ValueError("qwen2-7b-random needs a GPU; on CPU profile the default: --model smollm2-135m")
-        model, weights = P.qwen2_7b_random(), "random (Qwen2-7B architecture; speed does not depend on weights)"
-    else:
-        model, _ = load_model(args.model, dtype=args.dtype, device=args.device)
-        weights = "real"
+    model, weights = P.load_profile_model(args.model, dtype=args.dtype, device=args.device)
     cfg = P.ProfileConfig(lengths=tuple(args.lengths), variants=tuple(args.variants), engines=tuple(args.engines),
                           new_tokens=args.new_tokens, repeats=args.repeats, scorer=args.scorer,
-                          chunk_tokens=args.chunk_tokens, fast_kernels=not args.no_fast_kernels,
-                          split_attention_from=args.split_attention_from)
+                          chunk_tokens=args.chunk_tokens, fast_kernels=not args.no_fast_kernels)
     head = P.header(model, cfg, weights, check_sync=not args.resume)  # a resumed run keeps its header's check
     print(f"{head['gpu']} | {head['model']} | weights: {weights} | transformers {head['transformers']}")
     old: list[dict] = []

@@ -26,7 +26,7 @@ from .predictor import TokenPredictor
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_ATTN = ("sdpa", "eager", "flash_attention_2", "sdtp_split_sdpa")  # the last: sdtp_lib.kernels
+SUPPORTED_ATTN = ("sdpa", "eager", "flash_attention_2")
 _ACTIVE: "weakref.WeakSet" = weakref.WeakSet()  # models inside a pruning block (no nesting)
 
 

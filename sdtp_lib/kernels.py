@@ -14,7 +14,6 @@ function: while the block is open it applies to every model of that family in th
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import sys
 
@@ -38,60 +37,6 @@ def rope(q, k, cos, sin, unsqueeze_dim=1):  # q (B, H, T, D), k (B, KVH, T, D), 
 
 def silu_mul(gate, up):  # (B, T, I) x2 -> (B, T, I)
     return F.silu(gate) * up
-
-
-SPLIT_ATTN = "sdtp_split_sdpa"
-
-
-def attention_lse(q, k, v, causal: bool, scale: float):  # (B, H, Tq, D), (B, H, Tk, D) -> (B, H, Tq, D), (B, H, Tq)
-    """Attention output and its log-sum-exp (float32). CUDA: cuDNN's kernel; elsewhere the plain formula."""
-    if q.is_cuda:
-        out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
-                                                                      scale=scale)[:2]
-        return out, lse.reshape(q.shape[:3]).float()
-    s = (q.float() @ k.float().transpose(-1, -2)) * scale  # (B, H, Tq, Tk)
-    if causal:  # top-left aligned: query i sees keys 0..i
-        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), float("-inf"))
-    return (torch.softmax(s, -1) @ v.float()).to(q.dtype), torch.logsumexp(s, -1)
-
-
-def lse_merge(o1, l1, o2, l2):  # two attention results over disjoint key sets -> the result over their union
-    m = torch.logaddexp(l1, l2)
-    return (o1.float() * (l1 - m).exp().unsqueeze(-1) + o2.float() * (l2 - m).exp().unsqueeze(-1)).to(o1.dtype)
-
-
-def split_causal_attention(q, k, v, scale: float, merge=lse_merge):  # (B, H, T, D) x3 (same heads) -> (B, T, H, D)
-    """Causal attention as two query halves: the first half a causal square; the second a causal square over its
-    own keys plus a non-causal rectangle over the first half's keys, merged by log-sum-exp. Same FLOPs as one
-    call, shorter kernels: on an H200 cuDNN runs 591 TFLOP/s this way at 128K against 545 as one call
-    (scripts/attention_split_bench.py)."""
-    B, H, T, D = q.shape
-    b = T // 2
-    out = q.new_empty(B, T, H, D)
-    o, _ = attention_lse(q[:, :, :b], k[:, :, :b], v[:, :, :b], True, scale)
-    out[:, :b] = o.transpose(1, 2)
-    o, l1 = attention_lse(q[:, :, b:], k[:, :, b:], v[:, :, b:], True, scale)
-    o2, l2 = attention_lse(q[:, :, b:], k[:, :, :b], v[:, :, :b], False, scale)
-    out[:, b:] = merge(o, l1, o2, l2).transpose(1, 2)
-    return out
-
-
-def split_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
-                         split_from: int = 98304, merge=lse_merge, **kwargs):
-    """HF attention interface: causal self-attention over >= split_from tokens with no mask runs as
-    split_causal_attention (K/V heads repeated to the query heads); everything else goes to HF's sdpa
-    unchanged. query (B, H, T, D), key/value (B, KVH, T, D) -> (B, T, H, D)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    T = query.shape[2]
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    if attention_mask is not None or T < max(split_from, 2) or not causal or key.shape[2] != T or dropout:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    rep = query.shape[1] // key.shape[1]
-    if rep > 1:
-        key, value = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    return split_causal_attention(query, key, value, scale, merge), None
 
 
 def _fn(fn, compiled: bool):
@@ -132,10 +77,10 @@ def _is_silu_mlp(m, config) -> bool:
 
 
 @contextlib.contextmanager
-def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None, split_attention_from: int | None = None):
+def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None):
     """Inside the block the model's prefill uses fused norms, chunked fused MLPs and fused rotary.
-    compiled: torch.compile the fused functions (default: on CUDA); split_attention_from: causal attention over
-    at least this many tokens runs in two query halves (split_sdpa_attention; the model must use sdpa)."""
+    compiled: torch.compile the fused functions (default: on CUDA). Attention stays HF's (SDPA: cuDNN on an
+    H200, the fastest measured; see reports/results/profile_diagnostics/README.md for what else was tried)."""
     from .models import check_supported
     check_supported(model)
     if chunk_tokens < 1:
@@ -160,12 +105,6 @@ def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None,
         raise RuntimeError(f"fast_prefill: {mod.__name__} has no apply_rotary_pos_emb to replace")
     if old_rope is rope or old_rope in _COMPILED.values():
         raise RuntimeError("fast_prefill: rotary is already replaced (nested block)")
-    attn = model.config._attn_implementation
-    if split_attention_from is not None:
-        if attn != "sdpa":
-            raise ValueError(f"fast_prefill: split attention needs attn_implementation 'sdpa', the model uses {attn!r}")
-        if split_attention_from < 2:
-            raise ValueError(f"fast_prefill: split_attention_from must be >= 2 tokens, got {split_attention_from}")
     act = _fn(silu_mul, compiled)
     log.info("fast_prefill: %d modules swapped, rotary fused, compiled=%s", len(swaps), compiled)
     try:
@@ -176,14 +115,8 @@ def fast_prefill(model, chunk_tokens: int = 32768, compiled: bool | None = None,
                 new = FusedMLP(orig, chunk_tokens, act) if _is_silu_mlp(orig, model.config) else ChunkedMLP(orig, chunk_tokens)
             setattr(parent, name, new)
         mod.apply_rotary_pos_emb = _fn(rope, compiled)
-        if split_attention_from is not None:
-            from transformers import AttentionInterface
-            AttentionInterface.register(SPLIT_ATTN, functools.partial(
-                split_sdpa_attention, split_from=split_attention_from, merge=_fn(lse_merge, compiled)))
-            model.config._attn_implementation = SPLIT_ATTN
         yield model
     finally:
-        model.config._attn_implementation = attn
         mod.apply_rotary_pos_emb = old_rope
         for parent, name, orig in swaps:
             setattr(parent, name, orig)

@@ -44,7 +44,6 @@ class ProfileConfig:
     scorer: str = "predictor"  # "predictor" (production width, untrained weights are as fast) or a policy
     chunk_tokens: int | None = 32768  # engine "sdtp": prefill MLPs in chunks of this many tokens (memory)
     fast_kernels: bool = True  # engine "sdtp": fused norms / rotary / SiLU-mul in prefill (sdtp_lib.kernels)
-    split_attention_from: int | None = None  # engine "sdtp" with fast_kernels: split causal attention from N tokens
     meta: dict = field(default_factory=dict)
 
 
@@ -55,6 +54,18 @@ def qwen2_7b_random(device="cuda", dtype=torch.bfloat16, attn="sdpa"):
         model = AutoModelForCausalLM.from_config(Qwen2Config(**QWEN2_7B), dtype=dtype, attn_implementation=attn)
     model.config.sdtp_model_id = "qwen2-7b-random"
     return model.eval()
+
+
+def load_profile_model(spec: str, dtype=None, device=None):
+    """(model, weights label) for a profile: "qwen2-7b-random" (GPU), a tiny test model (random weights),
+    or any load_model spec with real weights. The label goes into every output."""
+    from .models import load_model
+    if spec == "qwen2-7b-random":
+        if not torch.cuda.is_available():
+            raise ValueError("qwen2-7b-random needs a GPU; on CPU profile the default: --model smollm2-135m")
+        return qwen2_7b_random(), "random (Qwen2-7B architecture; speed does not depend on weights)"
+    model, _ = load_model(spec, dtype=dtype, device=device)
+    return model, "random (tiny test model)" if spec in ("tiny-qwen2", "tiny-llama") else "real"
 
 
 def host_sync_in_prefill(model, scorer, config, ids) -> str | None:
@@ -154,9 +165,8 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
             block = (lambda: pruning(model, scorer, conf)) if conf else None
             for engine in cfg.engines:
                 chunk = cfg.chunk_tokens if engine == "sdtp" else None
-                fast = _fast_kernels(cfg) if engine == "sdtp" else False
-                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk, fast_kernels=bool(fast),
-                           split_attention_from=cfg.split_attention_from if fast else None)
+                fast = cfg.fast_kernels and engine == "sdtp"
+                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk, fast_kernels=bool(fast))
                 row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
                 row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast,
                                 row["prefill_s"]))
@@ -171,11 +181,6 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return rows
-
-
-def _fast_kernels(cfg: ProfileConfig):
-    """The "sdtp" engine's fast_kernels argument (sdtp_lib.kernels.prefill_kernels)."""
-    return dict(split_attention_from=cfg.split_attention_from) if cfg.fast_kernels else False
 
 
 def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=False) -> dict:
@@ -250,7 +255,7 @@ def header(model, cfg: ProfileConfig, weights: str, check_sync: bool = True) -> 
         ids = torch.randint(0, model.config.vocab_size - 1, (1, 2048), device=next(model.parameters()).device)
         pred = TokenPredictor.for_model(model, conf)
         from .kernels import prefill_kernels
-        with prefill_kernels(model, cfg.chunk_tokens, _fast_kernels(cfg)):
+        with prefill_kernels(model, cfg.chunk_tokens, cfg.fast_kernels):
             if cfg.fast_kernels:
                 model(ids, logits_to_keep=1)  # compile the fused kernels before the check
             err = host_sync_in_prefill(model, pred, conf, ids)

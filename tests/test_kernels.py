@@ -6,7 +6,6 @@ import torch
 
 import sdtp_lib as S
 from sdtp_lib.decode import greedy_generate
-from sdtp_lib import kernels as K
 from sdtp_lib.kernels import FusedMLP, FusedRMSNorm, fast_prefill, rope, silu_mul
 
 from .conftest import prompt_ids
@@ -77,47 +76,3 @@ def test_greedy_generate_with_fast_kernels_same_tokens(tiny_sdpa):
     b = greedy_generate(model, ids, 8, scorer="norm", config=conf, cuda_graph=False, fast_kernels=True, chunk_tokens=32)
     assert torch.equal(a.tokens, b.tokens) and a.kept_per_layer == b.kept_per_layer
     assert not isinstance(model.get_decoder().layers[0].mlp, FusedMLP)
-
-
-@pytest.mark.parametrize("T", [2, 7, 64])
-def test_split_causal_attention_is_causal_attention(T):
-    g = torch.Generator().manual_seed(T)
-    q, k, v = (torch.randn(2, 3, T, 16, generator=g) for _ in range(3))
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
-    out = K.split_causal_attention(q, k, v, 16 ** -0.5)  # (B, T, H, D)
-    torch.testing.assert_close(out.transpose(1, 2), ref, rtol=1e-5, atol=1e-5)
-
-
-@torch.no_grad()
-@pytest.mark.parametrize("B", [1, 2])
-def test_split_attention_runs_where_asked_same_logits_and_restored(tiny_sdpa, monkeypatch, B):
-    model, _ = tiny_sdpa
-    ids = prompt_ids(70, B=B, seed=6)
-    conf = S.SDTPConfig.for_model(model, keep_ratio=0.7)
-    with S.pruning(model, "norm", conf) as st:
-        ref = model(ids).logits
-    calls = []
-    real = K.split_causal_attention
-    monkeypatch.setattr(K, "split_causal_attention", lambda q, *a: calls.append(q.shape[2]) or real(q, *a))
-    with fast_prefill(model, split_attention_from=40), S.pruning(model, "norm", conf):
-        assert model.config._attn_implementation == K.SPLIT_ATTN
-        out = model(ids).logits
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    assert calls == [n for n in st.kept_per_layer if n >= 40] and 0 < len(calls) < len(st.kept_per_layer)
-    assert model.config._attn_implementation == "sdpa"
-    calls.clear()
-    res = greedy_generate(model, ids[:1], 6, scorer="norm", config=conf, cuda_graph=False,
-                          fast_kernels=dict(split_attention_from=40))
-    assert res.tokens.shape == (1, 6) and calls  # the prefill split, the decode steps used the decode attention
-    plain = greedy_generate(model, ids[:1], 6, scorer="norm", config=conf, cuda_graph=False)
-    assert torch.equal(res.tokens, plain.tokens)
-
-
-def test_split_attention_needs_sdpa_and_two_tokens(tiny_sdpa):
-    model, _ = S.load_model("tiny-qwen2", dtype=torch.float32, device="cpu", attn_implementation="eager")
-    with pytest.raises(ValueError, match="split attention needs"):
-        with fast_prefill(model, split_attention_from=4096):
-            pass
-    with pytest.raises(ValueError, match="split_attention_from must be >= 2"):
-        with fast_prefill(tiny_sdpa[0], split_attention_from=1):
-            pass

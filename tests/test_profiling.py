@@ -18,7 +18,7 @@ def test_profile_rows_and_json(tmp_path, capsys):
     (path,) = tmp_path.glob("latency_*.json")
     d = json.loads(path.read_text())
     h = d["header"]
-    assert h["complete"] is True and h["weights"] == "real" and {"gpu", "transformers", "versions", "git_commit"} <= set(h)
+    assert h["complete"] is True and h["weights"] == "random (tiny test model)" and {"gpu", "transformers", "versions", "git_commit"} <= set(h)
     rows = d["rows"]
     assert len(rows) == 2 * 3 * 2  # lengths x variants x engines
     for r in rows:
