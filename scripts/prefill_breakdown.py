@@ -143,6 +143,12 @@ def breakdown(fn, label):
     return res
 
 
+def _save(result: dict, out: str | None):
+    if out:
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
 @torch.no_grad()
 def main(argv=None):
     ap = argparse.ArgumentParser()
@@ -160,9 +166,7 @@ def main(argv=None):
     if not a.skip_micro:
         result["attention"] = attention_table(a.attn_lengths)
         if a.attention_only:
-            if a.out:
-                with open(a.out, "w") as f:
-                    json.dump(result, f, indent=1)
+            _save(result, a.out)
             return
         result["gemm"] = gemm_table()
     model = qwen2_7b_random()
@@ -183,12 +187,8 @@ def main(argv=None):
             result["profiles"].append(breakdown(fast, f"{T} sdtp, fast_prefill"))
         del ids
         torch.cuda.empty_cache()
-        if a.out:
-            with open(a.out, "w") as f:
-                json.dump(result, f, indent=1)
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(result, f, indent=1)
+        _save(result, a.out)  # after each length: a run stopped by a time limit keeps what it measured
+    _save(result, a.out)
 
 
 if __name__ == "__main__":

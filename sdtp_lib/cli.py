@@ -266,7 +266,7 @@ def cmd_profile(args) -> int:
                                                                    partial_ok=True))
     P.write(path, {**head, "complete": True}, rows, partial_ok=True)
     table = P.markdown(rows)
-    path.with_suffix(".md").write_text(f"weights: {weights}\n\n{table}\n")
+    atomic_write_text(path.with_suffix(".md"), f"weights: {weights}\n\n{table}\n")  # the table of that JSON
     print(table)
     print(f"wrote {path}")
     return 0

@@ -147,14 +147,14 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     dev = input_ids.device
     cuda_graph = dev.type == "cuda" if cuda_graph is None else cuda_graph
     B, T = input_ids.shape
+    if forced is not None and forced.shape != (B, max_new_tokens):
+        raise ValueError(f"forced must have shape ({B}, {max_new_tokens}), got {tuple(forced.shape)}")
     _sync(dev)
     t0 = time.perf_counter()
     block = pruning(model, scorer, config) if scorer is not None else contextlib.nullcontext()
     with prefill_kernels(model, chunk_tokens, fast_kernels):  # the decode steps (and graph) use them too
         with block:
             out = model(input_ids, use_cache=True, logits_to_keep=1)
-        if forced is not None and forced.shape != (B, max_new_tokens):
-            raise ValueError(f"forced must have shape ({B}, {max_new_tokens}), got {tuple(forced.shape)}")
         first = out.logits[:, -1].argmax(-1)  # (B,)
         _sync(dev)
         t1 = time.perf_counter()

@@ -209,9 +209,8 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=Fals
 
 def kv_cache_bytes(model, tokens_per_layer: list[int]) -> int:
     """Bytes of K and V held after a prefill where layer l cached tokens_per_layer[l] tokens."""
-    c = model.config
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    per_token = 2 * c.num_key_value_heads * head_dim * next(model.parameters()).element_size()
+    from .flops import attention_dims
+    per_token = 2 * model.config.num_key_value_heads * attention_dims(model)[1] * next(model.parameters()).element_size()
     return per_token * sum(tokens_per_layer)
 
 
@@ -299,8 +298,7 @@ def markdown(rows: list[dict]) -> str:
         b = base.get(r["prompt_len"])
         px = f"{b['prefill_s'] / r['prefill_s']:.2f}x" if b else "-"
         ex = f"{b['e2e_s'] / r['e2e_s']:.2f}x" if b else "-"
-        n = r["prompt_len"]
-        out.append(f"| {f'{n // 1024}K' if n >= 1024 and n % 1024 == 0 else n} | {r['variant']} | {r['engine']} | {r['prefill_s']:.3f} "
+        out.append(f"| {_len_label(r['prompt_len'])} | {r['variant']} | {r['engine']} | {r['prefill_s']:.3f} "
                    f"({r['prefill_min_s']:.3f}-{r['prefill_max_s']:.3f}) | {px} | {r['e2e_s']:.2f} | {ex} | "
                    f"{r['decode_ms_per_token']:.1f} | {_fmt(r['peak_mem_gib'])} | {r['flops'] / 1e12:.1f} | "
                    f"{r['tflops_per_s']:.3g} | {r['compression']:.2f}x | {r['predictor_overhead_pct']:.2f} |")
@@ -325,10 +323,13 @@ def summary(rows: list[dict], variant: str = "sdtp") -> str:
         if hf["peak_mem_gib"] is not None:
             less = 100 * (1 - sp["peak_mem_gib"] / hf["peak_mem_gib"])
             mem = f"{hf['peak_mem_gib']:.1f} -> {sp['peak_mem_gib']:.1f} ({f'{less:.0f}% less' if less >= 0.5 else 'same'})"
-        n = f"{T // 1024}K" if T % 1024 == 0 else str(T)
-        out.append(f"| {n} | {own} | {kv} | {sp['predictor_overhead_pct']:.2f} | {hf['prefill_s'] / sp['prefill_s']:.2f}x | "
+        out.append(f"| {_len_label(T)} | {own} | {kv} | {sp['predictor_overhead_pct']:.2f} | {hf['prefill_s'] / sp['prefill_s']:.2f}x | "
                    f"{hf['e2e_s'] / sp['e2e_s']:.2f}x | {hf['decode_ms_per_token']:.1f} -> {sp['decode_ms_per_token']:.1f} | {mem} |")
     return "\n".join(out)
+
+
+def _len_label(n: int) -> str:  # 4096 -> "4K"; other lengths as they are
+    return f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)
 
 
 def _fmt(x, spec=".1f"):
