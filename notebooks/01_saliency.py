@@ -14,16 +14,19 @@
 # For every training sample: one forward with all tokens, LM cross-entropy on the response, backward;
 # at each stage layer the saliency of every token is `(grad * x).sum(-1)` for the hidden state `x`
 # entering that layer. Negative saliency = removing the token would raise the loss (REFERENCE.md 1, 3).
-# The file is resumable: re-running with the same `out_dir` continues where it stopped.
+# The file is resumable: re-running with the same `run_dir` continues where it stopped. The samples and the
+# train/validation split are the training run's (notebook 02 reuses this file).
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec or local checkpoint path
-data = None  # Dolly-schema source (None: the project's data/sdtp_default)
-samples = 30  # how many samples (None: all)
+model = "smollm2-135m"  # load_model spec or a local checkpoint path
+data = None  # Dolly-schema source: a path or a hub name (None: the project's data/sdtp_default)
+run_dir = "runs/explore/01_saliency"  # everything this notebook writes goes here
+n_samples = 30  # how many samples (None: all); the training split of them is marked
+device = "auto"  # "auto": the GPU when there is one
+seed = 0  # which samples and the train/validation split
 seq_len = 512  # contexts are cut to fit, responses never
 keep_ratio = 0.9
 stages = 10
-out_dir = "runs/saliency_nb"
 
 # %%
 from pathlib import Path
@@ -35,22 +38,26 @@ import sdtp_lib as S
 from sdtp_lib import data as D
 from sdtp_lib import saliency as SA
 from sdtp_lib.plots import saliency_sparsity_figure
+from sdtp_lib.training_run import TrainingRunConfig, training_samples
 
-m, tok = S.load_model(model)
+out = Path(run_dir)
+m, tok = S.load_model(model, device=S.resolve_device(device))
 conf = S.SDTPConfig.for_model(m, keep_ratio=keep_ratio, num_stages=stages)
 source = data or str(D.DEFAULT_DATA)
-train, val = D.split(D.build_samples(D.load_instructions(source), tok, seq_len=seq_len, n=samples, seed=0))
+run_cfg = TrainingRunConfig(model=model, data=source, samples=n_samples, seq_len=seq_len, keep_ratio=keep_ratio,
+                            stages=stages, data_seed=seed)
+train, val = training_samples(run_cfg, tok)
 print(f"{len(train)} train / {len(val)} validation samples; stage layers {list(conf.stage_layers)}")
 
 # %%
-path = SA.compute_saliency(m, train, conf.stage_layers, Path(out_dir), data_source=source, seq_len=seq_len)
+path = SA.compute_saliency(m, train, conf.stage_layers, out, data_source=source, seed=seed, seq_len=seq_len)
 store = SA.SaliencyStore.load(path)
 stats = SA.saliency_stats(store)
 display(Markdown(SA.format_stats(stats)))
 
 # %%
 fig = saliency_sparsity_figure(stats)
-fig.savefig(Path(out_dir) / "saliency_sparsity.png", dpi=120)
+fig.savefig(out / "saliency_sparsity.png", dpi=120)
 
 # %% [markdown]
 # The prompt tokens with the most negative saliency (most useful) at the first stage layer, for one sample:

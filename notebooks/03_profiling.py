@@ -15,31 +15,37 @@
 # `model.generate`) and with this project's loop (same prefill, static per-layer caches + CUDA graphs).
 # On a GPU with no local weights, `model="qwen2-7b-random"` builds Qwen2-7B's architecture with random
 # weights (speed does not depend on weight values); on a CPU the embedded SmolLM2 default runs at small lengths.
-# Run headlessly: `papermill notebooks/03_profiling.ipynb runs/<name>/03_profiling.ipynb -p model qwen2-7b-random`.
+# Run headlessly: `papermill notebooks/03_profiling.ipynb runs/<name>/03_profiling.ipynb -p model qwen2-7b-random -p run_dir runs/<name>`.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # "qwen2-7b-random" (GPU), "smollm2-135m", "tiny-qwen2", or a local checkpoint path
+run_dir = "runs/explore/03_profiling"  # latency_<timestamp>.json/.md and the figure go here
+n_samples = None  # one prompt per length: profile the first n_samples of `lengths` (None: all)
+device = "auto"  # "auto": the GPU when there is one
+seed = 0  # the random prompt tokens
 lengths = [256, 512, 1024]  # prompt lengths (GPU: 4096 ... 131072)
 new_tokens = 32  # generated tokens for end-to-end (the definition: 128)
 repeats = 2  # timed prefill repeats after a warm-up
-out_dir = "runs/profile_nb"  # latency_<timestamp>.json/.md and the figure go here
 
 # %%
 import time
 from pathlib import Path
 
+import torch
 from IPython.display import Markdown, display
 
+import sdtp_lib as S
 from sdtp_lib import profiling as P
 from sdtp_lib.plots import latency_figure
 
-m, weights = P.load_profile_model(model)
-cfg = P.ProfileConfig(lengths=tuple(lengths), new_tokens=new_tokens, repeats=repeats)
+torch.manual_seed(seed)
+m, weights = P.load_profile_model(model, device=S.resolve_device(device))
+cfg = P.ProfileConfig(lengths=tuple(lengths[:n_samples]), new_tokens=new_tokens, repeats=repeats)
 head = P.header(m, cfg, weights)
 print(head["gpu"], "|", head["model"], "| weights:", weights)
 
 # %%
-out = Path(out_dir)
+out = Path(run_dir)
 path = out / f"latency_{time.strftime('%Y%m%d-%H%M%S')}.json"
 P.write(path, head, [])
 rows = P.profile(m, cfg, on_row=lambda rs: P.write(path, {**head, "complete": False}, rs, partial_ok=True))

@@ -4,16 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .compare import Comparison, compare, encode_prompt
 from .config import SDTPConfig
-from .engine import PruningError, pruning
+from .engine import PruningError
 from .io import atomic_write_text
 from .models import UnsupportedModelError, load_model
 from .policies import POLICIES
@@ -22,19 +21,6 @@ from .predictor import load_predictor
 log = logging.getLogger(__name__)
 
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PruningError, UnsupportedModelError, ImportError)
-
-
-@dataclass
-class RunResult:
-    """One measured configuration (dense or pruned)."""
-    answer: str
-    e2e_s: float
-    new_tokens: int
-    prefill_runs_s: list[float] = field(default_factory=list)
-
-    @property
-    def prefill_s(self) -> float:
-        return statistics.median(self.prefill_runs_s)
 
 
 # ------------------------------------------------------------------ parsing
@@ -98,6 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/profile", help="folder for latency_<timestamp>.json/.md, or a .json path")
     p.add_argument("--resume", default=None, help="a latency_*.json of an unfinished run: keep its rows, run "
                    "the lengths it lacks, write back to it")
+    n = sub.add_parser("pipeline", help="run the numbered notebooks with papermill into a new run folder")
+    n.set_defaults(func=cmd_pipeline)
+    n.add_argument("--profile", default=None, help="a profile name (profiles/<name>.yaml) or a YAML path "
+                   "(default: 'default'; with --resume: checked against the run's)")
+    n.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a parameter of every notebook that declares it (YAML value), e.g. -p n_samples=100")
+    n.add_argument("--only", help="comma-separated notebook numbers or names to run, e.g. 01,02")
+    n.add_argument("--skip", help="comma-separated notebook numbers or names to leave out, e.g. 03")
+    n.add_argument("--runs-dir", default=None, help="where the run folder is created (default: runs/)")
+    n.add_argument("--resume", metavar="RUN_DIR", help="re-run the notebooks of RUN_DIR that did not finish, "
+                   "with its recorded parameters")
+    n.add_argument("--force", action="store_true", help="with --resume: accept a run of another commit/profile")
+    n.add_argument("--list", action="store_true", help="list the profiles and exit")
+
+    lab = sub.add_parser("lab", help="register the project's Jupyter kernel and start JupyterLab on notebooks/")
+    lab.set_defaults(func=cmd_lab)
+    lab.add_argument("--no-kernel", action="store_true", help="do not (re)register the 'sdtp' kernel")
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab (e.g. --port 8890 --no-browser)")
     return parser
 
 
@@ -130,73 +134,26 @@ def read_prompt(args) -> str:
 
 
 # ------------------------------------------------------------------ running
-def encode_prompt(tok, prompt: str, chat: bool) -> torch.Tensor:
-    """(1, T) input ids: the prompt as one user message in the chat template, or raw."""
-    if chat and getattr(tok, "chat_template", None):
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True)
-        return tok(text, add_special_tokens=False, return_tensors="pt").input_ids
-    if chat:
-        log.info("the tokenizer has no chat template: using the raw prompt")
-    return tok(prompt, return_tensors="pt").input_ids
-
-
-def _timed(fn, device: torch.device):
-    """(fn(), seconds), synchronising CUDA before each clock read."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return out, time.perf_counter() - t0
-
-
-@torch.no_grad()
-def measure(model, tok, ids: torch.Tensor, max_new_tokens: int, repeats: int) -> RunResult:
-    """Warm-up prefill, `repeats` timed prefills, the greedy answer, then one timed generate of exactly
-    max_new_tokens tokens (so dense and pruned end-to-end times cover the same work)."""
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-    def forward():
-        return model(ids, logits_to_keep=1)
-
-    def generate(min_new_tokens=0):
-        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                              min_new_tokens=min_new_tokens, do_sample=False, pad_token_id=pad)
-
-    forward()  # warm-up, discarded
-    prefill = [_timed(forward, ids.device)[1] for _ in range(repeats)]
-    new = generate()[0, ids.shape[1]:]
-    answer = tok.decode(new, skip_special_tokens=True).strip()
-    out, e2e = _timed(lambda: generate(max_new_tokens), ids.device)
-    return RunResult(answer=answer, e2e_s=e2e, new_tokens=out.shape[1] - ids.shape[1], prefill_runs_s=prefill)
-
-
-def timing(r: RunResult) -> str:
-    return f"prefill {r.prefill_s:.3f} s | e2e {r.e2e_s:.2f} s ({r.new_tokens} new tokens)"
-
-
-def report(stats, sdtp: RunResult, dense: RunResult | None) -> None:
+def report(cmp: Comparison) -> None:
     """The user-facing result: answer(s), the summary line, and with --compare dense vs sdtp timings."""
-    if dense is not None:
-        print(f"--- dense ---\n{dense.answer}\n--- sdtp ---")
-    print(sdtp.answer)
-    print(f"{stats.summary()} | {timing(sdtp)}")
-    if dense is not None:
-        print(f"dense : {timing(dense)}")
-        print(f"sdtp  : {timing(sdtp)} | prefill speedup {dense.prefill_s / sdtp.prefill_s:.2f}x | "
-              f"e2e speedup {dense.e2e_s / sdtp.e2e_s:.2f}x")
+    if cmp.dense is not None:
+        print(f"--- dense ---\n{cmp.dense.answer}\n--- sdtp ---")
+    print(cmp.sdtp.answer)
+    print(f"{cmp.summary} | {cmp.sdtp.timing()}")
+    if cmp.dense is not None:
+        print(f"dense : {cmp.dense.timing()}")
+        print(f"sdtp  : {cmp.sdtp.timing()} | prefill speedup {cmp.prefill_speedup:.2f}x | "
+              f"e2e speedup {cmp.e2e_speedup:.2f}x")
 
 
-def json_payload(args, config: SDTPConfig, stats, sdtp: RunResult, dense: RunResult | None) -> dict:
-    runs = {"sdtp": sdtp} if dense is None else {"dense": dense, "sdtp": sdtp}
+def json_payload(args, config: SDTPConfig, cmp: Comparison) -> dict:
+    runs = {"sdtp": cmp.sdtp} if cmp.dense is None else {"dense": cmp.dense, "sdtp": cmp.sdtp}
     return {
         "args": {k: v for k, v in vars(args).items() if k != "func"},
         "config": config.to_dict(),
-        "stats": {"prompt_len": stats.prompt_len, "kept_per_layer": stats.kept_per_layer,
-                  "kept_per_stage": stats.kept_per_stage, "compression": stats.compression,
-                  "flops_dense": stats.flops_dense, "flops_pruned": stats.flops_pruned},
+        "stats": {"prompt_len": cmp.prompt_len, "kept_per_layer": cmp.kept_per_layer,
+                  "kept_per_stage": cmp.kept_per_stage, "compression": cmp.compression,
+                  "flops_dense": cmp.flops_dense, "flops_pruned": cmp.flops_pruned},
         "timings": {k: {"prefill_s": r.prefill_s, "prefill_runs_s": r.prefill_runs_s, "e2e_s": r.e2e_s,
                         "new_tokens": r.new_tokens}
                     for k, r in runs.items()},
@@ -208,31 +165,29 @@ def cmd_generate(args) -> int:
     check_args(args)
     prompt = read_prompt(args)
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn)
-    ids = encode_prompt(tok, prompt, chat=not args.no_chat_template).to(next(model.parameters()).device)
+    ids = encode_prompt(tok, prompt, chat=not args.no_chat_template)
     config = SDTPConfig.for_model(model, keep_ratio=args.keep_ratio, num_stages=args.stages)
     policy = args.policy or "norm"
     scorer = load_predictor(args.predictor, model=model, config=config) if args.predictor else policy
     log.info("prompt %d tokens, stages at layers %s, scorer %s", ids.shape[1], list(config.stage_layers),
              args.predictor or policy)
-    dense = measure(model, tok, ids, args.max_new_tokens, args.repeats) if args.compare else None
-    with pruning(model, scorer, config) as stats:
-        sdtp = measure(model, tok, ids, args.max_new_tokens, args.repeats)
-    report(stats, sdtp, dense)
+    cmp = compare(model, tok, ids, scorer, config, args.max_new_tokens, args.repeats, dense=args.compare)
+    report(cmp)
     if args.json:
-        atomic_write_text(args.json, json.dumps(json_payload(args, config, stats, sdtp, dense), indent=2) + "\n",
+        atomic_write_text(args.json, json.dumps(json_payload(args, config, cmp), indent=2) + "\n",
                           overwrite=args.overwrite)
     return 0
 
 
 def cmd_train(args) -> int:
-    from .pipeline import PipelineConfig, run
+    from .training_run import TrainingRunConfig, run_training
     from .train import TrainConfig
     from .data import DEFAULT_DATA
-    cfg = PipelineConfig(model=args.model, data=args.data or str(DEFAULT_DATA), samples=args.samples,
+    cfg = TrainingRunConfig(model=args.model, data=args.data or str(DEFAULT_DATA), samples=args.samples,
                          seq_len=args.seq_len, val_frac=args.val_frac, keep_ratio=args.keep_ratio, stages=args.stages,
                          seeds=tuple(args.seeds), engines=tuple(args.engines), device=args.device, dtype=args.dtype,
                          train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
-    summary = run(cfg, args.out, tensorboard=args.tensorboard)
+    summary = run_training(cfg, args.out, tensorboard=args.tensorboard)
     from .train import format_rows
     print(format_rows(summary["validation"]))
     sp = summary["speed"]
@@ -270,6 +225,44 @@ def cmd_profile(args) -> int:
     print(table)
     print(f"wrote {path}")
     return 0
+
+
+def cmd_pipeline(args) -> int:
+    from . import notebook_pipeline as NP
+    if args.list:
+        for name in NP.available_profiles():
+            print(f"{name:12s} {NP.load_profile(name).description}")
+        return 0
+    logging.getLogger("sdtp_lib.notebook_pipeline").setLevel(logging.INFO)
+    logging.getLogger("papermill").setLevel(logging.INFO)
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None
+    try:
+        if args.resume:
+            if args.param or args.only or args.skip or args.runs_dir:
+                raise NP.PipelineError("--resume re-runs with the run's recorded parameters: -p, --only, --skip "
+                                       "and --runs-dir cannot be combined with it")
+            run = NP.resume_pipeline(args.resume, profile=args.profile, force=args.force)
+        else:
+            overrides = dict(NP.parse_override(p) for p in args.param)
+            run = NP.run_pipeline(args.profile or "default", overrides, only=split(args.only), skip=split(args.skip),
+                                  runs_dir=args.runs_dir or NP.RUNS_DIR)
+    except NP.PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"run folder: {run}")
+    return 0
+
+
+def cmd_lab(args) -> int:
+    import os
+    import subprocess
+    from .notebook_pipeline import NOTEBOOKS_DIR
+    if not args.no_kernel:
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--user", "--name", "sdtp",
+                        "--display-name", "Python (sdtp)"], check=True)
+    cmd = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={NOTEBOOKS_DIR}", *args.lab_args]
+    print("starting:", " ".join(cmd), flush=True)
+    os.execv(sys.executable, cmd)  # JupyterLab takes over this process (Ctrl-C stops it)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,18 @@ def load_model(spec: str = "smollm2-135m", dtype: torch.dtype | str | None = Non
     return model, tok
 
 
+def resolve_device(device: str | None = "auto") -> str:
+    """The notebooks' `device` parameter: "auto"/None = the GPU when there is one, else "cpu"; "cuda" without a
+    GPU is refused with a clear error."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available on this machine")
+    return device
+
+
 def check_supported(model) -> None:
     mt = getattr(model.config, "model_type", None)
     if mt not in SUPPORTED_FAMILIES:

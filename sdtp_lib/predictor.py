@@ -142,3 +142,27 @@ def load_predictor(name_or_path: str | Path, model=None, config: SDTPConfig | No
         return TokenPredictor.load(path, model=model, config=config)
     raise FileNotFoundError(f"no predictor {str(name_or_path)!r}: not a file, and not one of the shipped predictors "
                             f"{shipped_predictors()}")
+
+
+def resolve_scorer(spec, model, config: SDTPConfig):
+    """(scorer, label) from what a user types: "auto" (the shipped predictor for this model, else the "norm"
+    policy), a policy name, a shipped predictor name, a predictor file, or a run folder (a training run's or a
+    pipeline run's: its first seed<k>/predictor.safetensors)."""
+    from .policies import POLICIES
+    if spec is None or spec == "auto":
+        name = str(getattr(model.config, "sdtp_model_id", ""))
+        if name in shipped_predictors():
+            return load_predictor(name, model=model, config=config), f"shipped predictor {name}"
+        return "norm", f"norm policy (no shipped predictor for {name or 'this model'})"
+    if isinstance(spec, str) and spec in POLICIES:
+        return spec, f"{spec} policy"
+    path = Path(str(spec)).expanduser()
+    if path.is_dir():
+        found = [path / "predictor.safetensors", *sorted(path.glob("seed*/predictor.safetensors")),
+                 *sorted(path.glob("02_training/seed*/predictor.safetensors"))]
+        found = [p for p in found if p.is_file()]
+        if not found:
+            raise FileNotFoundError(f"no predictor in {path}: expected predictor.safetensors, seed<k>/ or "
+                                    "02_training/seed<k>/ (a training run or a pipeline run folder)")
+        path = found[0]
+    return load_predictor(path if path.exists() else spec, model=model, config=config), f"predictor {spec}"

@@ -1,4 +1,4 @@
-"""Stage 2: losses, what a training step touches, resume, bad inputs, and a tiny end-to-end pipeline run."""
+"""Stage 2: losses, what a training step touches, resume, bad inputs, and a tiny end-to-end training run."""
 import json
 
 import pytest
@@ -93,11 +93,11 @@ def test_shipped_predictor_loads():
         S.load_predictor("smollm2-135m", model=tiny)
 
 
-def test_pipeline_end_to_end_tiny(tmp_path):
-    from sdtp_lib.pipeline import PipelineConfig, run
-    cfg = PipelineConfig(model="tiny-qwen2", samples=16, seq_len=200, seeds=(0, 1),
+def test_training_run_end_to_end_tiny(tmp_path):
+    from sdtp_lib.training_run import TrainingRunConfig, run_training
+    cfg = TrainingRunConfig(model="tiny-qwen2", samples=16, seq_len=200, seeds=(0, 1),
                          train=TrainConfig(epochs=1, batch_size=4))
-    summary = run(cfg, tmp_path, progress=False)
+    summary = run_training(cfg, tmp_path, progress=False)
     rows = summary["validation"]
     assert {r["scorer"] for r in rows} == {"dense", "predictor-s0", "predictor-s1", "random", "norm", "recent"}
     assert {r["engine"] for r in rows} == {"physical", "masked"}

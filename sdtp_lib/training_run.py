@@ -1,4 +1,6 @@
-"""The stage-1 + stage-2 pipeline on one model: data -> saliency -> predictors (one per seed) -> validation.
+"""The training run: stage 1 + stage 2 on one model: data -> saliency -> predictors (one per seed) -> validation.
+
+(Not to be confused with `sdtp_lib.notebook_pipeline`, which runs the numbered notebooks with papermill.)
 
     python -m sdtp_lib train --model smollm2-135m --samples 30 --out runs/train_demo
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class PipelineConfig:
+class TrainingRunConfig:
     model: str = "smollm2-135m"  # model spec for load_model
     data: str = str(D.DEFAULT_DATA)  # Dolly-schema source
     samples: int | None = None  # how many samples to use (None: all)
@@ -40,22 +44,34 @@ class PipelineConfig:
     engines: tuple[str, ...] = ("physical", "masked")  # validation engines
     device: str | None = None
     dtype: str | None = None
+    data_seed: int = 0  # which samples (when `samples` is set) and the train/validation split
 
 
-def run(cfg: PipelineConfig, out_dir, progress: bool = True, tensorboard: bool = False) -> dict:
+def training_samples(cfg: TrainingRunConfig, tok) -> tuple[list, list]:
+    """(train, validation) samples of this run; notebook 01 computes saliency on the same train split."""
+    samples = D.build_samples(D.load_instructions(cfg.data), tok, seq_len=cfg.seq_len, n=cfg.samples,
+                              seed=cfg.data_seed)
+    return D.split(samples, val_frac=cfg.val_frac, seed=cfg.data_seed)
+
+
+def run_training(cfg: TrainingRunConfig, out_dir, progress: bool = True, tensorboard: bool = False,
+                 saliency_file=None) -> dict:
+    """Run (or resume) the training run into out_dir. saliency_file: a saliency.safetensors computed for the
+    same samples (notebook 01's), reused instead of recomputed; one from other settings is refused."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if saliency_file is not None:
+        _reuse_saliency(Path(saliency_file), out / "saliency")
     t0 = time.perf_counter()
     model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio, num_stages=cfg.stages)
-    samples = D.build_samples(D.load_instructions(cfg.data), tok, seq_len=cfg.seq_len, n=cfg.samples, seed=0)
-    tr, va = D.split(samples, val_frac=cfg.val_frac, seed=0)
+    tr, va = training_samples(cfg, tok)
     log.info("%d train / %d validation samples; stages %s", len(tr), len(va), list(conf.stage_layers))
     timing = {}
 
     t = time.perf_counter()
     sal_path = SA.compute_saliency(model, tr, conf.stage_layers, out / "saliency", data_source=cfg.data,
-                                   seq_len=cfg.seq_len)
+                                   seed=cfg.data_seed, seq_len=cfg.seq_len)
     timing["saliency_s"] = time.perf_counter() - t
     store = SA.SaliencyStore.load(sal_path)
     stats = SA.saliency_stats(store)
@@ -86,6 +102,23 @@ def run(cfg: PipelineConfig, out_dir, progress: bool = True, tensorboard: bool =
     atomic_write_text(out / "run.json", json.dumps(_jsonable(summary), indent=2) + "\n")
     atomic_write_text(out / "validation.md", format_rows(rows) + "\n")
     return summary
+
+
+def _reuse_saliency(src: Path, dst_dir: Path) -> None:
+    """Copy src into dst_dir (compute_saliency then checks that it matches this run's samples and settings)."""
+    src = src / SA.FILE_NAME if src.is_dir() else src
+    if not src.is_file():
+        raise FileNotFoundError(f"saliency file to reuse not found: {src}")
+    dst = dst_dir / SA.FILE_NAME
+    if dst.exists():
+        if dst.read_bytes() != src.read_bytes():
+            raise FileExistsError(f"{dst} exists and differs from {src}; use another run folder")
+        return
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    log.info("reusing saliency from %s", src)
 
 
 def _jsonable(x):
