@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh .venv
 .venv/bin/python -m pytest -q "$@"
 bash scripts/setup_env.sh .venv-tf-min "==5.17.0"
-.venv-tf-min/bin/python -m pytest -q tests/test_engine.py tests/test_smollm2.py tests/test_decode.py tests/test_kernels.py "$@"
+.venv-tf-min/bin/python -m pytest -q tests/test_engine.py tests/test_smollm2.py tests/test_decode.py tests/test_kernels.py \
+  tests/test_viz.py "$@"

@@ -234,7 +234,10 @@ def cmd_pipeline(args) -> int:
             print(f"{name:12s} {NP.load_profile(name).description}")
         return 0
     logging.getLogger("sdtp_lib.notebook_pipeline").setLevel(logging.INFO)
-    logging.getLogger("papermill").setLevel(logging.INFO)
+    logging.getLogger("papermill").setLevel(logging.INFO)  # cell outputs stream to the console: progress
+    for h in logging.getLogger().handlers:  # papermill's per-cell banners stay in pipeline.log only
+        h.addFilter(lambda r: not (r.name == "papermill" and str(r.msg).startswith(("Executing Cell", "Ending Cell",
+                                                                                  "Executing notebook with kernel"))))
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None
     try:
         if args.resume:

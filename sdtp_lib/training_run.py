@@ -70,8 +70,14 @@ def run_training(cfg: TrainingRunConfig, out_dir, progress: bool = True, tensorb
     timing = {}
 
     t = time.perf_counter()
-    sal_path = SA.compute_saliency(model, tr, conf.stage_layers, out / "saliency", data_source=cfg.data,
-                                   seed=cfg.data_seed, seq_len=cfg.seq_len)
+    try:
+        sal_path = SA.compute_saliency(model, tr, conf.stage_layers, out / "saliency", data_source=cfg.data,
+                                       seed=cfg.data_seed, seq_len=cfg.seq_len)
+    except FileExistsError:
+        if saliency_file is None:
+            raise
+        raise ValueError(f"the saliency file {saliency_file} was computed for other samples or settings than this "
+                         "training run (model, data, n_samples, seq_len and seed must equal notebook 01's)") from None
     timing["saliency_s"] = time.perf_counter() - t
     store = SA.SaliencyStore.load(sal_path)
     stats = SA.saliency_stats(store)

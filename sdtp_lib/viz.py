@@ -1,9 +1,7 @@
-"""What SDTP does to one prompt: per-token saliency, scorer scores and kept/dropped, stage by stage.
+"""What SDTP does to one prompt, stage by stage: stage-1 saliency, the scorer's scores, kept/dropped tokens.
 
-trace_prompt(...) -> PromptTrace (one pruned prefill, plus stage-1 saliency of the dense model when the
-answer is given); render_html(trace, stage, view) -> self-contained HTML (colours computed here, no JS, no
-CDN); heatmap_figure(...) -> stages x tokens seaborn heatmap; explorer({name: trace}) -> ipywidgets
-explorer; save_static(...) -> standalone .html page + .png for places with no live kernel.
+trace_prompt -> PromptTrace; render_html (self-contained HTML, no JS/CDN), heatmap_figure (seaborn),
+explorer (ipywidgets), save_static (standalone .html + .png, for places without a live kernel).
 """
 from __future__ import annotations
 
@@ -63,11 +61,12 @@ class PromptTrace:
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's unicode char -> byte table (the inverse of its bytes_to_unicode)."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = bs[:]
+    cs, n = bs[:], 0
     for b in range(256):
-        if b not in bs:
+        if b not in bs:  # the unprintable bytes map to chr(256), chr(257), ... in byte order
             bs.append(b)
-            cs.append(256 + len(cs) - 188)  # unprintable bytes map to chr(256 + n), n = 0, 1, ...
+            cs.append(256 + n)
+            n += 1
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
@@ -97,9 +96,12 @@ def token_strings(tokenizer, ids) -> tuple[list[str], list[bool]]:
             flags.append(True)
             continue
         text = tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        piece = str(tokenizer.convert_ids_to_tokens(i))
         if "\ufffd" in text:
-            raw = _raw_bytes(str(tokenizer.convert_ids_to_tokens(i)))
+            raw = _raw_bytes(piece)
             text = raw.decode("utf-8", errors="backslashreplace") if raw is not None else text
+        elif piece.startswith("\u2581") and not text.startswith(" "):  # SentencePiece drops a lone token's space
+            text = " " + text
         texts.append(text)
         flags.append(False)
     return texts, flags
@@ -138,7 +140,7 @@ def trace_prompt(model, tokenizer, input_ids, scorer, config: SDTPConfig, answer
         scorer.to(device=p.device, dtype=p.dtype)
     rec = _RecordingScorer(scorer)
     with torch.no_grad(), pruning(model, rec, config) as stats:
-        model(ids[None])
+        model(ids[None], use_cache=False, logits_to_keep=1)  # only the scores matter
     score = np.full((S, T), np.nan, dtype=np.float32)  # (S, T)
     kept = np.zeros((S, T), dtype=bool)  # (S, T)
     for s in range(S):
@@ -164,7 +166,8 @@ def _check(trace: PromptTrace, stage, view: str | None = None) -> None:
     if view is not None and view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; choose one of {VIEWS}")
     S = trace.num_stages
-    if stage is not None and (isinstance(stage, bool) or not isinstance(stage, (int, np.integer)) or not 1 <= stage <= S):
+    is_int = isinstance(stage, (int, np.integer)) and not isinstance(stage, bool)
+    if stage is not None and not (is_int and 1 <= stage <= S):
         raise ValueError(f"stage {stage!r} out of range: stages are 1-based, this trace has {S} (1..{S})")
 
 
@@ -177,7 +180,7 @@ def _colors(cmap: str, x) -> list[str]:
 
 def _useful(trace: PromptTrace) -> np.ndarray:
     """(S, T) -saliency / robust scale per stage, clipped to [-1, 1]: +1 = useful, -1 = distractor."""
-    v = -trace.saliency.astype(np.float64)
+    v = np.nan_to_num(-trace.saliency.astype(np.float64), posinf=0.0, neginf=0.0)
     scale = np.percentile(np.abs(v), 99, axis=1, keepdims=True)  # (S, 1)
     return np.clip(v / np.where(scale > 0, scale, 1.0), -1, 1)
 
@@ -205,7 +208,8 @@ def _swatch(color: str, label: str, extra: str = "") -> str:
 def _gradient(cmap: str, left: str, right: str, lo: float = 0.0) -> str:
     stops = ",".join(_colors(cmap, np.linspace(lo, 1, 7)))
     return (f'{html.escape(left)} <span style="display:inline-block;width:160px;height:12px;vertical-align:middle;'
-            f'background:linear-gradient(to right,{stops});border:1px solid #999"></span> {html.escape(right)}&nbsp;&nbsp;')
+            f'background:linear-gradient(to right,{stops});border:1px solid #999"></span> '
+            f'{html.escape(right)}&nbsp;&nbsp;')
 
 
 def _view_colors(trace: PromptTrace, s: int, view: str):
@@ -220,8 +224,8 @@ def _view_colors(trace: PromptTrace, s: int, view: str):
         u = _useful(trace)[s]  # (T,)
         bg, grey = _colors(SALIENCY_CMAP, (u + 1) / 2), np.zeros(T, bool)
         notes = [f"-saliency {-v:+.3g} (scaled {x:+.2f})" for v, x in zip(trace.saliency[s], u)]
-        legend = (_gradient(SALIENCY_CMAP, "distractor (removing it lowers the loss)",
-                            "useful (removing it raises the loss)")
+        legend = (_gradient(SALIENCY_CMAP, "pink: distractor (removing it lowers the loss)",
+                            "green: useful (removing it raises the loss)")
                   + f"<i>-saliency at layer {layer}, scaled per stage by the 99th percentile of |saliency|</i>")
     else:
         r = _score_rank(trace)[s]  # (T,)
@@ -244,12 +248,15 @@ def render_html(trace: PromptTrace, stage: int, view: str) -> str:
     """One stage (1-based) of one view as a self-contained `<div class="sdtp-explore">` (inline styles, no script)."""
     _check(trace, stage, view)
     s, T, layer, k = stage - 1, trace.prompt_len, trace.stage_layers[stage - 1], trace.kept_counts[stage - 1]
-    head = (f'<div class="sdtp-explore" data-view="{view}"><div class="sdtp-summary" data-stage="{stage}" '
+    head = (f'<div class="sdtp-explore" data-view="{view}" style="font-family:sans-serif">'
+            f'<div class="sdtp-summary" data-stage="{stage}" '
             f'data-layer="{layer}" data-kept-count="{k}" data-prompt-len="{T}" style="font-weight:600;margin:2px 0">'
-            f'stage {stage} of {trace.num_stages} · layer {layer} · {k} of {T} tokens kept ({100 * k / T:.0f}%)</div>')
+            f'stage {stage} of {trace.num_stages} · layer {layer} · {k} of {T} tokens kept '
+            f'({100 * k / T:.0f}%)</div>')
     if view == "saliency" and trace.saliency is None:
         return (head + '<div class="sdtp-legend"></div><div class="sdtp-message" style="padding:6px;color:#555;'
-                'font-style:italic">no saliency for this prompt (trace_prompt was called without answer_ids)</div></div>')
+                'font-style:italic">no saliency for this prompt (trace_prompt was called without answer_ids)'
+                '</div></div>')
     code = _kept_code(trace)[s]  # (T,)
     bg, fg, notes, legend = _view_colors(trace, s, view)
     status = {2: "kept", 1: f"dropped at stage {stage}", 0: "dropped before this stage"}
@@ -260,8 +267,9 @@ def render_html(trace: PromptTrace, stage: int, view: str) -> str:
         style += ";border:1px solid #777;border-radius:3px;font-size:0.75em;padding:0 2px;margin:0 1px" if sp else ""
         shown = tok.replace("\n", "↵").replace("\t", "→")
         tip = f"#{i} «{shown}» · {status[int(code[i])]}" + (f" · {notes[i]}" if notes[i] else "")
-        spans.append(f'<span class="sdtp-tok{" sdtp-special" if sp else ""}" data-i="{i}" data-kept="{int(code[i] == 2)}" '
-                     f'style="{style}" title="{html.escape(tip, quote=True)}">{_display(tok)}</span>')
+        cls = "sdtp-tok sdtp-special" if sp else "sdtp-tok"
+        spans.append(f'<span class="{cls}" data-i="{i}" data-kept="{int(code[i] == 2)}" style="{style}" '
+                     f'title="{html.escape(tip, quote=True)}">{_display(tok)}</span>')
     return (f'{head}<div class="sdtp-legend" style="font-size:12px;margin:2px 0 4px">{legend}</div>'
             f'<div class="sdtp-tokens" style="white-space:pre-wrap;font-family:{_MONO};font-size:12px;'
             f'line-height:1.8;border:1px solid #ddd;padding:6px">{"".join(spans)}</div></div>')
@@ -291,22 +299,20 @@ def heatmap_figure(trace: PromptTrace, view: str, stage: int | None = None):
     if view == "saliency":
         if trace.saliency is None:
             raise ValueError("heatmap_figure: this trace has no saliency (trace_prompt was called without answer_ids)")
-        data, kw, cbar = _useful(trace), dict(cmap=SALIENCY_CMAP, vmin=-1, vmax=1), "-saliency (scaled): + useful, - distractor"
+        data, kw = _useful(trace), dict(cmap=SALIENCY_CMAP, vmin=-1, vmax=1)  # (S, T)
+        cbar = ("-saliency", [-1, 0, 1], ["distractor", "0", "useful"])
     elif view == "score":
-        data, kw, cbar = _score_rank(trace), dict(cmap=SCORE_CMAP, vmin=0, vmax=1), "score rank within the stage"
+        data, kw = _score_rank(trace), dict(cmap=SCORE_CMAP, vmin=0, vmax=1)
+        cbar = ("score rank", [0, 1], ["low", "high"])
     else:
-        data = _kept_code(trace)
-        kw, cbar = dict(cmap=ListedColormap([DROP_BEFORE, DROP_NOW, KEPT]), vmin=-0.5, vmax=2.5), "kept"
-    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.12 * T + 2)), 1.2 + 0.35 * S))
-    ax.set_facecolor("#d9d9d9")  # NaN (not scored) cells
+        data, kw = _kept_code(trace), dict(cmap=ListedColormap([DROP_BEFORE, DROP_NOW, KEPT]), vmin=-0.5, vmax=2.5)
+        cbar = ("", [0, 1, 2], ["dropped before", "dropped here", "kept"])
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.12 * T + 2)), 1.6 + 0.35 * S))
+    ax.set_facecolor(UNSCORED)  # NaN cells: not scored
     rows = [f"s{s + 1} · L{l}" for s, l in enumerate(trace.stage_layers)]
-    sns.heatmap(data, ax=ax, xticklabels=False, yticklabels=rows, cbar_kws=dict(label=cbar), **kw)
-    if view == "kept":
-        cb = ax.collections[0].colorbar
-        cb.set_ticks([0, 1, 2])
-        cb.set_ticklabels(["dropped before", "dropped here", "kept"])
-    step = max(1, -(-T // 40))  # at most ~40 labels
-    ticks = list(range(0, T, step))
+    sns.heatmap(data, ax=ax, xticklabels=False, yticklabels=rows, cbar_kws=dict(label=cbar[0]), **kw)
+    ax.collections[0].colorbar.set_ticks(cbar[1], labels=cbar[2])
+    ticks = list(range(0, T, max(1, -(-T // 40))))  # at most ~40 labels
     ax.set_xticks([i + 0.5 for i in ticks])
     ax.set_xticklabels([_tick(trace.tokens[i]) for i in ticks], rotation=90, fontsize=7, fontfamily="monospace")
     ax.tick_params(axis="y", rotation=0, labelsize=8)

@@ -1,22 +1,34 @@
-"""The numbered notebooks run headlessly with papermill on tiny parameters and write their results."""
+"""The numbered notebooks: one parameter vocabulary, committed without outputs, and each one runs headlessly with
+papermill on the tiny model with just `-p model tiny-qwen2 -p n_samples 4 -p run_dir D`."""
 import json
 from pathlib import Path
 
 import papermill as pm
+import pytest
+
+import sdtp_lib as S
+from sdtp_lib.models import tiny_config
 
 NB = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(p.stem for p in NB.glob("[0-9][0-9]_*.ipynb"))
+VOCABULARY = {"model", "run_dir", "n_samples", "device", "seed"}  # + data where a notebook reads a data set
 
 
-def test_03_profiling_runs(tmp_path):
-    out = tmp_path / "run"
-    pm.execute_notebook(str(NB / "03_profiling.ipynb"), str(tmp_path / "03.ipynb"), kernel_name="python3",
-                        parameters=dict(model="tiny-qwen2", lengths=[64, 128], new_tokens=3, repeats=1,
-                                        out_dir=str(out)), progress_bar=False)
-    (path,) = out.glob("latency_*.json")
-    d = json.loads(path.read_text())
-    assert d["header"]["complete"] and len(d["rows"]) == 2 * 3 * 2
-    assert path.with_suffix(".png").stat().st_size > 10_000
-    assert "NVIDIA H200 | weights: random" in (tmp_path / "03.ipynb").read_text()  # the committed run, for comparison
+def run(name, tmp_path, **extra):
+    out = tmp_path / name
+    pm.execute_notebook(str(NB / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), kernel_name="python3",
+                        parameters=dict(model="tiny-qwen2", n_samples=4, run_dir=str(out), **extra),
+                        progress_bar=False)
+    return out, (tmp_path / f"{name}.ipynb").read_text()
+
+
+def test_notebooks_share_one_parameter_vocabulary():
+    assert NOTEBOOKS == ["00_explore", "01_saliency", "02_training", "03_profiling"]
+    for name in NOTEBOOKS:
+        params = pm.inspect_notebook(str(NB / f"{name}.ipynb"))
+        assert VOCABULARY <= set(params), f"{name} lacks {VOCABULARY - set(params)}"
+        assert not {"out_dir", "samples", "out"} & set(params), name
+        assert params["device"]["default"] == '"auto"'
 
 
 def test_notebooks_paired_and_without_outputs():
@@ -24,16 +36,42 @@ def test_notebooks_paired_and_without_outputs():
         assert ipynb.with_suffix(".py").exists(), f"{ipynb.name} has no jupytext .py pair"
         nb = json.loads(ipynb.read_text())
         assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), f"{ipynb.name} has outputs"
+        tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{ipynb.name}: one cell tagged 'parameters'"
 
 
-def test_01_and_02_run(tmp_path):
-    for name, params in (("01_saliency", dict(samples=8, seq_len=200)),
-                         ("02_training", dict(samples=10, seq_len=200, epochs=1))):
-        out = tmp_path / name
-        pm.execute_notebook(str(NB / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), kernel_name="python3",
-                            parameters=dict(model="tiny-qwen2", out_dir=str(out), **params), progress_bar=False)
-    assert (tmp_path / "01_saliency" / "saliency.safetensors").exists()
-    assert (tmp_path / "01_saliency" / "saliency_sparsity.png").stat().st_size > 10_000
-    assert (tmp_path / "02_training" / "seed0" / "predictor.safetensors").exists()
-    assert (tmp_path / "02_training" / "training_curves.png").stat().st_size > 10_000
-    assert "predictor-s0" in (tmp_path / "02_training" / "validation.md").read_text()
+def test_00_explore_runs(tmp_path):
+    out, text = run("00_explore", tmp_path, max_new_tokens=4, repeats=1)
+    cmp = json.loads((out / "compare.json").read_text())
+    conf = S.SDTPConfig.for_model(tiny_config("qwen2").num_hidden_layers)  # the notebook's defaults: r 0.9, 10 stages
+    assert cmp["dense"]["answer_ids"] and cmp["sdtp"]["prefill_runs_s"] and cmp["compression"] > 1.1
+    assert cmp["kept_per_stage"] == conf.keep_schedule(cmp["prompt_len"]) and cmp["prompt_len"] > 1000
+    assert cmp["scorer"].startswith("norm policy")  # no shipped predictor for the tiny model: said so
+    html = sorted(out.glob("explore_*.html"))
+    assert len(html) == 5 and all(p.with_suffix(".png").stat().st_size > 10_000 for p in html)  # prompt + 4 samples
+    assert 'sdtp-summary' in text and 'sdtp-tok' in text  # the static view is in the executed notebook's output
+
+
+def test_01_and_02_run_02_reusing_01(tmp_path):
+    out1, _ = run("01_saliency", tmp_path, seq_len=200)
+    out2, _ = run("02_training", tmp_path, seq_len=200, epochs=1, saliency=str(out1))
+    assert (out1 / "saliency_sparsity.png").stat().st_size > 10_000
+    assert (out2 / "saliency" / "saliency.safetensors").read_bytes() == (out1 / "saliency.safetensors").read_bytes()
+    assert (out2 / "seed0" / "predictor.safetensors").exists()
+    assert (out2 / "training_curves.png").stat().st_size > 10_000
+    assert "predictor-s0" in (out2 / "validation.md").read_text()
+
+
+def test_02_refuses_saliency_of_other_samples(tmp_path):
+    out1, _ = run("01_saliency", tmp_path, seq_len=200)
+    with pytest.raises(pm.PapermillExecutionError, match="computed for other samples or settings"):
+        run("02_training", tmp_path, seq_len=200, epochs=1, saliency=str(out1), seed=1)
+
+
+def test_03_profiling_runs(tmp_path):
+    out, text = run("03_profiling", tmp_path, lengths=[64, 128], new_tokens=3, repeats=1)
+    (path,) = out.glob("latency_*.json")
+    d = json.loads(path.read_text())
+    assert d["header"]["complete"] and len(d["rows"]) == 2 * 3 * 2
+    assert path.with_suffix(".png").stat().st_size > 10_000
+    assert "NVIDIA H200 | weights: random" in text  # the committed run, for comparison

@@ -1,0 +1,128 @@
+"""The notebook pipeline end to end on tiny profiles: a complete run, a failing run, resume, and bad requests."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from sdtp_lib import notebook_pipeline as NP
+from sdtp_lib.cli import main
+
+
+def write_profile(tmp_path, notebooks, notebook_parameters, name="t"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"description": "test", "notebooks": notebooks,
+                                    "parameters": {"model": "tiny-qwen2", "device": "cpu", "seed": 0},
+                                    "notebook_parameters": notebook_parameters}))
+    return str(path)
+
+
+def only_run(runs):
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run, json.loads((run / "run.json").read_text())
+
+
+def test_tiny_profile_complete_run(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["pipeline", "--profile", "tiny", "--runs-dir", str(runs)]) == 0
+    run, rec = only_run(runs)
+    assert run.name.endswith("-tiny") and f"run folder: {run}" in capsys.readouterr().out
+    assert rec["status"] == "ok" and rec["profile"] == "tiny" and rec["ended"] >= rec["started"]
+    assert rec["git_commit"] and rec["versions"]["papermill"] and rec["device"].startswith("cpu")
+    names = [s["name"] for s in rec["notebooks"]]
+    assert names == ["00_explore", "01_saliency", "02_training", "03_profiling"]
+    for s in rec["notebooks"]:
+        assert s["status"] == "ok" and s["duration_s"] > 0 and s["error"] is None
+        assert s["parameters"]["run_dir"] == str(run / s["name"]) and s["parameters"]["model"] == "tiny-qwen2"
+        executed = json.loads((run / f"{s['name']}.ipynb").read_text())
+        assert executed["metadata"]["papermill"]["parameters"]["run_dir"] == str(run / s["name"])
+    assert (run / "00_explore" / "compare.json").exists() and (run / "00_explore" / "explore_0.html").exists()
+    sal = run / "01_saliency" / "saliency.safetensors"
+    assert (run / "02_training" / "saliency" / "saliency.safetensors").read_bytes() == sal.read_bytes()  # reused
+    assert (run / "02_training" / "seed0" / "predictor.safetensors").exists()
+    assert len(list((run / "03_profiling").glob("latency_*.json"))) == 1
+    log = (run / "pipeline.log").read_text()
+    assert "[4/4] 03_profiling done" in log and "run complete" in log
+
+
+def test_failing_notebook_stops_the_run_then_resume_skips_finished(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    # 02 reuses a saliency file that is not there yet: it fails; the user puts it there and resumes
+    prof = write_profile(tmp_path, ["01_saliency", "02_training", "03_profiling"], {
+        "01_saliency": {"n_samples": 6, "seq_len": 200},
+        "02_training": {"n_samples": 6, "seq_len": 200, "epochs": 1, "saliency": "{run}/later"},
+        "03_profiling": {"lengths": [64], "new_tokens": 2, "repeats": 1}})
+    assert main(["pipeline", "--profile", prof, "--runs-dir", str(runs)]) == 1
+    err = capsys.readouterr().err
+    run, rec = only_run(runs)
+    assert "notebook 02_training failed in cell" in err and "FileNotFoundError" in err and "later" in err
+    assert f"--resume {run}" in err and "Traceback" not in err
+    assert [s["status"] for s in rec["notebooks"]] == ["ok", "failed", "pending"] and rec["status"] == "failed"
+    assert "FileNotFoundError" in rec["notebooks"][1]["error"]
+    assert (run / "01_saliency" / "saliency.safetensors").exists() and (run / "02_training.ipynb").exists()
+    assert not (run / "03_profiling.ipynb").exists()
+
+    first = (run / "01_saliency.ipynb").read_bytes()
+    shutil.copytree(run / "01_saliency", run / "later")
+    assert main(["pipeline", "--resume", str(run)]) == 0
+    rec2 = json.loads((run / "run.json").read_text())
+    assert [s["status"] for s in rec2["notebooks"]] == ["ok", "ok", "ok"] and rec2["status"] == "ok"
+    assert rec2["notebooks"][0] == rec["notebooks"][0]  # not re-run: same record ...
+    assert (run / "01_saliency.ipynb").read_bytes() == first  # ... and the same executed notebook
+    assert len(rec2["resumed"]) == 1 and (run / "02_training" / "seed0" / "predictor.safetensors").exists()
+    assert main(["pipeline", "--resume", str(run)]) == 0  # nothing left to do
+
+
+def test_resume_refuses_other_commit_or_profile(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    rec = {"profile": "tiny", "git_commit": "0" * 40, "status": "failed",
+           "notebooks": [{"name": "01_saliency", "parameters": {}, "status": "ok"}]}
+    (run / "run.json").write_text(json.dumps(rec))
+    with pytest.raises(NP.PipelineError, match="commit 0000000000"):
+        NP.resume_pipeline(run)
+    with pytest.raises(NP.PipelineError, match="profile 'tiny', not 'default'"):
+        NP.resume_pipeline(run, profile="default", force=False)
+    assert NP.resume_pipeline(run, force=True) == run.resolve()  # forced: everything already ok
+    with pytest.raises(NP.PipelineError, match="no run.json"):
+        NP.resume_pipeline(tmp_path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "n_sampels=3"], "'n_sampels' is declared by none"),
+    (["-p", "n_samples"], "expected NAME=VALUE"),
+    (["--only", "09"], "'09' matches no notebook"),
+    (["--only", "01", "--skip", "01"], "no notebook left"),
+    (["--profile", "nope"], "profile 'nope' not found"),
+    (["--profile", "qwen2-7b"], "needs the environment variable SDTP_QWEN2_7B"),
+])
+def test_bad_requests_fail_before_running(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.delenv("SDTP_QWEN2_7B", raising=False)
+    runs = tmp_path / "runs"
+    args = args if "--profile" in args else ["--profile", "tiny", *args]
+    assert main(["pipeline", "--runs-dir", str(runs), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not runs.exists() or not any(runs.iterdir())  # no run folder left behind
+
+
+def test_plan_merges_parameters_in_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_MODEL", "tiny-llama")
+    prof = NP.load_profile(write_profile(tmp_path, ["01_saliency", "03_profiling"],
+                                         {"01_saliency": {"n_samples": 5, "data": "{run}/d.jsonl"}}))
+    prof.parameters["model"] = "${MY_MODEL}"
+    steps = NP.plan(prof, {"seed": 3, "lengths": [64]}, tmp_path / "R")
+    p1, p3 = steps[0].parameters, steps[1].parameters
+    assert p1 == {"model": "tiny-llama", "device": "cpu", "seed": 3, "n_samples": 5,
+                  "data": f"{tmp_path / 'R'}/d.jsonl", "run_dir": str(tmp_path / "R" / "01_saliency")}
+    assert p3["lengths"] == [64] and "lengths" not in p1 and "data" not in p3  # only to notebooks declaring them
+    with pytest.raises(NP.PipelineError, match="does not declare \\['lenghts'\\]"):
+        NP.plan(NP.load_profile(write_profile(tmp_path, ["03_profiling"], {"03_profiling": {"lenghts": [1]}})),
+                {}, tmp_path / "R")
+
+
+def test_parse_override_values():
+    assert NP.parse_override("n_samples=100") == ("n_samples", 100)
+    assert NP.parse_override("lengths=[256, 512]") == ("lengths", [256, 512])
+    assert NP.parse_override("data=None") == ("data", None) and NP.parse_override("data=null") == ("data", None)
+    assert NP.parse_override("model=/m/Qwen2-7B") == ("model", "/m/Qwen2-7B")
