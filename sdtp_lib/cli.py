@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="register the project's Jupyter kernel and start JupyterLab on notebooks/")
     lab.set_defaults(func=cmd_lab)
     lab.add_argument("--no-kernel", action="store_true", help="do not (re)register the 'sdtp' kernel")
-    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab (e.g. --port 8890 --no-browser)")
+    lab.epilog = "Other arguments go to jupyter lab (e.g. --port 8890 --no-browser)."
     return parser
 
 
@@ -256,21 +256,39 @@ def cmd_pipeline(args) -> int:
     return 0
 
 
+KERNEL_NAME = "sdtp"
+
+
+def register_kernel(user: bool = True) -> Path:
+    """Register this Python as the Jupyter kernel "Python (sdtp)"; returns the kernel spec's folder."""
+    from ipykernel.kernelspec import install
+    return Path(install(user=user, kernel_name=KERNEL_NAME, display_name="Python (sdtp)"))
+
+
+def lab_argv(extra: list[str]) -> list[str]:
+    """JupyterLab on notebooks/ with this Python (unless `extra` names another root); `extra` goes to jupyter lab."""
+    from .notebook_pipeline import NOTEBOOKS_DIR
+    own_root = any(a.startswith(("--ServerApp.root_dir", "--notebook-dir")) for a in extra)
+    return [sys.executable, "-m", "jupyter", "lab", *([] if own_root else [f"--ServerApp.root_dir={NOTEBOOKS_DIR}"]),
+            *extra]
+
+
 def cmd_lab(args) -> int:
     import os
-    import subprocess
-    from .notebook_pipeline import NOTEBOOKS_DIR
     if not args.no_kernel:
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--user", "--name", "sdtp",
-                        "--display-name", "Python (sdtp)"], check=True)
-    cmd = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={NOTEBOOKS_DIR}", *args.lab_args]
+        print(f"registered the Jupyter kernel 'Python (sdtp)' in {register_kernel()}")
+    cmd = lab_argv(args.lab_args)
     print("starting:", " ".join(cmd), flush=True)
     os.execv(sys.executable, cmd)  # JupyterLab takes over this process (Ctrl-C stops it)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, rest = parser.parse_known_args(argv)
+        if rest and args.command != "lab":
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.lab_args = rest
     except SystemExit as e:  # --help or a usage error (argparse has printed it)
         return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

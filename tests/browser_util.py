@@ -82,13 +82,18 @@ def jupyter_lab(root: Path, state: Path, token: str, start_timeout: float = 90.0
                JUPYTER_PLATFORM_DIRS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     port = free_port()
     log = state / "jupyterlab.log"
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--port", str(port), "--IdentityProvider.token", token,
-           "--ServerApp.root_dir", str(root), "--ServerApp.ip", "127.0.0.1", "--ServerApp.port_retries", "0",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly"]
-    cmd += ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # news_url=None: config file
+    # --IdentityProvider.token: what --ServerApp.token is called since jupyter_server 2 (same effect, no warning);
+    # news_url=None (no news feed) is set in the config file above: a command line cannot say None
+    # the README's command (`python -m sdtp_lib lab`; the kernel registration is tested in test_cli), with the
+    # test's root folder overriding the repository's notebooks/ (the later option wins)
+    cmd = [sys.executable, "-m", "sdtp_lib", "lab", "--no-kernel", "--no-browser", "--port", str(port),
+           "--IdentityProvider.token", token, "--ServerApp.root_dir", str(root), "--ServerApp.ip", "127.0.0.1",
+           "--ServerApp.port_retries=0", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           "--LabApp.extension_manager=readonly"]
+    cmd += ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, cwd=str(root), env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=str(root), env=env, stdin=subprocess.DEVNULL, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     lab = Lab(proc, port, token, log)
     try:
         deadline = time.monotonic() + start_timeout
@@ -113,19 +118,12 @@ def _stop(lab: Lab) -> None:
         with contextlib.suppress(Exception):
             for k in lab.kernels():
                 lab.api(f"kernels/{k['id']}", method="DELETE")
-        lab.proc.send_signal(signal.SIGINT)  # jupyter_server: SIGINT twice = stop now (kernels shut down too)
-        time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            lab.proc.send_signal(signal.SIGINT)
+        lab.proc.terminate()  # jupyter_server stops on SIGTERM, shutting its kernels down
         try:
-            lab.proc.wait(timeout=20)
+            lab.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            lab.proc.terminate()
-            try:
-                lab.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                lab.proc.kill()
-                lab.proc.wait()
+            lab.proc.kill()
+            lab.proc.wait()
     # anything left in the server's own session (a kernel that outlived it): only that process group
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(lab.proc.pid, signal.SIGKILL)
@@ -242,21 +240,26 @@ def wait_for_run(page, lab: Lab, done_selector: str, timeout_s: float = 300.0) -
         page.wait_for_timeout(500)
 
 
-def wait_idle(page, timeout_ms: int = 60_000) -> None:
-    """Wait until no cell is queued / running and the kernel is idle (e.g. after a widget change)."""
+def wait_idle(page, lab: Lab | None = None, timeout_ms: int = 60_000) -> None:
+    """Wait until no cell is queued / running and the kernel is idle, in the page and (with `lab`) on the
+    server, for three polls in a row (e.g. after a widget change: its comm message makes the kernel busy)."""
     deadline = time.monotonic() + timeout_ms / 1000
-    while not (kernel_status(page) == "idle" and pending_cells(page) == 0):
+    ready = 0
+    while ready < 3:
+        idle = kernel_status(page) == "idle" and pending_cells(page) == 0
+        if idle and lab is not None:
+            idle = all(k["execution_state"] == "idle" for k in lab.kernels())
+        ready = ready + 1 if idle else 0
         if time.monotonic() > deadline:
             raise AssertionError(f"kernel not idle after {timeout_ms / 1000:.0f}s (status {kernel_status(page)!r})")
         page.wait_for_timeout(200)
-    page.wait_for_timeout(300)  # let the last comm messages render
 
 
 def hide_left_sidebar(page) -> None:
-    """View -> Show Left Sidebar (off), if the left sidebar is open."""
-    if page.locator("#jp-left-stack:not(.lm-mod-hidden)").count():
-        page.locator("#jp-menu-panel .lm-MenuBar-itemLabel", has_text=re.compile(r"^View$")).click()
-        page.locator('.lm-Menu-item[data-command="application:toggle-left-area"]').click()
+    """Collapse the left sidebar (click its open tab, as a user would)."""
+    tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+    if tab.count():
+        tab.first.click()
         page.locator("#jp-left-stack.lm-mod-hidden").wait_for(state="attached", timeout=5000)
 
 

@@ -49,13 +49,23 @@ def _read(page) -> dict:
     return page.locator(EXPLORER).evaluate(_READ)
 
 
+def _mark_heatmap(page) -> None:
+    """Remember the heatmap image shown now (its data URL), so a change can be waited for."""
+    page.evaluate(f"() => {{ const i = document.querySelector('{EXPLORER} img'); "
+                  "window.__sdtpHeat = i ? i.src : ''; }")
+
+
 def _wait_for(page, lab, js_condition: str, what: str, timeout_ms: int = 60_000) -> dict:
-    """Wait until `js_condition` (a JS expression of `ex`, the explorer element) holds and the kernel is idle."""
+    """Wait until `js_condition` (a JS expression of `ex`, the explorer element) holds, the heatmap image differs
+    from the one marked by _mark_heatmap (the kernel sends it after the token HTML) and is loaded, and the
+    kernel is idle; return what the explorer shows then."""
+    heat_ready = ("(() => { const i = ex.querySelector('img'); "
+                  "return !!i && i.src !== window.__sdtpHeat && i.complete && i.naturalWidth > 0; })()")
     try:
         page.wait_for_function(
-            f"() => {{ const ex = document.querySelector('{EXPLORER}'); return ex && ({js_condition}); }}",
-            timeout=timeout_ms, polling=200)
-        B.wait_idle(page, timeout_ms)
+            f"() => {{ const ex = document.querySelector('{EXPLORER}'); return !!ex && ({js_condition}) && "
+            f"{heat_ready}; }}", timeout=timeout_ms, polling=200)
+        B.wait_idle(page, lab, timeout_ms)
     except Exception as e:  # playwright's TimeoutError: say what the widget shows instead
         state = {k: v for k, v in _read(page).items() if k not in ("bg", "kept")}
         raise AssertionError(f"the explorer did not show {what}: {e}\nit shows {state}\n"
@@ -93,6 +103,9 @@ def test_explore_notebook_in_jupyterlab(tmp_path):
         assert ex.count() == 1, f"{ex.count()} explorer widgets on the page"
         assert ex.locator(".widget-dropdown select, .widget-dropdown").count() >= 1, "no sample dropdown"
 
+        page.wait_for_function(f"() => {{ const i = document.querySelector('{EXPLORER} img'); "
+                               "return !!i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
+
         # ---- stage 1, kept / dropped view: the summary and the spans agree with the keep schedule
         first = _read(page)
         T = first["prompt_len"]
@@ -107,19 +120,20 @@ def test_explore_notebook_in_jupyterlab(tmp_path):
         # ---- the stage slider, with the keyboard as a user would
         handle = ex.locator(".widget-slider .noUi-handle")
         assert handle.count() == 1, "no stage slider handle (is the ipywidgets lab extension loaded?)"
-        handle.click()
-        for _ in range(ARROW_STEPS):
+        handle.click()  # focuses the handle (clicking it where it is does not change the value)
+        for step in range(1, ARROW_STEPS + 1):  # one key at a time: each makes the kernel redraw once
+            target = first["stage"] + step
+            _mark_heatmap(page)
             page.keyboard.press("ArrowRight")
-            page.wait_for_timeout(150)
-        target = first["stage"] + ARROW_STEPS
-        moved = _wait_for(page, lab, f"+ex.querySelector('.sdtp-summary').dataset.stage === {target}",
-                          f"stage {target} after {ARROW_STEPS} x ArrowRight on the slider")
+            moved = _wait_for(page, lab, f"+ex.querySelector('.sdtp-summary').dataset.stage === {target}",
+                              f"stage {target} after pressing ArrowRight on the slider {step} time(s)")
         _check_stage(moved, schedule, conf, f"after moving the slider to stage {target}")
         assert moved["kept_count"] < first["kept_count"], (first["summary"], moved["summary"])
         assert len(moved["bg"]) == T
         assert moved["kept"] != first["kept"] and moved["bg"] != first["bg"], "the token colours did not change"
 
         # ---- the view toggle: stage-1 saliency
+        _mark_heatmap(page)
         ex.locator("button", has_text="stage-1 saliency").click()
         sal = _wait_for(page, lab, "ex.querySelector('.sdtp-explore').dataset.view === 'saliency'",
                         "the stage-1 saliency view")
@@ -129,10 +143,13 @@ def test_explore_notebook_in_jupyterlab(tmp_path):
         assert sal["bg"] != moved["bg"], "the token colours did not change with the view"
         assert len(set(sal["bg"])) > 20, f"saliency colours are not graded: {sorted(set(sal['bg']))[:10]}"
         assert sal["legend"] != moved["legend"] and "saliency" in sal["legend"], (moved["legend"], sal["legend"])
-        assert sal["heatmap"] and sal["heatmap"] != moved["heatmap"], "the heatmap did not change with the view"
 
-        # ---- screenshot: the explorer filling the notebook area, without the left sidebar
+        # ---- screenshot: the whole explorer (controls, coloured tokens, heatmap) without the left sidebar; the
+        # window is made as tall as the widget (the long prompt's tokens alone fill 1000 px)
         B.hide_left_sidebar(page)
+        height = ex.evaluate("el => el.getBoundingClientRect().height")
+        page.set_viewport_size({"width": 1400, "height": max(1000, min(2400, int(height) + 190))})
+        page.wait_for_timeout(500)
         ex.evaluate("el => el.scrollIntoView({block: 'start'})")
         page.wait_for_timeout(500)
         shot = tmp_path / "explore_widget.png"

@@ -58,3 +58,20 @@ def test_json_written_and_not_overwritten(tmp_path, capsys):
     assert path.read_text() == before
     assert main(BASE + ["--json", str(path), "--overwrite"]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temp file left behind
+
+
+def test_lab_registers_this_python_as_kernel_and_serves_notebooks(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    from sdtp_lib.cli import lab_argv, register_kernel
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path))
+    spec = register_kernel()
+    kernel = json.loads((spec / "kernel.json").read_text())
+    assert spec == tmp_path / "kernels" / "sdtp" and kernel["display_name"] == "Python (sdtp)"
+    assert kernel["argv"][0] == sys.executable
+    argv = lab_argv(["--port", "8890"])
+    root = Path(argv[4].split("=", 1)[1])
+    assert argv[:4] == [sys.executable, "-m", "jupyter", "lab"] and argv[-2:] == ["--port", "8890"]
+    assert (root / "00_explore.ipynb").exists()
+    assert lab_argv(["--ServerApp.root_dir", "/x"])[4:] == ["--ServerApp.root_dir", "/x"]  # the user's root wins
