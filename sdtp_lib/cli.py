@@ -109,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
     im = msub.add_parser("import", help="join exported parts into the cache, verifying every hash")
     im.add_argument("dir", help="the folder written by `models export`")
 
+    ev = sub.add_parser("synthetic", help="the synthetic long-context suite (passkey, multi-key NIAH, kv retrieval, "
+                        "variable tracking) for dense and pruned scorers")
+    ev.set_defaults(func=cmd_synthetic)
+    ev.add_argument("--model", default="smollm2-135m")
+    ev.add_argument("--tasks", nargs="+", default=None, help="default: all")
+    ev.add_argument("--lengths", type=int, nargs="+", default=None, help="prompt tokens (default 1K-32K, up to the "
+                    "model's limit)")
+    ev.add_argument("--layouts", nargs="+", default=None, choices=("question_first", "question_last"))
+    ev.add_argument("--n-samples", type=int, default=10, help="examples per task x length x layout")
+    ev.add_argument("--scorers", nargs="+", default=None, help="dense, VARIANT:SCORER (sdtp:norm, sdtp-low:recent, "
+                    "sdtp:PATH-to-predictor ...)")
+    ev.add_argument("--keep-ratio", type=float, default=0.9)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--dtype", choices=("float32", "bfloat16"))
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--out", required=True, help="results folder (an existing one of the same settings is resumed)")
+
     lab = sub.add_parser("lab", help="register the project's Jupyter kernel and start JupyterLab on notebooks/")
     lab.set_defaults(func=cmd_lab)
     lab.add_argument("--no-kernel", action="store_true", help="do not (re)register the 'sdtp' kernel")
@@ -309,6 +326,22 @@ def cmd_models(args) -> int:
         print(f"wrote {n} parts and {path}; on the other machine: python -m sdtp_lib models import {args.out}")
     else:
         print(f"imported and verified: {import_parts(Path(args.dir), cache_dir())}")
+    return 0
+
+
+def cmd_synthetic(args) -> int:
+    from .eval import synthetic as SY
+    from .models import resolve_device
+    given = dict(tasks=args.tasks, lengths=args.lengths, layouts=args.layouts, scorers=args.scorers)
+    cfg = SY.SuiteConfig(**{k: tuple(v) for k, v in given.items() if v}, n_samples=args.n_samples, seed=args.seed,
+                         keep_ratio=args.keep_ratio)
+    model, tok = load_model(args.model, dtype=args.dtype, device=resolve_device(args.device))
+    SY.run_suite(model, tok, cfg, args.out)
+    print((Path(args.out) / "results.md").read_text())
+    rows = SY.merge(args.out, 1)
+    for scorer in cfg.scorers:
+        SY.heatmap_figure(SY.summarise(rows), scorer).savefig(Path(args.out) / f"heatmap_{scorer.replace(':', '_')}.png",
+                                                               dpi=110)
     return 0
 
 

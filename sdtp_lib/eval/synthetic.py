@@ -1,0 +1,508 @@
+"""A seeded long-context retrieval suite with exact scoring (in the spirit of RULER): does pruning keep the needle?
+
+    ex = make_passkey(tok, 4096, "question_last", seed=0)   # Example: prompt, answer, depth, needles, ...
+    rows = run_suite(model, tok, SuiteConfig(lengths=(1024, 4096)), "runs/synthetic")   # resumable
+    print(markdown(summarise(rows)))
+
+Prompts are fitted to `length` tokens of the tokenizer, counted on the chat-templated prompt: whole filler units,
+then the best-fitting short tail (a few words, or a shortened JSON pair); never above `length`. Data parallel:
+rank r of w runs examples i % w == r into predictions.rank{r}.jsonl; then write_results(out_dir, merge(out_dir, w)).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import random
+import string
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..compare import encode_prompt, greedy_answer
+from ..config import SDTPConfig
+from ..engine import pruning
+from ..io import atomic_write_text, provenance
+from ..models import config_fingerprint
+from ..predictor import resolve_scorer, shipped_predictors
+
+log = logging.getLogger(__name__)
+
+TASKS = ("passkey", "multikey_niah", "kv_retrieval", "variable_tracking")
+LAYOUTS = ("question_first", "question_last")
+LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768)
+MAX_NEW_TOKENS = {"passkey": 16, "multikey_niah": 24, "kv_retrieval": 64, "variable_tracking": 48}
+VARIANTS = {"sdtp": 10, "sdtp-low": 5}  # variant -> number of stages
+FORMAT, VERSION = "sdtp-synthetic", 1
+
+PASSKEY_FILLER = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.",
+                  "There and back again.")
+_WORDS = (("The", "This", "That", "Every"),
+          ("quiet", "old", "small", "bright", "gentle", "narrow", "distant", "hidden", "busy", "pale"),
+          ("river", "garden", "bakery", "village", "meadow", "harbor", "library", "orchard", "bridge", "market"),
+          ("rests", "waits", "shines", "sleeps", "changes", "lingers"),
+          ("near the hills", "in the morning light", "under a grey sky", "beside the road", "after the rain",
+           "at the end of the day", "by the old wall", "in early spring"))
+_COMBOS = list(itertools.product(*_WORDS))  # 19200; a stride coprime to that picks 400 distinct ones, spread out
+FILLER = tuple(" ".join(_COMBOS[(i * 7919) % len(_COMBOS)]) + "." for i in range(400))
+KEYS = tuple(f"{a}-{b}" for a in ("amber", "brave", "calm", "dusty", "eager", "fuzzy", "grand", "hollow", "icy")
+             for b in ("badger", "canoe", "falcon", "kettle", "lantern", "orchid", "pepper", "quartz", "rocket"))
+
+
+@dataclass
+class Example:
+    task: str
+    length: int  # target prompt length in tokens
+    layout: str
+    seed: int
+    prompt: str  # the user message
+    answer: str | list[str]
+    depth: float  # 0..1: where the target needle sits among the haystack units
+    max_new_tokens: int
+    question: str = ""  # question + answer-format instruction, as in the prompt
+    needles: tuple[str, ...] = ()  # every inserted needle, target first
+    prompt_len: int = 0  # tokens of the chat-templated prompt (<= length)
+
+    def __post_init__(self):
+        if self.task not in TASKS or self.layout not in LAYOUTS:
+            raise ValueError(f"Example: task {self.task!r} / layout {self.layout!r}; known {TASKS} / {LAYOUTS}")
+        if not 0.0 <= self.depth <= 1.0 or self.max_new_tokens < 1 or not self.prompt:
+            raise ValueError(f"Example: depth must be in [0, 1], max_new_tokens >= 1 and the prompt non-empty; got "
+                             f"{self.depth}, {self.max_new_tokens}, {len(self.prompt)} characters")
+
+
+# ------------------------------------------------------------------ prompt building
+def _stream(draw):
+    """units(n): the first n filler units; unit i is the same however many were asked for."""
+    cache: list[str] = []
+
+    def units(n: int) -> list[str]:
+        cache.extend(draw() for _ in range(n - len(cache)))
+        return cache[:n]
+    return units
+
+
+def _context(units, needles, sep, tail="") -> str:
+    """units with needles [(depth, text)] inserted at round(depth * n) (ties keep list order), then the tail."""
+    at = sorted((round(d * len(units)), k) for k, (d, _) in enumerate(needles))
+    items = list(units)
+    for pos, k in reversed(at):  # from the back, so earlier insertions do not shift later positions
+        items.insert(pos, needles[k][1])
+    return sep.join(items + ([tail] if tail else []))
+
+
+def _largest(fits, guess: int) -> int:
+    """Largest n >= 0 with fits(n), for a monotone `fits` with fits(0) true, bracketed first around `guess`."""
+    lo, hi = max(0, guess - guess // 32 - 2), guess + guess // 32 + 2
+    while fits(hi):
+        lo, hi = hi, 2 * hi
+    while lo > 0 and not fits(lo):
+        lo, hi = lo // 2, lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _prefixes(sentences) -> list[str]:
+    """Every word prefix of every sentence: the tails that fill the last few tokens."""
+    return list(dict.fromkeys(" ".join(s.split()[:j]) for s in sentences for j in range(1, len(s.split()) + 1)))
+
+
+def _build(task, tok, length, layout, seed, answer, groups, units, tails, intro, question, sep=" ", wrap=("", "")):
+    """Fit the haystack to `length` tokens. groups: needle groups [(depth, text)], target first; distractor groups
+    are dropped (down to none) while the needles would take more than half the prompt (very short lengths only)."""
+    if layout not in LAYOUTS or length < 1:
+        raise ValueError(f"{task}: layout must be one of {LAYOUTS} and length >= 1, got {layout!r}, {length}")
+
+    def text(n, tail, needles):
+        body = f"{wrap[0]}{_context(units(n), needles, sep, tail)}{wrap[1]}"
+        return f"{question}\n\n{intro}\n\n{body}" if layout == "question_first" else f"{intro}\n\n{body}\n\n{question}"
+
+    k = next((k for k in range(len(groups), 1, -1)
+              if encode_prompt(tok, text(0, "", sum(groups[:k], []))).shape[1] <= length // 2), 1)
+    needles, cache = sum(groups[:k], []), {}
+
+    def count(n, tail=""):
+        if (n, tail) not in cache:
+            cache[n, tail] = int(encode_prompt(tok, text(n, tail, needles)).shape[1])
+        return cache[n, tail]
+    if count(0) > length:
+        raise ValueError(f"{task}: length {length} is too short for this tokenizer: the prompt without filler "
+                         f"takes {count(0)} tokens")
+    lens = lambda xs: [len(x) for x in tok([sep + x for x in xs], add_special_tokens=False)["input_ids"]]
+    per_unit = sum(lens(units(32))) / 32
+    n = _largest(lambda m: count(m) <= length, int((length - count(0)) / max(per_unit, 1.0)))
+    best = (count(n), n, "")
+    for m in sorted({n, max(0, n - 1)}):  # n - 1 units + a longer tail can fit better than n units
+        fitting = sorted(((e, c) for e, c in zip(lens(tails(m)), tails(m)) if e <= length - count(m)), reverse=True)
+        best = max(best, next(((count(m, c), m, c) for _, c in fitting[:4] if count(m, c) <= length), best))
+    used, n, tail = best
+    if used < 0.98 * length:
+        log.warning("%s: the prompt has %d tokens for a target of %d (more than 2%% short)", task, used, length)
+    return Example(task, length, layout, seed, text(n, tail, needles), answer,
+                   round(groups[0][0][0] * n) / n if n else 0.0, MAX_NEW_TOKENS[task], question,
+                   tuple(t for _, t in needles), used)
+
+
+def _start(task, seed, depth):
+    rng = random.Random(f"{task}/{seed}")
+    d = rng.random()  # drawn either way: the rest of the example does not depend on `depth` being given
+    return rng, d if depth is None else float(depth)
+
+
+def make_passkey(tok, length: int, layout: str, seed: int, depth: float | None = None) -> Example:
+    rng, depth = _start("passkey", seed, depth)
+    key = str(rng.randrange(10_000, 100_000))
+    units = _stream(iter(itertools.cycle(PASSKEY_FILLER)).__next__)
+    return _build("passkey", tok, length, layout, seed, key,
+                  [[(depth, f"The pass key is {key}. Remember it. {key} is the pass key.")]], units,
+                  lambda n: _prefixes(PASSKEY_FILLER), "There is a pass key hidden in the text below. Remember it.",
+                  "What is the pass key? Answer with the number only.")
+
+
+def make_multikey_niah(tok, length: int, layout: str, seed: int, depth: float | None = None) -> Example:
+    rng, depth = _start("multikey_niah", seed, depth)
+    keys, values = rng.sample(KEYS, 4), [str(v) for v in rng.sample(range(1_000_000, 10_000_000), 4)]
+    depths = [depth] + [rng.random() for _ in keys[1:]]
+    groups = [[(d, f"One of the special magic numbers for {k} is: {v}.")] for d, k, v in zip(depths, keys, values)]
+    units = _stream(lambda: rng.choice(FILLER))
+    return _build("multikey_niah", tok, length, layout, seed, values[0], groups, units,
+                  lambda n: _prefixes(units(n + 8)[n:]), "Some special magic numbers are hidden in the text below.",
+                  f"What is the special magic number for {keys[0]}? Answer with the number only.")
+
+
+def _uuid(rng: random.Random) -> str:
+    h = f"{rng.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def make_kv_retrieval(tok, length: int, layout: str, seed: int, depth: float | None = None) -> Example:
+    rng, depth = _start("kv_retrieval", seed, depth)
+    key, value, tk, tv = (_uuid(rng) for _ in range(4))  # tk, tv: the shortened last pair that fills the budget
+    return _build("kv_retrieval", tok, length, layout, seed, value, [[(depth, f'"{key}": "{value}"')]],
+                  _stream(lambda: f'"{_uuid(rng)}": "{_uuid(rng)}"'), lambda n: [f'"{tk[:c]}": "{tv[:c]}"' for c in
+                  range(1, 36)], "Here is a JSON object of key-value pairs.",
+                  f'What is the value for the key "{key}"? Answer with the value only.', ",\n", ("{\n", "\n}"))
+
+
+def make_variable_tracking(tok, length: int, layout: str, seed: int, depth: float | None = None) -> Example:
+    rng, depth = _start("variable_tracking", seed, depth)
+    names: list[str] = []
+    while len(names) < 15:  # 3 chains of 5 distinct names: the target chain, then 2 distractor chains
+        name = "".join(rng.choice(string.ascii_uppercase) for _ in range(5))
+        names += [name] if name not in names else []
+    values, groups = rng.sample(range(10_000, 100_000), 3), []
+    for c, v in enumerate(values):
+        ns, start = names[5 * c:5 * c + 5], depth if c == 0 else rng.random()
+        stmts = [f"VAR {ns[0]} = {v}."] + [f"VAR {b} = VAR {a}." for a, b in zip(ns, ns[1:])]
+        groups.append(list(zip([start] + sorted(rng.uniform(start, 1.0) for _ in ns[1:]), stmts)))
+    units = _stream(lambda: rng.choice(FILLER))
+    return _build("variable_tracking", tok, length, layout, seed, names[:5], groups, units,
+                  lambda n: _prefixes(units(n + 8)[n:]), "Track the variable assignments below.",
+                  f"Which variables are assigned the value {values[0]}? Answer with the names only.")
+
+
+GENERATORS = {"passkey": make_passkey, "multikey_niah": make_multikey_niah, "kv_retrieval": make_kv_retrieval,
+              "variable_tracking": make_variable_tracking}
+
+
+def make_example(task: str, tok, length: int, layout: str, seed: int, depth: float | None = None) -> Example:
+    if task not in GENERATORS:
+        raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+    return GENERATORS[task](tok, length, layout, seed, depth)
+
+
+def score(task: str, prediction: str, answer: str | list[str]) -> float:
+    """Exact: each expected string must appear in the prediction (case and whitespace runs ignored); a list answer
+    (variable_tracking) scores the fraction present. Extra text costs nothing."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+    norm = lambda s: " ".join(str(s).split()).lower()
+    expected = [answer] if isinstance(answer, str) else list(answer)
+    if not expected or not all(norm(a) for a in expected):
+        raise ValueError(f"score({task!r}): the answer {answer!r} is empty")
+    return sum(norm(a) in norm(prediction) for a in expected) / len(expected)
+
+
+# ------------------------------------------------------------------ the runner
+def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
+    """"dense" or "<variant>[@keep_ratio]:<scorer>" (e.g. "sdtp-low:norm", "sdtp@1.0:random") -> parts."""
+    if spec == "dense":
+        return "dense", None, None
+    head, sep, scorer = spec.partition(":")
+    variant, _, ratio = head.partition("@")
+    try:
+        r = float(ratio) if ratio else None
+    except ValueError:
+        r = -1.0
+    if variant not in VARIANTS or not sep or not scorer or (r is not None and not 0.0 < r <= 1.0):
+        raise ValueError(f"scorer {spec!r}: expected 'dense' or '<variant>[@keep_ratio]:<scorer>' with variant in "
+                         f"{sorted(VARIANTS)}, keep_ratio in (0, 1] and scorer a policy, 'predictor' or a path")
+    return variant, r, scorer
+
+
+@dataclass
+class SuiteConfig:
+    tasks: tuple[str, ...] = TASKS
+    lengths: tuple[int, ...] = LENGTHS
+    layouts: tuple[str, ...] = LAYOUTS
+    n_samples: int = 10  # examples per task x length x layout (needle depths evenly spaced over 0..1)
+    seed: int = 0
+    scorers: tuple[str, ...] = ("dense", "sdtp:norm", "sdtp:recent", "sdtp:random", "sdtp-low:norm")
+    keep_ratio: float = 0.9
+    max_positions: int | None = None  # None: model.config.max_position_embeddings
+
+    def __post_init__(self):
+        self.tasks, self.layouts, self.scorers = tuple(self.tasks), tuple(self.layouts), tuple(self.scorers)
+        self.lengths = tuple(int(x) for x in self.lengths)
+        for name, known in (("tasks", TASKS), ("layouts", LAYOUTS), ("scorers", None), ("lengths", None)):
+            vals = getattr(self, name)
+            if not vals or len(set(vals)) != len(vals) or (known and set(vals) - set(known)):
+                raise ValueError(f"SuiteConfig.{name} {vals}: give at least one, without repeats"
+                                 + (f", from {known}" if known else ""))
+        if min(self.lengths) < 1:
+            raise ValueError(f"SuiteConfig.lengths {self.lengths}: token counts must be >= 1")
+        for s in self.scorers:
+            parse_scorer(s)
+        if self.n_samples < 1 or not 0.0 < self.keep_ratio <= 1.0:
+            raise ValueError(f"SuiteConfig: n_samples must be >= 1 and keep_ratio in (0, 1], got {self.n_samples}, "
+                             f"{self.keep_ratio}")
+
+
+def plan_lengths(model, cfg: SuiteConfig) -> tuple[list[int], list[dict]]:
+    """(lengths to run, [{length, reason}] skipped): a length must leave room for the longest generation."""
+    limit = cfg.max_positions or getattr(model.config, "max_position_embeddings", None)
+    budget = max(MAX_NEW_TOKENS[t] for t in cfg.tasks)
+    run = [n for n in cfg.lengths if limit is None or n + budget <= limit]
+    return run, [{"length": n, "reason": f"{n} + {budget} new tokens > {limit} positions"}
+                 for n in cfg.lengths if n not in run]
+
+
+def plan(cfg: SuiteConfig, lengths) -> list[dict]:
+    """Every example in canonical order (task, length, layout, sample); both layouts of a sample share the seed
+    and the needle depth."""
+    out = []
+    for task, length, layout, i in itertools.product(cfg.tasks, lengths, cfg.layouts, range(cfg.n_samples)):
+        seed = int(hashlib.sha256(f"{cfg.seed}/{task}/{length}/{i}".encode()).hexdigest()[:8], 16)
+        out.append({"index": len(out), "id": f"{task}/{length}/{layout}/{i}", "task": task, "length": length,
+                    "layout": layout, "sample": i, "seed": seed,
+                    "depth": i / (cfg.n_samples - 1) if cfg.n_samples > 1 else 0.5})
+    return out
+
+
+def _pred_path(out: Path, rank: int, world_size: int) -> Path:
+    return out / ("predictions.jsonl" if world_size == 1 else f"predictions.rank{rank}.jsonl")
+
+
+def _read_rows(path: Path, allowed: set, repair: bool) -> dict:
+    """{(id, scorer): row} from a predictions file; a last line cut short by a crash is dropped (repair) or refused;
+    rows of other examples (another configuration or world_size) and repeats are refused."""
+    text = path.read_text() if path.exists() else ""
+    if text and not text.endswith("\n"):
+        if not repair:
+            raise ValueError(f"{path} ends in an incomplete line: re-run that rank to finish it")
+        log.warning("%s: dropping an incomplete last line (an interrupted write)", path)
+        text = atomic_write_text(path, text[:text.rfind("\n") + 1]).read_text()
+    got = {}
+    for k, line in enumerate(text.splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}:{k} is not a JSON line") from None
+        key = (row.get("id"), row.get("scorer"))
+        if key not in allowed or key in got:
+            raise ValueError(f"{path}:{k}: example {key[0]} / scorer {key[1]} " + ("appears twice" if key in got else
+                             "does not belong here (another configuration or world_size)"))
+        got[key] = row
+    return got
+
+
+def _load_meta(out: Path) -> dict:
+    if not (out / "config.json").exists():
+        raise ValueError(f"{out / 'config.json'} is missing: not a synthetic-suite folder, or run_suite never started")
+    return json.loads((out / "config.json").read_text())
+
+
+def _check_meta(out: Path, meta: dict, path: Path) -> None:
+    """Write config.json, or refuse a folder whose config.json (and so predictions) came from another run."""
+    if not (out / "config.json").exists():
+        if path.exists():
+            raise ValueError(f"{path} exists but {out / 'config.json'} does not: cannot tell what produced it")
+        tmp = out / f".config.json.{os.getpid()}.tmp"  # ranks may start together: one temp file each, same text
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, out / "config.json")
+        return
+    flat = lambda d: {**{k: v for k, v in d.items() if k != "suite"},
+                      **{f"suite.{k}": v for k, v in d["suite"].items()}}
+    old, new = flat(_load_meta(out)), flat(meta)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        raise ValueError(f"{out} holds predictions of another configuration (differs in {', '.join(diff)}); use "
+                         "another out_dir or delete it")
+
+
+def _resolve(spec: str, model, cfg: SuiteConfig):
+    """None for dense, else (scorer, SDTPConfig)."""
+    variant, ratio, name = parse_scorer(spec)
+    if variant == "dense":
+        return None
+    config = SDTPConfig.for_model(model, keep_ratio=ratio or cfg.keep_ratio, num_stages=VARIANTS[variant])
+    if name == "predictor":
+        model_id = str(getattr(model.config, "sdtp_model_id", ""))
+        if model_id not in shipped_predictors():
+            raise ValueError(f"scorer {spec!r}: no shipped predictor for model {model_id or '?'} (shipped: "
+                             f"{shipped_predictors()}); give a predictor file or run folder instead")
+        name = "auto"
+    return resolve_scorer(name, model, config)[0], config
+
+
+@torch.no_grad()
+def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str, scorer) -> dict:
+    if scorer is None:
+        out, compression, kept = greedy_answer(model, tok, ids, ex.max_new_tokens), 1.0, ids.shape[1]
+    else:  # a fresh block per prompt: the random policy draws the same scores however the examples are sharded
+        with pruning(model, scorer[0], scorer[1]) as stats:
+            out = greedy_answer(model, tok, ids, ex.max_new_tokens)
+        compression, kept = stats.compression, stats.kept_per_stage[-1]
+    prediction = tok.decode(out, skip_special_tokens=True).strip()
+    return {**entry, "scorer": spec, "prompt_len": ids.shape[1], "depth_realised": ex.depth,
+            "prompt_sha": hashlib.sha256(ex.prompt.encode()).hexdigest()[:16], "answer": ex.answer,
+            "prediction": prediction, "score": score(ex.task, prediction, ex.answer), "compression": compression,
+            "kept_tokens": kept, "new_tokens": len(out)}
+
+
+def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank: int = 0,
+              world_size: int = 1) -> list[dict]:
+    """Greedy answers for every (example, scorer) of this rank, resumed from its predictions file; returns its rows
+    in canonical order (and, when world_size == 1, writes results.json / results.md)."""
+    from tqdm.auto import tqdm
+    if not 0 <= rank < world_size:
+        raise ValueError(f"run_suite: rank {rank} is not in [0, world_size={world_size})")
+    out, (lengths, skipped) = Path(out_dir), plan_lengths(model, cfg)
+    for s in skipped:
+        log.info("synthetic suite: skipping length %d (%s)", s["length"], s["reason"])
+    meta = json.loads(json.dumps({
+        "format": FORMAT, "version": VERSION, "suite": asdict(cfg), "lengths_run": lengths, "skipped": skipped,
+        "model": str(getattr(model.config, "sdtp_model_id", None) or model.config.name_or_path),
+        "model_fingerprint": config_fingerprint(model.config),
+        "tokenizer": [getattr(tok, "name_or_path", "") or type(tok).__name__, len(tok)]}))
+    out.mkdir(parents=True, exist_ok=True)
+    path = _pred_path(out, rank, world_size)
+    scorers = {spec: _resolve(spec, model, cfg) for spec in cfg.scorers}  # refuse a bad scorer before writing
+    _check_meta(out, meta, path)
+    todo = [e for e in plan(cfg, lengths) if e["index"] % world_size == rank]
+    done = _read_rows(path, {(e["id"], s) for e in todo for s in cfg.scorers}, repair=True)
+    log.info("synthetic suite: rank %d/%d, %d examples x %d scorers, %d done", rank, world_size, len(todo),
+             len(scorers), len(done))
+    with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo) * len(scorers), initial=len(done),
+                                                      disable=not progress, desc="synthetic") as bar:
+        for e in todo:
+            missing = [s for s in cfg.scorers if (e["id"], s) not in done]
+            if not missing:
+                continue
+            ex = make_example(e["task"], tok, e["length"], e["layout"], e["seed"], e["depth"])
+            ids = encode_prompt(tok, ex.prompt)  # (1, T)
+            if any(done[e["id"], s]["prompt_sha"] != hashlib.sha256(ex.prompt.encode()).hexdigest()[:16]
+                   for s in cfg.scorers if s not in missing):
+                raise ValueError(f"{path}: the prompt of {e['id']} is not the one its stored rows were made from "
+                                 "(generator or tokenizer changed); use another out_dir")
+            for s in missing:
+                done[e["id"], s] = row = _predict(model, tok, ex, ids, e, s, scorers[s])
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                bar.update(1)
+    rows = [done[e["id"], s] for e in todo for s in cfg.scorers]
+    if world_size == 1:
+        write_results(out, rows)
+    return rows
+
+
+def merge(out_dir, world_size: int) -> list[dict]:
+    """All ranks' rows in canonical order; a missing rank file, a missing or a duplicated prediction is an error."""
+    out = Path(out_dir)
+    meta = _load_meta(out)
+    cfg = SuiteConfig(**meta["suite"])
+    keys = [(e["id"], s) for e in plan(cfg, meta["lengths_run"]) for s in cfg.scorers]
+    got: dict = {}
+    for r in range(world_size):
+        path = _pred_path(out, r, world_size)
+        if not path.exists():
+            raise ValueError(f"merge: {path} is missing (rank {r} of {world_size} has not run)")
+        rows = _read_rows(path, set(keys), repair=False)
+        dup = next((k for k in rows if k in got), None)
+        if dup:
+            raise ValueError(f"merge: example {dup[0]} / scorer {dup[1]} appears twice ({path} and an earlier rank)")
+        got.update(rows)
+    missing = [k for k in keys if k not in got]
+    if missing:
+        raise ValueError(f"merge: {len(missing)} predictions missing, e.g. example {missing[0][0]} / scorer "
+                         f"{missing[0][1]}")
+    return [got[k] for k in keys]
+
+
+# ------------------------------------------------------------------ reports
+def length_label(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Accuracy (mean score) and n per task x length x layout x scorer, in the rows' order."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["length"], r["layout"], r["scorer"]), []).append(r["score"])
+    return [{"task": t, "length": n, "layout": lay, "scorer": s, "accuracy": sum(v) / len(v), "n": len(v)}
+            for (t, n, lay, s), v in groups.items()]
+
+
+def markdown(summary: list[dict]) -> str:
+    """One row per task / length / layout, one column per scorer: accuracy in %, and the mean over the rows."""
+    scorers, cells = list(dict.fromkeys(s["scorer"] for s in summary)), {}
+    for s in summary:
+        cells.setdefault((s["task"], s["length"], s["layout"]), {})[s["scorer"]] = s["accuracy"]
+    fmt = lambda v: f"{100 * v:.1f}" if v is not None else "-"
+    lines = ["| task | length | layout | " + " | ".join(scorers) + " |", "|---|---|---|" + "---|" * len(scorers)]
+    lines += [f"| {t} | {length_label(n)} | {lay} | " + " | ".join(fmt(c.get(s)) for s in scorers) + " |"
+              for (t, n, lay), c in cells.items()]
+    means = [[c[s] for c in cells.values() if s in c] for s in scorers]
+    lines.append("| **mean** | | | " + " | ".join(fmt(sum(m) / len(m)) for m in means) + " |")
+    return "\n".join(lines) + f"\n\naccuracy in %; n = {', '.join(map(str, sorted({s['n'] for s in summary})))} " \
+                              "examples per cell\n"
+
+
+def heatmap_figure(summary: list[dict], scorer: str):
+    """Accuracy heatmap (tasks x lengths) for one scorer, one panel per layout (seaborn)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+    rows = [s for s in summary if s["scorer"] == scorer]
+    if not rows:
+        raise ValueError(f"heatmap_figure: no results for scorer {scorer!r}; "
+                         f"have {sorted({s['scorer'] for s in summary})}")
+    layouts, tasks = list(dict.fromkeys(s["layout"] for s in rows)), list(dict.fromkeys(s["task"] for s in rows))
+    lengths, acc = sorted({s["length"] for s in rows}), {(s["task"], s["length"], s["layout"]): s for s in rows}
+    fig, axes = plt.subplots(1, len(layouts), figsize=(len(layouts) * (len(lengths) + 3), 0.6 * len(tasks) + 1.6),
+                             squeeze=False)
+    for j, (ax, layout) in enumerate(zip(axes[0], layouts)):
+        grid = np.array([[100 * acc[t, n, layout]["accuracy"] if (t, n, layout) in acc else np.nan for n in lengths]
+                         for t in tasks])  # (tasks, lengths)
+        sns.heatmap(grid, ax=ax, vmin=0, vmax=100, annot=True, fmt=".0f", cmap="RdYlGn", cbar=j == len(layouts) - 1,
+                    xticklabels=[length_label(n) for n in lengths], yticklabels=tasks)
+        ax.set(title=f"{scorer}: {layout}", xlabel="prompt tokens", ylabel="")
+    fig.tight_layout()
+    return fig
+
+
+def write_results(out_dir, rows: list[dict]) -> dict:
+    """results.json (config, versions, commit, skipped lengths, summary) and results.md, written atomically."""
+    out = Path(out_dir)
+    meta, summary = _load_meta(out), summarise(rows)
+    res = {"config": meta, **provenance(), "skipped": meta["skipped"], "n_rows": len(rows), "summary": summary}
+    atomic_write_text(out / "results.json", json.dumps(res, indent=2) + "\n")
+    skipped = "".join(f"- skipped length {s['length']}: {s['reason']}\n" for s in meta["skipped"])
+    head = f"# Synthetic long-context suite: {meta['model']} (commit {res['git_commit'] or 'unknown'})\n\n"
+    atomic_write_text(out / "results.md", head + markdown(summary) + ("\n" + skipped if skipped else ""))
+    return res

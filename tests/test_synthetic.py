@@ -1,0 +1,227 @@
+"""The synthetic long-context suite (sdtp_lib.eval.synthetic) on the tiny random Qwen2: prompt construction,
+exact scoring, the resumable / sharded runner. Random weights cannot answer: machinery and invariants only."""
+import json
+import re
+import shutil
+
+import pytest
+import torch
+
+import sdtp_lib as S
+from sdtp_lib.compare import encode_prompt
+from sdtp_lib.eval import synthetic as Y
+
+SCORERS = ("dense", "sdtp:norm", "sdtp-low:recent", "sdtp@1.0:random")
+CFG = Y.SuiteConfig(tasks=("passkey", "multikey_niah"), lengths=(256,), n_samples=2, scorers=SCORERS)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return S.load_model("tiny-qwen2", dtype=torch.float32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny, tmp_path_factory):
+    """(out_dir, rows) of one full single-process run of CFG."""
+    out = tmp_path_factory.mktemp("suite")
+    return out, Y.run_suite(*tiny, CFG, out, progress=False)
+
+
+def count_generate(monkeypatch, model) -> list:
+    """Counts model.generate calls (an instance attribute shadowing the method, undone after the test)."""
+    calls, generate = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda *a, **k: calls.append(1) or generate(*a, **k))
+    return calls
+
+
+# ------------------------------------------------------------------ 1. prompts
+@pytest.mark.parametrize("length", [256, 1024])
+@pytest.mark.parametrize("layout", Y.LAYOUTS)
+@pytest.mark.parametrize("task", Y.TASKS)
+def test_prompt_invariants(tiny, task, layout, length):
+    tok = tiny[1]
+    for seed in (0, 1, 2):
+        ex = Y.make_example(task, tok, length, layout, seed)
+        n = encode_prompt(tok, ex.prompt).shape[1]
+        assert n == ex.prompt_len and 0.98 * length <= n <= length, (n, length)
+        assert 0.0 <= ex.depth <= 1.0 and ex.max_new_tokens == Y.MAX_NEW_TOKENS[task]
+        # every needle once; the answer nowhere but inside the needles (the pass key sentence holds it twice)
+        answers = [ex.answer] if isinstance(ex.answer, str) else ex.answer
+        assert all(ex.prompt.count(nd) == 1 for nd in ex.needles)
+        for a in answers:
+            assert ex.prompt.count(a) == sum(nd.count(a) for nd in ex.needles) >= 1, a
+        assert Y.score(task, ex.answer if isinstance(ex.answer, str) else " ".join(ex.answer), ex.answer) == 1.0
+        if task == "multikey_niah":
+            numbers = re.findall(r"\d{7}", ex.prompt)
+            assert len(numbers) == len(set(numbers)) == len(ex.needles) and numbers.count(ex.answer) == 1
+            assert length < 1024 or len(ex.needles) == 4  # distractors dropped only at very short lengths
+        if task == "variable_tracking":
+            assert ex.needles[0].startswith(f"VAR {ex.answer[0]} = ") and len(set(ex.answer)) == 5
+            values = [m for nd in ex.needles for m in re.findall(r"= (\d+)\.", nd)]
+            assert len(values) == len(set(values)) == len(ex.needles) // 5
+            assert not any(a in nd for a in ex.answer for nd in ex.needles[5:])  # distractor chains: other names
+            assert length < 1024 or len(ex.needles) == 15
+        # deterministic in the seed
+        assert Y.make_example(task, tok, length, layout, seed).prompt == ex.prompt
+        assert Y.make_example(task, tok, length, layout, seed + 100).prompt != ex.prompt
+        # the question (with its answer-format instruction) before / after the whole context
+        q, size = ex.question, len(ex.prompt)
+        start, first, last = ex.prompt.index(q), min(map(ex.prompt.index, ex.needles)), max(
+            ex.prompt.index(nd) + len(nd) for nd in ex.needles)
+        if layout == "question_first":
+            assert start == 0 and start + len(q) < first
+            assert length < 1024 or start + len(q) <= 0.2 * size
+        else:
+            assert start + len(q) == size and start > last
+            assert length < 1024 or start >= 0.8 * size
+
+
+def test_filler_pool():
+    assert len(set(Y.FILLER)) == len(Y.FILLER) == 400 and not any(ch.isdigit() for ch in "".join(Y.FILLER))
+    assert len(set(Y.KEYS)) == len(Y.KEYS) >= 4
+
+
+def test_depth_moves_the_needle(tiny):
+    tok = tiny[1]
+    at = {d: Y.make_passkey(tok, 2048, "question_last", 3, depth=d) for d in (0.0, 0.5, 1.0)}
+    pos = {d: ex.prompt.index(ex.needles[0]) / len(ex.prompt) for d, ex in at.items()}
+    assert pos[0.0] < 0.1 < pos[0.5] < 0.6 < pos[1.0]
+    assert at[0.0].depth == 0.0 and at[1.0].depth == 1.0 and abs(at[0.5].depth - 0.5) < 0.01
+
+
+def test_too_short_length_is_refused(tiny):
+    with pytest.raises(ValueError, match="too short"):
+        Y.make_kv_retrieval(tiny[1], 64, "question_last", 0)
+    with pytest.raises(ValueError, match="layout"):
+        Y.make_passkey(tiny[1], 512, "sideways", 0)
+
+
+# ------------------------------------------------------------------ 2. scoring
+def test_score():
+    assert Y.score("passkey", "The pass key is 58213.", "58213") == 1.0
+    assert Y.score("passkey", "It is 5821.", "58213") == 0.0
+    assert Y.score("kv_retrieval", '  "A1B2-C3D4"\n', "a1b2-c3d4") == 1.0  # case
+    assert Y.score("multikey_niah", "the value:\n  58   213 ", " 58 213\t") == 1.0  # whitespace runs
+    names = ["QWERT", "ASDFG", "ZXCVB", "POIUY"]
+    assert Y.score("variable_tracking", "QWERT, asdfg", names) == 0.5  # partial credit
+    assert Y.score("variable_tracking", "QWERT ASDFG ZXCVB POIUY and also LKJHG", names) == 1.0  # extras are free
+    assert Y.score("variable_tracking", "", names) == 0.0
+    with pytest.raises(ValueError, match="unknown task"):
+        Y.score("trivia", "x", "y")
+    with pytest.raises(ValueError, match="empty"):
+        Y.score("passkey", "x", " ")
+
+
+# ------------------------------------------------------------------ 3. the runner
+def test_run_suite_rows(tiny, first_run):
+    model, _ = tiny
+    out, rows = first_run
+    examples = Y.plan(CFG, [256])
+    assert [(r["id"], r["scorer"]) for r in rows] == [(e["id"], s) for e in examples for s in SCORERS]
+    assert len(rows) == 2 * 2 * 2 * len(SCORERS)
+    for r in rows:
+        T = r["prompt_len"]
+        assert 0.98 * 256 <= T <= 256 and 0.0 <= r["score"] <= 1.0
+        variant, ratio, _ = Y.parse_scorer(r["scorer"])
+        if variant == "dense":
+            assert r["compression"] == 1.0 and r["kept_tokens"] == T
+            continue
+        conf = S.SDTPConfig.for_model(model, keep_ratio=ratio or CFG.keep_ratio, num_stages=Y.VARIANTS[variant])
+        per_layer = conf.tokens_per_layer(T, model.config.num_hidden_layers)
+        assert r["compression"] == pytest.approx(T / (sum(per_layer) / len(per_layer)), rel=1e-12)
+        assert r["kept_tokens"] == conf.keep_schedule(T)[-1]
+        assert (r["compression"] > 1.0) == (ratio is None)
+    by = {(r["id"], r["scorer"]): r for r in rows}
+    for e in examples:  # keep ratio 1.0 keeps every token: exactly the dense answer, whatever the scorer
+        assert by[e["id"], "sdtp@1.0:random"]["prediction"] == by[e["id"], "dense"]["prediction"]
+    res = json.loads((out / "results.json").read_text())
+    assert res["versions"]["transformers"] and "git_commit" in res and res["skipped"] == []
+    assert len(res["summary"]) == 2 * 2 * len(SCORERS) and all(s["n"] == 2 for s in res["summary"])
+    md = (out / "results.md").read_text()
+    assert "| task | length | layout | dense | sdtp:norm |" in md and "| passkey | 256 | question_first |" in md
+
+
+def test_resume_generates_only_the_missing(tiny, first_run, tmp_path, monkeypatch):
+    model, tok = tiny
+    out = tmp_path / "resume"
+    shutil.copytree(first_run[0], out)
+    lines = (out / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (out / "predictions.jsonl").write_text("".join(lines[:-6]) + lines[-6][:40])  # 5 lines gone, 1 cut short
+    calls = count_generate(monkeypatch, model)
+    rows = Y.run_suite(model, tok, CFG, out, progress=False)
+    assert len(calls) == 6 and rows == first_run[1]
+    assert (out / "predictions.jsonl").read_text().splitlines(keepends=True) == lines
+    assert Y.run_suite(model, tok, CFG, out, progress=False) == rows and len(calls) == 6  # all done: nothing runs
+    for other in (Y.SuiteConfig(**{**CFG.__dict__, "n_samples": 3}), Y.SuiteConfig(**{**CFG.__dict__, "seed": 1})):
+        with pytest.raises(ValueError, match="another configuration.*suite"):
+            Y.run_suite(model, tok, other, out, progress=False)
+    assert len(calls) == 6
+
+
+def test_bad_scorers_are_refused_before_anything_is_written(tiny, tmp_path):
+    with pytest.raises(ValueError, match="no shipped predictor"):
+        Y.run_suite(*tiny, Y.SuiteConfig(**{**CFG.__dict__, "scorers": ("dense", "sdtp:predictor")}), tmp_path)
+    assert not (tmp_path / "config.json").exists()
+    for bad in ("sdtp", "sdtp-lo:norm", "sdtp@1.5:norm", "sdtp@x:norm", "dense:norm"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
+            Y.parse_scorer(bad)
+    assert Y.parse_scorer("sdtp-low@0.8:/p/pred.safetensors") == ("sdtp-low", 0.8, "/p/pred.safetensors")
+    for kw, word in ((dict(tasks=("trivia",)), "tasks"), (dict(lengths=(0,)), "lengths"),
+                     (dict(layouts=()), "layouts"), (dict(scorers=("dense", "dense")), "scorers"),
+                     (dict(n_samples=0), "n_samples"), (dict(keep_ratio=0.0), "keep_ratio")):
+        with pytest.raises(ValueError, match=word):
+            Y.SuiteConfig(**kw)
+
+
+# ------------------------------------------------------------------ 4. data parallel
+def test_shards_merge_to_the_single_process_run(tiny, first_run, tmp_path):
+    out = tmp_path / "ranks"
+    shards = [Y.run_suite(*tiny, CFG, out, progress=False, rank=r, world_size=2) for r in (0, 1)]
+    assert all(r["index"] % 2 == k for k, rows in enumerate(shards) for r in rows)
+    assert not (out / "results.json").exists() and not (out / "predictions.jsonl").exists()
+    assert Y.merge(out, 2) == first_run[1]
+    assert Y.write_results(out, Y.merge(out, 2))["summary"] == Y.summarise(first_run[1])
+    r0, r1 = (out / "predictions.rank0.jsonl").read_text(), (out / "predictions.rank1.jsonl").read_text()
+    first = json.loads(r0.splitlines()[0])
+    (out / "predictions.rank1.jsonl").write_text(r1 + r0.splitlines(keepends=True)[0])  # a duplicate across ranks
+    with pytest.raises(ValueError, match=re.escape(f"example {first['id']} / scorer dense appears twice")):
+        Y.merge(out, 2)
+    (out / "predictions.rank1.jsonl").write_text("".join(r1.splitlines(keepends=True)[1:]))  # one missing
+    missing = json.loads(r1.splitlines()[0])
+    with pytest.raises(ValueError, match=re.escape(f"e.g. example {missing['id']} / scorer {missing['scorer']}")):
+        Y.merge(out, 2)
+    (out / "predictions.rank1.jsonl").unlink()
+    with pytest.raises(ValueError, match=r"predictions\.rank1\.jsonl is missing"):
+        Y.merge(out, 2)
+    with pytest.raises(ValueError, match="does not belong here"):  # rank 0's examples under world_size 3
+        Y.run_suite(*tiny, CFG, out, progress=False, rank=0, world_size=3)
+    with pytest.raises(ValueError, match="rank 2"):
+        Y.run_suite(*tiny, CFG, out, rank=2, world_size=2)
+
+
+# ------------------------------------------------------------------ 5. lengths over the model's limit
+def test_lengths_over_the_limit_are_skipped(tiny, tmp_path, caplog):
+    model, tok = tiny
+    cfg = Y.SuiteConfig(tasks=("passkey",), lengths=(256, 4096, 8192), layouts=("question_last",), n_samples=1,
+                        scorers=("dense",))
+    assert Y.plan_lengths(model, cfg) == ([256], [{"length": 4096, "reason": "4096 + 16 new tokens > 4096 positions"},
+                                                  {"length": 8192, "reason": "8192 + 16 new tokens > 4096 positions"}])
+    assert Y.plan_lengths(model, Y.SuiteConfig(**{**cfg.__dict__, "max_positions": 10_000}))[0] == [256, 4096, 8192]
+    with caplog.at_level("INFO", logger="sdtp_lib.eval.synthetic"):
+        rows = Y.run_suite(model, tok, cfg, tmp_path, progress=False)
+    assert [r["length"] for r in rows] == [256] and "skipping length 8192" in caplog.text
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [s["length"] for s in res["skipped"]] == [4096, 8192]
+    assert "skipped length 8192" in (tmp_path / "results.md").read_text()
+
+
+def test_reports(first_run):
+    summary = Y.summarise(first_run[1])
+    md = Y.markdown(summary)
+    assert md.count("\n| passkey |") == 2 and "| **mean** |" in md and "n = 2 examples" in md
+    fig = Y.heatmap_figure(summary, "sdtp:norm")
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["sdtp:norm: question_first", "sdtp:norm: question_last"]
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no results for scorer 'sdtp:oracle'"):
+        Y.heatmap_figure(summary, "sdtp:oracle")
