@@ -70,9 +70,11 @@ class TokenPredictor(nn.Module):
         if self.fingerprint and fp != self.fingerprint:
             raise ValueError(f"TokenPredictor was trained for another model ({self.model_id or '?'}, config "
                              f"fingerprint {self.fingerprint}); this model's fingerprint is {fp}")
-        if config is not None and tuple(config.stage_layers) != self.stage_layers:
+        n = len(config.stage_layers) if config is not None else 0
+        if config is not None and tuple(config.stage_layers) != self.stage_layers[:n]:  # a prefix: SDTP-low
             raise ValueError(f"TokenPredictor has stages at layers {list(self.stage_layers)} but the SDTPConfig "
-                             f"asks for {list(config.stage_layers)}")
+                             f"asks for {list(config.stage_layers)} (it may use the first stages only, as "
+                             "SDTP-low does)")
 
     # --------------------------------------------------------------- save/load
     def header(self) -> dict:

@@ -137,3 +137,16 @@ def test_local_checkpoint_roundtrip(tmp_path):
     ids = torch.randint(0, 256, (1, 20))
     with torch.no_grad():
         torch.testing.assert_close(back(ids).logits, model(ids).logits)
+
+
+def test_predictor_serves_sdtp_low_with_its_first_stages():
+    model, _ = S.load_model("tiny-llama")
+    full = S.SDTPConfig(stage_layers=(1, 2, 3), num_layers=4)
+    pred = S.TokenPredictor.for_model(model, full)
+    pred.check_compatible(model, S.SDTPConfig(stage_layers=(1, 2), num_layers=4))  # the first two stages: fine
+    with pytest.raises(ValueError, match="first stages only"):
+        pred.check_compatible(model, S.SDTPConfig(stage_layers=(2, 3), num_layers=4))
+    ids = torch.randint(0, 256, (1, 60))
+    with torch.no_grad(), S.pruning(model, pred, S.SDTPConfig(stage_layers=(1, 2), num_layers=4)) as st:
+        model(ids)
+    assert st.kept_per_stage == S.SDTPConfig(stage_layers=(1, 2), num_layers=4).keep_schedule(60)
