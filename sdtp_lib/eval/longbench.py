@@ -52,6 +52,7 @@ import torch
 from ..config import SDTPConfig
 from ..engine import pruning
 from ..io import atomic_write_text, provenance
+from .scorers import VARIANTS, make_scorer_for, parse_scorer
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,6 @@ CATEGORY_OF = {t: c for c, ts in CATEGORIES.items() for t in ts}
 NO_CHAT_TASKS = ("trec", "triviaqa", "samsum", "lcc", "repobench-p")  # pred.py: raw prompt, no chat template
 FIRST_LINE_TASKS = ("trec", "triviaqa", "samsum")  # eval.py: only the first line of the prediction is scored
 FIELDS = ("input", "context", "answers", "length", "dataset", "language", "all_classes", "_id")
-VARIANTS = {"sdtp": 10, "sdtp-low": 5}  # SDTP = 10 stages, SDTP-low = 5 stages
 WARMUPS = ("sample", "once", "none")
 
 # config/dataset2prompt.json (exact text, including its "asconcisely" typos)
@@ -502,25 +502,7 @@ def _is_low(name: str) -> bool:
     return re.split(r"[:@]", name)[0].endswith("-low")
 
 
-def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
-    """The project's scorer syntax: "dense" or "<variant>[@keep_ratio]:<scorer>", variant "sdtp" (10 stages) or
-    "sdtp-low" (5 stages), scorer a policy ("norm", ...), "auto", "predictor" (the shipped one), or a path."""
-    if spec == "dense":
-        return "dense", None, None
-    head, sep, scorer = spec.partition(":")
-    variant, _, ratio = head.partition("@")
-    try:
-        r = float(ratio) if ratio else None
-    except ValueError:
-        r = -1.0
-    if variant not in VARIANTS or not sep or not scorer or (r is not None and not 0.0 < r <= 1.0):
-        raise ValueError(f"scorer {spec!r}: expected 'dense' or '<variant>[@keep_ratio]:<scorer>' with variant in "
-                         f"{sorted(VARIANTS)}, keep_ratio in (0, 1] and scorer a policy, 'auto', 'predictor' or a path")
-    return variant, r, scorer
-
-
 def _resolve_one(model, name: str, value, keep_ratio: float) -> _Variant:
-    from ..predictor import resolve_scorer, shipped_predictors
     if not _NAME.match(name) or name == "tasks":
         raise ValueError(f"scorer name {name!r}: use letters, digits and . _ @ : + = - (it names a folder)")
     if value is None:
@@ -531,14 +513,7 @@ def _resolve_one(model, name: str, value, keep_ratio: float) -> _Variant:
         config = SDTPConfig.for_model(model, keep_ratio=keep_ratio, num_stages=VARIANTS["sdtp-low" if _is_low(name)
                                                                                          else "sdtp"])
     if isinstance(value, str):
-        spec = value
-        if spec == "predictor":
-            mid = str(getattr(model.config, "sdtp_model_id", ""))
-            if mid not in shipped_predictors():
-                raise ValueError(f"scorer {name!r}: no shipped predictor for model {mid or '?'} (shipped: "
-                                 f"{shipped_predictors()}); give a predictor file or run folder instead")
-            spec = "auto"
-        scorer, label = resolve_scorer(spec, model, config)
+        scorer, label = make_scorer_for(value, model, config, name)
     else:
         scorer, label = value, type(value).__name__
     return _Variant(name, scorer, config, label, _scorer_id(scorer))

@@ -27,7 +27,7 @@ from ..config import SDTPConfig
 from ..engine import pruning
 from ..io import atomic_write_text, provenance
 from ..models import config_fingerprint
-from ..predictor import resolve_scorer, shipped_predictors
+from .scorers import VARIANTS, make_scorer_for, parse_scorer
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ TASKS = ("passkey", "multikey_niah", "kv_retrieval", "variable_tracking")
 LAYOUTS = ("question_first", "question_last")
 LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768)
 MAX_NEW_TOKENS = {"passkey": 16, "multikey_niah": 24, "kv_retrieval": 64, "variable_tracking": 48}
-VARIANTS = {"sdtp": 10, "sdtp-low": 5}  # variant -> number of stages
 FORMAT, VERSION = "sdtp-synthetic", 1
 
 PASSKEY_FILLER = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.",
@@ -229,22 +228,6 @@ def score(task: str, prediction: str, answer: str | list[str]) -> float:
 
 
 # ------------------------------------------------------------------ the runner
-def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
-    """"dense" or "<variant>[@keep_ratio]:<scorer>" (e.g. "sdtp-low:norm", "sdtp@1.0:random") -> parts."""
-    if spec == "dense":
-        return "dense", None, None
-    head, sep, scorer = spec.partition(":")
-    variant, _, ratio = head.partition("@")
-    try:
-        r = float(ratio) if ratio else None
-    except ValueError:
-        r = -1.0
-    if variant not in VARIANTS or not sep or not scorer or (r is not None and not 0.0 < r <= 1.0):
-        raise ValueError(f"scorer {spec!r}: expected 'dense' or '<variant>[@keep_ratio]:<scorer>' with variant in "
-                         f"{sorted(VARIANTS)}, keep_ratio in (0, 1] and scorer a policy, 'predictor' or a path")
-    return variant, r, scorer
-
-
 @dataclass
 class SuiteConfig:
     tasks: tuple[str, ...] = TASKS
@@ -351,13 +334,7 @@ def _resolve(spec: str, model, cfg: SuiteConfig):
     if variant == "dense":
         return None
     config = SDTPConfig.for_model(model, keep_ratio=ratio or cfg.keep_ratio, num_stages=VARIANTS[variant])
-    if name == "predictor":
-        model_id = str(getattr(model.config, "sdtp_model_id", ""))
-        if model_id not in shipped_predictors():
-            raise ValueError(f"scorer {spec!r}: no shipped predictor for model {model_id or '?'} (shipped: "
-                             f"{shipped_predictors()}); give a predictor file or run folder instead")
-        name = "auto"
-    return resolve_scorer(name, model, config)[0], config
+    return make_scorer_for(name, model, config, spec)[0], config
 
 
 @torch.no_grad()

@@ -1,0 +1,34 @@
+"""The evaluations' scorer syntax, shared by the synthetic suite and LongBench: "dense" or
+"<variant>[@keep_ratio]:<scorer>", e.g. "sdtp:norm", "sdtp-low:auto", "sdtp@1.0:random", "sdtp:runs/x/seed0"."""
+from __future__ import annotations
+
+VARIANTS = {"sdtp": 10, "sdtp-low": 5}  # variant -> number of stages (SDTP / SDTP-low)
+
+
+def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
+    """(variant, keep_ratio or None, scorer) of a spec; ("dense", None, None) for "dense". Scorer: a policy
+    ("norm", ...), "auto", "predictor" (the shipped one), or a predictor path / run folder."""
+    if spec == "dense":
+        return "dense", None, None
+    head, sep, scorer = spec.partition(":")
+    variant, _, ratio = head.partition("@")
+    try:
+        r = float(ratio) if ratio else None
+    except ValueError:
+        r = -1.0
+    if variant not in VARIANTS or not sep or not scorer or (r is not None and not 0.0 < r <= 1.0):
+        raise ValueError(f"scorer {spec!r}: expected 'dense' or '<variant>[@keep_ratio]:<scorer>' with variant in "
+                         f"{sorted(VARIANTS)}, keep_ratio in (0, 1] and scorer a policy, 'auto', 'predictor' or a path")
+    return variant, r, scorer
+
+
+def make_scorer_for(name: str, model, config, spec: str):
+    """(scorer, label) for the scorer part of a spec; "predictor" demands a shipped predictor for this model."""
+    from ..predictor import resolve_scorer, shipped_predictors
+    if name == "predictor":
+        model_id = str(getattr(model.config, "sdtp_model_id", ""))
+        if model_id not in shipped_predictors():
+            raise ValueError(f"scorer {spec!r}: no shipped predictor for model {model_id or '?'} (shipped: "
+                             f"{shipped_predictors()}); give a predictor file or run folder instead")
+        name = "auto"
+    return resolve_scorer(name, model, config)
