@@ -255,6 +255,11 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def _no_cell_banners(record) -> bool:
+    return not (record.name == "papermill" and str(record.msg).startswith(
+        ("Executing Cell", "Ending Cell", "Executing notebook with kernel")))
+
+
 def cmd_pipeline(args) -> int:
     from . import notebook_pipeline as NP
     if args.list:
@@ -264,8 +269,8 @@ def cmd_pipeline(args) -> int:
     logging.getLogger("sdtp_lib.notebook_pipeline").setLevel(logging.INFO)
     logging.getLogger("papermill").setLevel(logging.INFO)  # cell outputs stream to the console: progress
     for h in logging.getLogger().handlers:  # papermill's per-cell banners stay in pipeline.log only
-        h.addFilter(lambda r: not (r.name == "papermill" and str(r.msg).startswith(("Executing Cell", "Ending Cell",
-                                                                                  "Executing notebook with kernel"))))
+        if _no_cell_banners not in h.filters:
+            h.addFilter(_no_cell_banners)
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None
     try:
         if args.resume:
@@ -336,11 +341,11 @@ def cmd_synthetic(args) -> int:
     cfg = SY.SuiteConfig(**{k: tuple(v) for k, v in given.items() if v}, n_samples=args.n_samples, seed=args.seed,
                          keep_ratio=args.keep_ratio)
     model, tok = load_model(args.model, dtype=args.dtype, device=resolve_device(args.device))
-    SY.run_suite(model, tok, cfg, args.out)
+    rows = SY.run_suite(model, tok, cfg, args.out)  # also writes results.json / results.md
     print((Path(args.out) / "results.md").read_text())
-    rows = SY.merge(args.out, 1)
+    summary = SY.summarise(rows)
     for scorer in cfg.scorers:
-        SY.heatmap_figure(SY.summarise(rows), scorer).savefig(Path(args.out) / f"heatmap_{scorer.replace(':', '_')}.png",
+        SY.heatmap_figure(summary, scorer).savefig(Path(args.out) / f"heatmap_{scorer.replace(':', '_')}.png",
                                                                dpi=110)
     return 0
 

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -13,6 +14,8 @@ import torch
 
 from .config import SDTPConfig
 from .engine import pruning
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,6 +87,8 @@ def encode_prompt(tok, prompt: str, chat: bool = True) -> torch.Tensor:
         text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                        add_generation_prompt=True)
         return tok(text, add_special_tokens=False, return_tensors="pt").input_ids
+    if chat:
+        log.info("the tokenizer has no chat template: using the raw prompt")
     return tok(prompt, return_tensors="pt").input_ids
 
 
@@ -98,13 +103,17 @@ def _timed(fn, device: torch.device):
     return out, time.perf_counter() - t0
 
 
+def pad_id(tok) -> int:
+    """The id generate pads with: the tokenizer's pad token, else its end-of-sequence token."""
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
 @torch.no_grad()
 def greedy_answer(model, tok, ids: torch.Tensor, max_new_tokens: int) -> list[int]:
     """The model's greedy continuation of (1, T) ids, as token ids (the end-of-turn token dropped)."""
     ids = ids.to(next(model.parameters()).device)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=pad)[0, ids.shape[1]:].tolist()
+                         pad_token_id=pad_id(tok))[0, ids.shape[1]:].tolist()
     return [t for t in out if t not in (tok.eos_token_id, tok.pad_token_id)] or out
 
 
@@ -112,7 +121,7 @@ def greedy_answer(model, tok, ids: torch.Tensor, max_new_tokens: int) -> list[in
 def measure(model, tok, ids: torch.Tensor, max_new_tokens: int, repeats: int) -> RunResult:
     """Warm-up prefill, `repeats` timed prefills, the greedy answer, then one timed generate of exactly
     max_new_tokens tokens (so dense and pruned end-to-end times cover the same work)."""
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
 
     def forward():
         return model(ids, logits_to_keep=1)

@@ -301,6 +301,15 @@ def _check_model(model, config: SDTPConfig) -> None:
         raise PruningError("this model is already inside a pruning() block; nesting is not supported")
 
 
+def prepare_scorer(model, scorer, config: SDTPConfig):
+    """A TokenPredictor is checked against the model and config and moved to the model's device and dtype."""
+    if isinstance(scorer, TokenPredictor):
+        scorer.check_compatible(model, config)
+        p = next(model.parameters())
+        scorer.to(device=p.device, dtype=p.dtype)
+    return scorer
+
+
 @contextlib.contextmanager
 def pruning(model, scorer="norm", config: SDTPConfig | None = None, protect=None):
     """Prune prefill inside the block; the model is restored exactly on exit.
@@ -311,10 +320,7 @@ def pruning(model, scorer="norm", config: SDTPConfig | None = None, protect=None
     """
     config = config or SDTPConfig.for_model(model)
     _check_model(model, config)
-    if isinstance(scorer, TokenPredictor):
-        scorer.check_compatible(model, config)
-        p = next(model.parameters())
-        scorer.to(device=p.device, dtype=p.dtype)
+    prepare_scorer(model, scorer, config)
     session = _Session(model, scorer, config, protect)
     _ACTIVE.add(model)
     try:

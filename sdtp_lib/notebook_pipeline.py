@@ -145,7 +145,9 @@ def plan(profile: Profile, overrides: dict, run_dir: Path, only=None, skip=None)
     for nb, extra in profile.notebook_parameters.items():
         if nb not in profile.notebooks:
             raise PipelineError(f"profile {profile.name}: notebook_parameters for {nb!r}, which is not in its notebooks")
-        unknown = set(extra or {}) - set(declared.get(nb, extra or {}))  # unselected notebooks: not checked
+        if nb not in declared:  # not selected (--only/--skip): not inspected, not checked
+            continue
+        unknown = set(extra or {}) - set(declared[nb])
         if unknown:
             raise PipelineError(f"profile {profile.name}: notebook {nb} does not declare {sorted(unknown)} "
                                 f"(its parameters: {', '.join(declared[nb])})")

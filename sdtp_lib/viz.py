@@ -18,10 +18,9 @@ import numpy as np
 import torch
 
 from .config import SDTPConfig
-from .engine import pruning
+from .engine import prepare_scorer, pruning
 from .io import atomic_write_text
 from .policies import make_scorer
-from .predictor import TokenPredictor
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +133,7 @@ def trace_prompt(model, tokenizer, input_ids, scorer, config: SDTPConfig, answer
     p = next(model.parameters())
     ids = ids.long().to(p.device)
     T, S = ids.numel(), config.num_stages
-    scorer = make_scorer(scorer)
-    if isinstance(scorer, TokenPredictor):
-        scorer.check_compatible(model, config)
-        scorer.to(device=p.device, dtype=p.dtype)
-    rec = _RecordingScorer(scorer)
+    rec = _RecordingScorer(prepare_scorer(model, make_scorer(scorer), config))  # the engine sees only the wrapper
     with torch.no_grad(), pruning(model, rec, config) as stats:
         model(ids[None], use_cache=False, logits_to_keep=1)  # only the scores matter
     score = np.full((S, T), np.nan, dtype=np.float32)  # (S, T)

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import torch
 
+from ..compare import pad_id
 from ..config import SDTPConfig
 from ..engine import pruning
 from ..io import atomic_write_text, provenance
@@ -393,8 +394,7 @@ def _as_list(x) -> list:
 def generation_kwargs(model, tok, task: str) -> dict:
     """model.generate kwargs: greedy, MAXLEN[task] new tokens; samsum stops at the end of a line (pred.py)."""
     gc = getattr(model, "generation_config", None)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    kw = dict(max_new_tokens=MAXLEN[task], do_sample=False, num_beams=1, pad_token_id=pad)
+    kw = dict(max_new_tokens=MAXLEN[task], do_sample=False, num_beams=1, pad_token_id=pad_id(tok))
     if gc is not None:
         if getattr(gc, "repetition_penalty", None) not in (None, 1.0):
             kw["repetition_penalty"] = 1.0
