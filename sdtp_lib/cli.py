@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dtype", choices=("float32", "bfloat16"))
     ev.add_argument("--device", default="auto")
     ev.add_argument("--out", required=True, help="results folder (an existing one of the same settings is resumed)")
+    ev.epilog = ("Data parallel: accelerate launch --multi_gpu --num_processes N -m sdtp_lib synthetic ... (each process "
+                 "runs its share of the examples; rank 0 merges and writes the results).")
 
     lab = sub.add_parser("lab", help="register the project's Jupyter kernel and start JupyterLab on notebooks/")
     lab.set_defaults(func=cmd_lab)
@@ -336,17 +338,26 @@ def cmd_models(args) -> int:
 
 def cmd_synthetic(args) -> int:
     from .eval import synthetic as SY
+    from .eval.distributed import launched
     from .models import resolve_device
     given = dict(tasks=args.tasks, lengths=args.lengths, layouts=args.layouts, scorers=args.scorers)
     cfg = SY.SuiteConfig(**{k: tuple(v) for k, v in given.items() if v}, n_samples=args.n_samples, seed=args.seed,
                          keep_ratio=args.keep_ratio)
-    model, tok = load_model(args.model, dtype=args.dtype, device=resolve_device(args.device))
-    rows = SY.run_suite(model, tok, cfg, args.out)  # also writes results.json / results.md
+    shard = launched()  # rank / world size under accelerate launch
+    model, tok = load_model(args.model, dtype=args.dtype, device=shard.device or resolve_device(args.device))
+    rows = SY.run_suite(model, tok, cfg, args.out, progress=shard.main, rank=shard.rank, world_size=shard.world_size)
+    shard.wait()
+    if not shard.main:
+        return 0
+    if shard.world_size > 1:
+        rows = SY.merge(args.out, shard.world_size)
+        SY.write_results(args.out, rows)
+        log.info("merged the predictions of %d processes into %s", shard.world_size, args.out)
     print((Path(args.out) / "results.md").read_text())
     summary = SY.summarise(rows)
     for scorer in cfg.scorers:
         SY.heatmap_figure(summary, scorer).savefig(Path(args.out) / f"heatmap_{scorer.replace(':', '_')}.png",
-                                                               dpi=110)
+                                                   dpi=110)
     return 0
 
 

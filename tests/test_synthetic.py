@@ -200,19 +200,32 @@ def test_shards_merge_to_the_single_process_run(tiny, first_run, tmp_path):
 
 
 # ------------------------------------------------------------------ 5. lengths over the model's limit
-def test_lengths_over_the_limit_are_skipped(tiny, tmp_path, caplog):
-    model, tok = tiny
+def test_lengths_over_the_limit_are_skipped_or_fitted(tiny, tmp_path, caplog):
+    model, tok = tiny  # 4096 positions
     cfg = Y.SuiteConfig(tasks=("passkey",), lengths=(256, 4096, 8192), layouts=("question_last",), n_samples=1,
                         scorers=("dense",))
-    assert Y.plan_lengths(model, cfg) == ([256], [{"length": 4096, "reason": "4096 + 16 new tokens > 4096 positions"},
-                                                  {"length": 8192, "reason": "8192 + 16 new tokens > 4096 positions"}])
+    assert Y.plan_lengths(model, cfg) == ([256, 4096], [{"length": 8192, "reason": "8192 tokens > the model's 4096 "
+                                                                                   "positions"}],
+                                          {256: 256, 4096: 4096 - 16})  # 4096 leaves room for passkey's 16 tokens
     assert Y.plan_lengths(model, Y.SuiteConfig(**{**cfg.__dict__, "max_positions": 10_000}))[0] == [256, 4096, 8192]
     with caplog.at_level("INFO", logger="sdtp_lib.eval.synthetic"):
-        rows = Y.run_suite(model, tok, cfg, tmp_path, progress=False)
+        rows = Y.run_suite(model, tok, Y.SuiteConfig(**{**cfg.__dict__, "lengths": (256, 8192)}), tmp_path,
+                           progress=False)
     assert [r["length"] for r in rows] == [256] and "skipping length 8192" in caplog.text
     res = json.loads((tmp_path / "results.json").read_text())
-    assert [s["length"] for s in res["skipped"]] == [4096, 8192]
+    assert [s["length"] for s in res["skipped"]] == [8192]
     assert "skipped length 8192" in (tmp_path / "results.md").read_text()
+
+
+def test_a_length_at_the_limit_is_fitted_to_leave_room_for_the_answer(tiny, tmp_path):
+    model, tok = tiny
+    cfg = Y.SuiteConfig(tasks=("passkey",), lengths=(512,), layouts=("question_last",), n_samples=1,
+                        scorers=("dense",), max_positions=512)
+    rows = Y.run_suite(model, tok, cfg, tmp_path, progress=False)
+    assert [r["length"] for r in rows] == [512]  # reported under its nominal length ...
+    assert 512 - 16 - 8 <= rows[0]["prompt_len"] <= 512 - 16  # ... with a prompt that leaves the answer room
+    assert rows[0]["prompt_len"] + rows[0]["new_tokens"] <= 512
+    assert "length 512 fitted to 496 prompt tokens" in (tmp_path / "results.md").read_text()
 
 
 def test_reports(first_run):

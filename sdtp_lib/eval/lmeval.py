@@ -71,6 +71,7 @@ from ..engine import PruningError, pruning
 from ..io import atomic_write_text, provenance
 from ..models import BUILTIN_SPECS, load_model, project_root, resolve_device
 from ..predictor import resolve_scorer
+from .distributed import launched
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,10 @@ class SDTPLM(HFLM):
                  tokenizer=None, dtype="auto", device: str | None = None, batch_size=1, **kwargs):
         self.sdtp_spec = pretrained if isinstance(pretrained, str) else None
         self._sdtp_builtin = isinstance(pretrained, str) and pretrained in BUILTIN_SPECS
+        shard = launched()  # accelerate launch: this process's device and share of the requests
         if self._sdtp_builtin:
             model, tok = load_model(pretrained, dtype=None if dtype in (None, "auto") else dtype,
-                                    device=_device(device))
+                                    device=shard.device or _device(device))
             pretrained, tokenizer = model, tokenizer if tokenizer is not None else tok
         predictor = "dense" if predictor is None else str(predictor)
         self.sdtp_dense = predictor == "dense"
@@ -157,6 +159,13 @@ class SDTPLM(HFLM):
                          batch_size=batch_size, **kwargs)
         if self.backend != "causal":
             raise ValueError("sdtp: only decoder-only (causal) models can be pruned")
+        if shard.world_size > 1 and self.world_size == 1:  # HFLM itself shards only hub/path checkpoints on GPUs
+            from accelerate import Accelerator
+            self.accelerator = Accelerator()
+            self._rank, self._world_size = shard.rank, shard.world_size
+            if self.model.device != torch.device(shard.device):
+                self.model.to(shard.device)
+            self._device = torch.device(shard.device)
         if self.sdtp_spec is None:
             self.sdtp_spec = (getattr(self.model.config, "sdtp_model_id", None)
                               or getattr(self.model.config, "_name_or_path", None) or type(self.model).__name__)
@@ -169,12 +178,13 @@ class SDTPLM(HFLM):
         self._sdtp_rows: dict[int, dict[tuple, int]] = {}  # input length -> {input tokens: scored positions}
         self._sdtp_counts = dict(prefills=0, prompt_tokens=0, layer_tokens_dense=0, layer_tokens_pruned=0,
                                  flops_dense=0, flops_pruned=0, protected_tokens=0)
+        self._sdtp_totals = None  # data parallel: the counts summed over all processes after each request type
         log.info("sdtp: %s", self.sdtp_info())
 
     # -------------------------------------------------------------------------------- bookkeeping
     def sdtp_info(self) -> dict:
         """The pruning configuration and what the pruned prefills did so far (totals over all calls)."""
-        c = dict(self._sdtp_counts)
+        c = dict(self._sdtp_counts if self._sdtp_totals is None else self._sdtp_totals)
         info = {"model": self.sdtp_spec, "predictor": self.sdtp_predictor, "scorer": self.sdtp_scorer_label}
         if self.sdtp_config is not None:
             info.update(keep_ratio=self.sdtp_config.keep_ratio, stages=self.sdtp_stages_requested,
@@ -193,6 +203,30 @@ class SDTPLM(HFLM):
         c["flops_dense"] += stats.flops_dense
         c["flops_pruned"] += stats.flops_pruned
         c["protected_tokens"] += protected
+
+    def _sdtp_sum_over_processes(self) -> None:
+        """Data parallel: every process calls each request type once (lm-eval pads the shards to equal length, so
+        the few padding duplicates are counted too); sum the counts so rank 0 reports the whole run's totals."""
+        if self.world_size > 1:
+            keys = list(self._sdtp_counts)
+            t = torch.tensor([float(self._sdtp_counts[k]) for k in keys], dtype=torch.float64, device=self.device)
+            t = self.accelerator.reduce(t, reduction="sum")
+            self._sdtp_totals = {k: int(v) for k, v in zip(keys, t.tolist())}
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        out = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        self._sdtp_sum_over_processes()
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        out = super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+        self._sdtp_sum_over_processes()
+        return out
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        out = super().generate_until(requests, disable_tqdm=disable_tqdm)
+        self._sdtp_sum_over_processes()
+        return out
 
     def get_model_info(self) -> dict:
         if self._sdtp_builtin:  # no hub lookup for the project's own specs

@@ -913,8 +913,8 @@ def main(argv=None) -> int:
     r.add_argument("--keep-ratio", type=float, default=0.9)
     r.add_argument("--limit", type=int, default=None)
     r.add_argument("--max-length", type=int, default=None)
-    r.add_argument("--rank", type=int, default=0)
-    r.add_argument("--world-size", type=int, default=1)
+    r.add_argument("--rank", type=int, default=0, help="this shard (default: from accelerate launch, else 0)")
+    r.add_argument("--world-size", type=int, default=1, help="shards (default: from accelerate launch, else 1)")
     r.add_argument("--dtype", default=None)
     r.add_argument("--device", default="auto")
     r.add_argument("--attn", default="sdpa")
@@ -928,11 +928,21 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.cmd == "run":
         from ..models import load_model, resolve_device
-        model, tok = load_model(a.model, dtype=a.dtype, device=resolve_device(a.device), attn_implementation=a.attn)
+        from .distributed import launched
+        shard = launched()  # accelerate launch: every process runs its share, rank 0 merges and scores
+        if shard.world_size > 1 and (a.rank, a.world_size) not in ((0, 1), (shard.rank, shard.world_size)):
+            p.error(f"--rank {a.rank} --world-size {a.world_size} contradict accelerate launch (rank "
+                    f"{shard.rank} of {shard.world_size}); leave them out")
+        rank, world = (shard.rank, shard.world_size) if shard.world_size > 1 else (a.rank, a.world_size)
+        model, tok = load_model(a.model, dtype=a.dtype, device=shard.device or resolve_device(a.device),
+                                attn_implementation=a.attn)
         run_longbench(model, tok, a.tasks, a.data, a.out, scorers=a.scorers, keep_ratio=a.keep_ratio,
-                      limit=a.limit, max_length=a.max_length, rank=a.rank, world_size=a.world_size,
-                      warmup=a.warmup)
-        if a.world_size == 1:
+                      limit=a.limit, max_length=a.max_length, rank=rank, world_size=world, warmup=a.warmup,
+                      progress=shard.main)
+        shard.wait()
+        if shard.world_size > 1 and shard.main:
+            merge(a.out)
+        if world == 1 or (shard.world_size > 1 and shard.main):
             print(markdown(score_longbench(a.out, partial=True)))
     elif a.cmd == "merge":
         print(json.dumps(merge(a.out), indent=2))

@@ -256,13 +256,17 @@ class SuiteConfig:
                              f"{self.keep_ratio}")
 
 
-def plan_lengths(model, cfg: SuiteConfig) -> tuple[list[int], list[dict]]:
-    """(lengths to run, [{length, reason}] skipped): a length must leave room for the longest generation."""
+def plan_lengths(model, cfg: SuiteConfig) -> tuple[list[int], list[dict], dict[int, int]]:
+    """(lengths to run, [{length, reason}] skipped, {length: prompt tokens}). A prompt must leave room for the longest
+    generation: a length up to the model's limit whose generation would not fit is fitted to limit - new tokens
+    (RULER's rule: the "32K" row of a 32K model), a length beyond the limit is skipped."""
     limit = cfg.max_positions or getattr(model.config, "max_position_embeddings", None)
     budget = max(MAX_NEW_TOKENS[t] for t in cfg.tasks)
-    run = [n for n in cfg.lengths if limit is None or n + budget <= limit]
-    return run, [{"length": n, "reason": f"{n} + {budget} new tokens > {limit} positions"}
-                 for n in cfg.lengths if n not in run]
+    if limit is None:
+        return list(cfg.lengths), [], {n: n for n in cfg.lengths}
+    targets = {n: min(n, limit - budget) for n in cfg.lengths if n <= limit and limit - budget >= 1}
+    return list(targets), [{"length": n, "reason": f"{n} tokens > the model's {limit} positions"}
+                           for n in cfg.lengths if n not in targets], targets
 
 
 def plan(cfg: SuiteConfig, lengths) -> list[dict]:
@@ -359,11 +363,17 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
     from tqdm.auto import tqdm
     if not 0 <= rank < world_size:
         raise ValueError(f"run_suite: rank {rank} is not in [0, world_size={world_size})")
-    out, (lengths, skipped) = Path(out_dir), plan_lengths(model, cfg)
+    out = Path(out_dir)
+    lengths, skipped, targets = plan_lengths(model, cfg)
     for s in skipped:
         log.info("synthetic suite: skipping length %d (%s)", s["length"], s["reason"])
+    fitted = [{"length": n, "tokens": t} for n, t in targets.items() if t != n]
+    for f in fitted:
+        log.info("synthetic suite: length %d fitted to %d prompt tokens (room for the answer)", f["length"],
+                 f["tokens"])
     meta = json.loads(json.dumps({
         "format": FORMAT, "version": VERSION, "suite": asdict(cfg), "lengths_run": lengths, "skipped": skipped,
+        "fitted": fitted,
         "model": str(getattr(model.config, "sdtp_model_id", None) or model.config.name_or_path),
         "model_fingerprint": config_fingerprint(model.config),
         "tokenizer": [getattr(tok, "name_or_path", "") or type(tok).__name__, len(tok)]}))
@@ -381,7 +391,7 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
             missing = [s for s in cfg.scorers if (e["id"], s) not in done]
             if not missing:
                 continue
-            ex = make_example(e["task"], tok, e["length"], e["layout"], e["seed"], e["depth"])
+            ex = make_example(e["task"], tok, targets[e["length"]], e["layout"], e["seed"], e["depth"])
             ids = encode_prompt(tok, ex.prompt)  # (1, T)
             if any(done[e["id"], s]["prompt_sha"] != hashlib.sha256(ex.prompt.encode()).hexdigest()[:16]
                    for s in cfg.scorers if s not in missing):
@@ -479,7 +489,9 @@ def write_results(out_dir, rows: list[dict]) -> dict:
     meta, summary = _load_meta(out), summarise(rows)
     res = {"config": meta, **provenance(), "skipped": meta["skipped"], "n_rows": len(rows), "summary": summary}
     atomic_write_text(out / "results.json", json.dumps(res, indent=2) + "\n")
-    skipped = "".join(f"- skipped length {s['length']}: {s['reason']}\n" for s in meta["skipped"])
+    skipped = "".join(f"- skipped length {s['length']}: {s['reason']}\n" for s in meta["skipped"]) + "".join(
+        f"- length {length_label(f['length'])} fitted to {f['tokens']} prompt tokens (room for the longest answer)\n"
+        for f in meta.get("fitted", []))
     head = f"# Synthetic long-context suite: {meta['model']} (commit {res['git_commit'] or 'unknown'})\n\n"
     atomic_write_text(out / "results.md", head + markdown(summary) + ("\n" + skipped if skipped else ""))
     return res
