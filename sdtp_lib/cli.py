@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--dtype", choices=("float32", "bfloat16"))
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--decode", default="auto", choices=("auto", "hf", "static"),
+                    help="greedy loop: model.generate, or the project's static-cache loop (auto: static on CUDA)")
     ev.add_argument("--out", required=True, help="results folder (an existing one of the same settings is resumed)")
     ev.epilog = ("Data parallel: accelerate launch --multi_gpu --num_processes N -m sdtp_lib synthetic ... (each process "
                  "runs its share of the examples; rank 0 merges and writes the results).")
@@ -342,7 +344,7 @@ def cmd_synthetic(args) -> int:
     from .models import resolve_device
     given = dict(tasks=args.tasks, lengths=args.lengths, layouts=args.layouts, scorers=args.scorers)
     cfg = SY.SuiteConfig(**{k: tuple(v) for k, v in given.items() if v}, n_samples=args.n_samples, seed=args.seed,
-                         keep_ratio=args.keep_ratio)
+                         keep_ratio=args.keep_ratio, decode=args.decode)
     shard = launched()  # rank / world size under accelerate launch
     model, tok = load_model(args.model, dtype=args.dtype, device=shard.device or resolve_device(args.device))
     rows = SY.run_suite(model, tok, cfg, args.out, progress=shard.main, rank=shard.rank, world_size=shard.world_size)

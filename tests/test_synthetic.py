@@ -238,3 +238,17 @@ def test_reports(first_run):
     plt.close(fig)
     with pytest.raises(ValueError, match="no results for scorer 'sdtp:oracle'"):
         Y.heatmap_figure(summary, "sdtp:oracle")
+
+
+def test_static_decode_loop_gives_the_same_predictions_as_generate(tiny, tmp_path):
+    model, tok = tiny
+    base = dict(tasks=("passkey", "variable_tracking"), lengths=(256,), layouts=("question_last",), n_samples=2,
+                scorers=("dense", "sdtp:norm", "sdtp@0.6:random"))
+    rows = {d: Y.run_suite(model, tok, Y.SuiteConfig(**base, decode=d), tmp_path / d, progress=False)
+            for d in ("hf", "static")}
+    keep = ("id", "scorer", "prediction", "score", "compression", "kept_tokens", "new_tokens")
+    assert [{k: r[k] for k in keep} for r in rows["static"]] == [{k: r[k] for k in keep} for r in rows["hf"]]
+    assert json.loads((tmp_path / "static" / "config.json").read_text())["decode"] == "static"
+    assert Y.resolve_decode(Y.SuiteConfig(**base), model) == "hf"  # auto: the static loop on CUDA only
+    with pytest.raises(ValueError, match="decode"):
+        Y.SuiteConfig(**base, decode="fast")
