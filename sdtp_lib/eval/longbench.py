@@ -9,7 +9,7 @@ greedy generation, post-processing and metrics as in THUDM/LongBench (`LongBench
     res = score_longbench("runs/lb")                                    # writes results.json / results.md
     print(markdown(res))
 
-Prediction files: `out_dir/<scorer>/<task>.jsonl` (rank r of w > 1: `<task>.rank<r>.jsonl`, then `merge(out_dir)`),
+Prediction files: `out_dir/<scorer, ':' as '_'>/<task>.jsonl` (rank r of w > 1: `<task>.rank<r>.jsonl`, then `merge(out_dir)`),
 one JSON line per sample, appended and flushed as it is made; a re-run skips the samples already there.
 `out_dir/config.json` records what the predictions depend on (model, tokenizer, max_length, keep ratio, scorers)
 and a folder written with other settings is refused; `out_dir/tasks/<task>.json` records each task's sample ids
@@ -540,6 +540,9 @@ def resolve_scorers(model, scorers, keep_ratio: float = 0.9) -> dict[str, _Varia
         scorers = items
     if not scorers:
         raise ValueError("no scorers given: pass e.g. {'dense': None, 'sdtp': 'auto'}")
+    dirs = [scorer_dir(n) for n in scorers]
+    if len(set(dirs)) != len(dirs):
+        raise ValueError(f"scorers {list(scorers)} would share a predictions folder ({dirs}); rename one")
     return {name: _resolve_one(model, name, value, keep_ratio) for name, value in scorers.items()}
 
 
@@ -560,9 +563,14 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path} is not valid JSON ({e})") from None
 
 
+def scorer_dir(scorer: str) -> str:
+    """The folder of a scorer's predictions: its name with ':' (not portable: Windows) as '_'."""
+    return scorer.replace(":", "_")
+
+
 def pred_path(out_dir, scorer: str, task: str, rank: int = 0, world_size: int = 1) -> Path:
     name = f"{task}.jsonl" if world_size == 1 else f"{task}.rank{rank}.jsonl"
-    return Path(out_dir) / scorer / name
+    return Path(out_dir) / scorer_dir(scorer) / name
 
 
 def read_predictions(path, repair: bool = False) -> list[dict]:
@@ -810,7 +818,7 @@ def score_longbench(out_dir, partial: bool = False, write: bool = True) -> dict:
             ids = _manifest(out, task)
             path = pred_path(out, name, task)
             if not path.exists():
-                if any((out / name).glob(f"{task}.rank*.jsonl")):
+                if any((out / scorer_dir(name)).glob(f"{task}.rank*.jsonl")):
                     raise ValueError(f"{path} is missing but rank files exist: run merge({str(out)!r}) first")
                 continue
             rows = list(_index(read_predictions(path), path, set(ids)).values())
