@@ -400,6 +400,8 @@ def test_scorer_specs_and_variants():
     assert len(v["sdtp-low@0.8:norm"].config.stage_layers) == 5 and v["sdtp:recent"].scorer_id == "recent"
     with pytest.raises(ValueError, match="variant"):
         L.resolve_scorers(deep, ["sdtp-high:norm"])
+    with pytest.raises(ValueError, match="share a predictions folder"):  # 'sdtp:norm' is stored as sdtp_norm/
+        L.resolve_scorers(deep, {"sdtp:norm": "norm", "sdtp_norm": "recent"})
     with pytest.raises(ValueError, match="scorer name"):
         L.resolve_scorers(deep, {"a/b": None})
 
@@ -410,6 +412,6 @@ def test_command_line(tmp_path, capsys):
             "--scorers", "dense", "sdtp:norm", "--limit", "1", "--max-length", "300", "--device", "cpu"]
     assert L.main(args) == 0
     assert "| few-shot | trec | 1 |" in capsys.readouterr().out
-    assert len(_rows(out / "sdtp:norm" / "trec.jsonl")) == 1
+    assert len(_rows(out / "sdtp_norm" / "trec.jsonl")) == 1 and not (out / "sdtp:norm").exists()
     assert L.main(["score", "--out", str(out)]) == 0
     assert "average over tasks" in capsys.readouterr().out and (out / "results.md").exists()
