@@ -369,6 +369,10 @@ def test_scores_and_markdown(run1):
         assert s["mean_prefill_s"] > 0
     assert res["scorers"]["dense"]["mean_compression"] == 1.0
     assert res["scorers"]["sdtp"]["mean_compression"] > 1.0 and res["scorers"]["sdtp"]["prefill_speedup_vs_dense"] > 0
+    both = [(_rows(out / n / f"{t}.jsonl"), n) for t in RUN_TASKS for n in ("dense", "sdtp")]
+    gen = {n: sum(r["gen_s"] for rows, m in both if m == n for r in rows) for n in ("dense", "sdtp")}
+    assert res["scorers"]["sdtp"]["e2e_speedup_vs_dense"] == pytest.approx(gen["dense"] / gen["sdtp"])
+    assert res["scorers"]["dense"]["e2e_speedup_vs_dense"] is None
     md = L.markdown(res)
     for task in RUN_TASKS:
         assert sum(line.startswith(f"| {L.CATEGORY_OF[task]} | {task} |") for line in md.splitlines()) == 1
