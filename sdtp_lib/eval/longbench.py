@@ -903,6 +903,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {n} | {s['n_samples']} | {_fmt(s['mean_prompt_len'], '.0f')} | "
                      f"{_fmt(s['mean_compression'], '.2f')}x | {_fmt(s['mean_prefill_s'], '.4f')} | "
                      f"{speed(s, 'prefill_speedup_vs_dense')} | {speed(s, 'e2e_speedup_vs_dense')} |")
+    lines += ["", "Speedups: total time over the samples both scorers answered; end-to-end is the whole greedy generation, "
+              "so it also counts answers of different lengths."]
     return "\n".join(lines)
 
 
