@@ -1,0 +1,124 @@
+"""Figures of the evaluations' results (seaborn), for notebooks 04-06 and the reports.
+
+    fig = longbench_figure(score_longbench("runs/lb"))        # category scores per scorer; score vs prefill speedup
+    fig = lmeval_figure(run_lmeval_suite(...))                 # accuracy per task per scorer
+    fig = accuracy_vs_length_figure(synthetic.summarise(rows)) # accuracy vs prompt length per scorer
+    fig.savefig(out / f"{file_stem(scorer)}.png")
+
+Each takes the result structure its evaluation module returns, nothing else; scorers keep their order.
+"""
+from __future__ import annotations
+
+import re
+
+
+def file_stem(name: str) -> str:
+    """A scorer spec as a file-name part: "sdtp:norm" -> "sdtp_norm", "sdtp:/runs/x" -> "sdtp__runs_x"."""
+    return re.sub(r"[^A-Za-z0-9.@+=-]", "_", name)
+
+
+def _palette(names):
+    import seaborn as sns
+    return dict(zip(names, sns.color_palette("tab10", len(names))))
+
+
+def _bars(ax, rows, x_order, hue_order, colours, ylabel, ylim=None):
+    """Grouped bars: rows [{"x", "scorer", "value"}] (value None: no bar)."""
+    import pandas as pd
+    import seaborn as sns
+    df = pd.DataFrame([r for r in rows if r["value"] is not None], columns=["x", "scorer", "value"])
+    if not df.empty:
+        sns.barplot(df, x="x", y="value", hue="scorer", order=x_order, hue_order=hue_order, palette=colours, ax=ax)
+    ax.set(xlabel="", ylabel=ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.tick_params(axis="x", labelrotation=25)
+    ax.grid(axis="y", alpha=0.3)
+    if ax.get_legend() is not None:
+        ax.legend(fontsize=8, title=None)
+
+
+def longbench_figure(result: dict):
+    """Left: the category scores (and the average over categories) per scorer. Right: each scorer's average over
+    tasks against its prefill speedup over dense (the dense scorer at 1.0x). `result`: score_longbench's."""
+    import matplotlib.pyplot as plt
+    sc = result["scorers"]
+    names = list(sc)
+    if not names:
+        raise ValueError("longbench_figure: the result has no scorers")
+    colours = _palette(names)
+    cats = list(dict.fromkeys(c for s in sc.values() for c in s["categories"]))
+    rows = [{"x": c, "scorer": n, "value": (sc[n]["categories"].get(c) or {}).get("score")}
+            for n in names for c in cats]
+    rows += [{"x": "average", "scorer": n, "value": sc[n]["category_average"]} for n in names]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(max(8.0, 1.2 * (len(cats) + 1) + 2), 3.8),
+                               gridspec_kw={"width_ratios": [max(2, len(cats) + 1), 2]})
+    top = max([r["value"] for r in rows if r["value"] is not None] + [1.0])
+    _bars(a, rows, cats + ["average"], names, colours, "score (official metric x 100)", (0, min(100.0, 1.12 * top)))
+    a.set_title(f"LongBench by category ({result['config']['model']['id']})", fontsize=10)
+    for n in names:
+        x = 1.0 if n == result.get("dense") else sc[n].get("prefill_speedup_vs_dense")
+        if x is not None and sc[n]["average"] is not None:
+            b.scatter([x], [sc[n]["average"]], color=colours[n], s=50, label=n)
+            b.annotate(n, (x, sc[n]["average"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    b.set(xlabel="prefill speedup vs dense", ylabel="average over tasks", title="score vs speed",
+          ylim=(0, min(100.0, 1.12 * top)))
+    b.title.set_fontsize(10)
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def lmeval_figure(results_by_scorer: dict):
+    """Accuracy per task (and the group mean) per scorer. `results_by_scorer`: {name: run_lmeval dict}, as
+    run_lmeval_suite returns."""
+    import matplotlib.pyplot as plt
+    names = list(results_by_scorer)
+    if not names:
+        raise ValueError("lmeval_figure: no results")
+    acc = {n: results_by_scorer[n]["accuracy"] for n in names}
+    tasks = list(dict.fromkeys(t for a in acc.values() for t in a))
+    group = [t for t in tasks if any(t in ((r.get("lm_eval") or {}).get("groups") or {})
+                                     for r in results_by_scorer.values())]
+    order = [t for t in tasks if t not in group] + group
+    label = lambda t: "mean" if t in group else t.removeprefix("sdtp_")  # noqa: E731
+    rows = [{"x": label(t), "scorer": n, "value": acc[n].get(t)} for n in names for t in order]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(order) + 2), 3.6))
+    _bars(ax, rows, [label(t) for t in order], names, _palette(names), "accuracy", (0, 1))
+    shots = sorted({str(r.get("config", {}).get("num_fewshot")) for r in results_by_scorer.values()})
+    ax.set_title(f"lm-eval, {'/'.join(shots)}-shot accuracy per task", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_length_figure(summary: list[dict]):
+    """Accuracy (%) against prompt length, one line per scorer: the mean over every task and layout, then one panel
+    per task (mean over layouts). `summary`: synthetic.summarise's rows."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from .synthetic import length_label
+    if not summary:
+        raise ValueError("accuracy_vs_length_figure: empty summary")
+    names = list(dict.fromkeys(s["scorer"] for s in summary))
+    tasks = list(dict.fromkeys(s["task"] for s in summary))
+    lengths = sorted({s["length"] for s in summary})
+    colours = _palette(names)
+    panels = [("all tasks", tasks)] + ([(t, [t]) for t in tasks] if len(tasks) > 1 else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 3.4), squeeze=False, sharey=True)
+    for ax, (title, ts) in zip(axes[0], panels):
+        for n in names:
+            ys = [np.mean([s["accuracy"] for s in summary if s["scorer"] == n and s["task"] in ts and
+                           s["length"] == L] or [np.nan]) for L in lengths]
+            k = names.index(n)  # marker and line style differ too: equal accuracies draw on top of each other
+            ax.plot(lengths, 100 * np.array(ys), marker="osD^v<>p*h"[k % 10], ms=max(3, 8 - k),
+                    ls=("-", "--", "-.", ":")[k % 4], color=colours[n], label=n)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [length_label(L) for L in lengths])
+        ax.minorticks_off()
+        ax.set(title=title, xlabel="prompt tokens", ylim=(-3, 103))
+        ax.title.set_fontsize(10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy %")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,46 @@
+"""sdtp_lib.eval.figures on hand-made results of the shapes the evaluations return (the notebooks' pipeline test
+draws them from real runs): partial categories, a scorer without a speedup, one task, one length."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+from sdtp_lib.eval import figures as F  # noqa: E402
+
+
+def _texts(fig):
+    return {t.get_text() for ax in fig.axes for t in ax.get_xticklabels() + ax.texts + [ax.title]}
+
+
+def test_longbench_figure():
+    cat = lambda v: {"score": v, "n_tasks": 1, "of": 3}  # noqa: E731
+    res = {"config": {"model": {"id": "m"}}, "dense": "dense", "scorers": {
+        "dense": {"categories": {"few-shot": cat(40.0), "code": cat(20.0)}, "average": 30.0,
+                  "category_average": 30.0, "prefill_speedup_vs_dense": None},
+        "sdtp:norm": {"categories": {"few-shot": cat(35.0)}, "average": 35.0, "category_average": 35.0,
+                      "prefill_speedup_vs_dense": 1.4},
+        "sdtp:random": {"categories": {}, "average": None, "category_average": None,
+                        "prefill_speedup_vs_dense": None}}}
+    fig = F.longbench_figure(res)
+    assert {"few-shot", "code", "average", "dense", "sdtp:norm"} <= _texts(fig)
+    with pytest.raises(ValueError, match="no scorers"):
+        F.longbench_figure({**res, "scorers": {}})
+
+
+def test_lmeval_figure():
+    r = lambda acc, groups=None: {"accuracy": acc, "config": {"num_fewshot": 5},  # noqa: E731
+                                  "lm_eval": {"groups": groups}}
+    fig = F.lmeval_figure({"dense": r({"sdtp_copa": 0.5, "sdtp_paper": 0.5}, {"sdtp_paper": {}}),
+                           "sdtp:norm": r({"sdtp_copa": 0.25})})
+    assert {"copa", "mean", "lm-eval, 5-shot accuracy per task"} <= _texts(fig)
+
+
+def test_accuracy_vs_length_figure():
+    summary = [{"task": t, "length": n, "layout": lay, "scorer": s, "accuracy": a, "n": 2}
+               for t in ("passkey", "kv_retrieval") for n, a in ((1024, 1.0), (2048, 0.5))
+               for lay in ("question_first", "question_last") for s in ("dense", "sdtp:norm")]
+    fig = F.accuracy_vs_length_figure(summary)
+    assert len(fig.axes) == 3 and {"all tasks", "passkey", "kv_retrieval", "1K", "2K"} <= _texts(fig)
+    assert len(F.accuracy_vs_length_figure(summary[:2]).axes) == 1  # one task: the mean panel only
+    assert F.file_stem("sdtp-low@0.8:/runs/x y") == "sdtp-low@0.8__runs_x_y"
