@@ -249,3 +249,21 @@ def test_command_line(tmp_path):
                    tmp_path / "plain")
     a, b = _check(wrapped, tmp_path / "wrapped"), _check(plain, tmp_path / "plain")
     assert a["results"] == b["results"]  # same tasks, same pruned model, same few-shot seed
+
+
+def test_suite_takes_the_shared_scorer_syntax(tiny):
+    runs = L._suite_runs(None, None, ["dense", "sdtp:norm", "sdtp-low@0.8:random", "sdtp:runs/x"], 0.9, "auto")
+    assert runs["dense"]["scorer"] == "dense"
+    assert runs["sdtp:norm"] == dict(scorer="sdtp", stages=10, predictor="norm", keep_ratio=0.9)
+    assert runs["sdtp-low@0.8:random"] == dict(scorer="sdtp", stages=5, predictor="random", keep_ratio=0.8)
+    assert runs["sdtp:runs/x"]["predictor"] == "runs/x"
+    assert L._suite_runs(None, None, None, 0.9, "norm")["sdtp-low"] == dict(scorer="sdtp", stages=5, predictor="norm",
+                                                                             keep_ratio=0.9)  # the variants default
+    with pytest.raises(ValueError, match="not both"):
+        L._suite_runs(None, {"dense": None}, ["dense"], 0.9, "auto")
+    with pytest.raises(ValueError, match="without repeats"):
+        L._suite_runs(None, None, ["dense", "dense"], 0.9, "auto")
+    with pytest.raises(ValueError, match="expected 'dense'"):
+        L._suite_runs(None, None, ["sdtp"], 0.9, "auto")
+    with pytest.raises(ValueError, match="no shipped predictor for model tiny-qwen2"):
+        L._suite_runs(tiny[0], None, ["sdtp:predictor"], 0.9, "auto")

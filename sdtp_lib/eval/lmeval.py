@@ -4,6 +4,7 @@
     res = run_lmeval("tiny-qwen2", ["sdtp_copa", "sdtp_boolq"], "runs/lmeval", keep_ratio=0.9, stages=10,
                      predictor="norm", limit=4)                         # -> res["accuracy"]["sdtp_copa"]
     by_scorer = run_lmeval_suite("smollm2-135m", ["sdtp_paper"], "runs/lmeval_suite")   # dense / sdtp / sdtp-low
+    by_scorer = run_lmeval_suite("smollm2-135m", ["sdtp_paper"], "runs/x", scorers=["dense", "sdtp:random"])
     print(markdown(by_scorer))
 
 Command line (lm-eval 0.4.x has no plugin discovery, so the module that registers `sdtp` must be imported
@@ -58,6 +59,7 @@ if __name__ == "__main__":  # register through the importable module (one class,
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -397,22 +399,60 @@ def run_lmeval(model_spec, tasks=(GROUP,), out_dir: str | Path | None = None, ke
 def run_lmeval_suite(model_spec, tasks=(GROUP,), out_dir: str | Path | None = None, variants: dict | None = None,
                      keep_ratio: float = 0.9, predictor: str = "auto", limit=None, num_fewshot: int = 5,
                      device: str = "auto", batch_size: int = 1, dtype=None, data=None, log_samples: bool = True,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, scorers=None) -> dict:
     """dense / sdtp (10 stages) / sdtp-low (5 stages) on one loaded model: {name: run_lmeval dict}, each in
-    out_dir/<name>/, and the accuracy table in out_dir/results.md. variants: {name: stages, None = dense}."""
-    variants = VARIANTS if variants is None else variants
+    out_dir/<name>/, and out_dir/results.json (every run's accuracy, configuration and pruning totals) and
+    results.md (the accuracy table). variants: {name: stages, None = dense}, all with `predictor` and
+    `keep_ratio`. Or scorers: the evaluations' scorer specs (sdtp_lib.eval.scorers: "dense", "sdtp:auto",
+    "sdtp-low:norm", "sdtp@0.8:random", "sdtp:PATH"), one run each, named by its spec (its folder: the spec with
+    characters other than letters, digits and . _ @ : + = - as "_")."""
+    _suite_runs(None, variants, scorers, keep_ratio, predictor)  # a bad spec fails before the model loads
     loaded = model_spec if isinstance(model_spec, (tuple, list)) else load_model(
         str(model_spec), dtype=dtype, device=resolve_device(device))
+    runs = _suite_runs(loaded[0], variants, scorers, keep_ratio, predictor)
     by_name = {}
-    for vname, st in variants.items():
-        by_name[vname] = run_lmeval(loaded, tasks, None if out_dir is None else Path(out_dir) / vname,
-                                    keep_ratio=keep_ratio, stages=st or 0, predictor=predictor, limit=limit,
-                                    num_fewshot=num_fewshot, device=device, batch_size=batch_size,
-                                    scorer="dense" if st is None else "sdtp", name=vname, data=data,
-                                    log_samples=log_samples, seed=seed)
+    for vname, run in runs.items():
+        folder = None if out_dir is None else Path(out_dir) / re.sub(r"[^A-Za-z0-9._@:+=-]", "_", vname)
+        by_name[vname] = run_lmeval(loaded, tasks, folder, limit=limit, num_fewshot=num_fewshot, device=device,
+                                    batch_size=batch_size, name=vname, data=data, log_samples=log_samples, seed=seed,
+                                    **run)
     if out_dir is not None:
+        keep = ("name", "model", "scorer", "accuracy", "stderr", "n_samples", "config", "sdtp", "time_s")
+        summary = {"tasks": list(tasks) if not isinstance(tasks, str) else [tasks], "provenance": provenance(),
+                   "scorers": {n: {k: r.get(k) for k in keep} for n, r in by_name.items()}}
+        atomic_write_text(Path(out_dir) / "results.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         atomic_write_text(Path(out_dir) / "results.md", markdown(by_name) + "\n")
     return by_name
+
+
+def _suite_runs(model, variants, scorers, keep_ratio, predictor) -> dict:
+    """{name: run_lmeval keyword arguments} of a suite, from `variants` or from scorer specs ("predictor", the
+    shipped one, is checked against `model` unless it is None)."""
+    if variants is not None and scorers is not None:
+        raise ValueError("run_lmeval_suite: give variants or scorers, not both")
+    if scorers is None:
+        return {n: dict(scorer="dense" if st is None else "sdtp", stages=st or 0, predictor=predictor,
+                        keep_ratio=keep_ratio) for n, st in (VARIANTS if variants is None else variants).items()}
+    from .scorers import VARIANTS as STAGES
+    from .scorers import parse_scorer
+    specs = [scorers] if isinstance(scorers, str) else list(scorers)
+    if not specs or len(set(specs)) != len(specs):
+        raise ValueError(f"run_lmeval_suite: scorers {specs}: give at least one, without repeats")
+    runs = {}
+    for spec in specs:
+        variant, ratio, name = parse_scorer(spec)
+        if variant == "dense":
+            runs[spec] = dict(scorer="dense", stages=0, predictor=predictor, keep_ratio=keep_ratio)
+            continue
+        if name == "predictor" and model is not None:  # the shipped predictor, required (the spec syntax's meaning)
+            from ..predictor import shipped_predictors
+            model_id = str(getattr(model.config, "sdtp_model_id", ""))
+            if model_id not in shipped_predictors():
+                raise ValueError(f"scorer {spec!r}: no shipped predictor for model {model_id or '?'} (shipped: "
+                                 f"{shipped_predictors()}); give a predictor file or run folder instead")
+        name = "auto" if name == "predictor" else name
+        runs[spec] = dict(scorer="sdtp", stages=STAGES[variant], predictor=name, keep_ratio=ratio or keep_ratio)
+    return runs
 
 
 def markdown(results_by_scorer: dict) -> str:
@@ -441,6 +481,21 @@ def markdown(results_by_scorer: dict) -> str:
     return "\n".join(lines)
 
 
+
+def pruning_markdown(results_by_scorer: dict) -> str:
+    """What each run's pruned forwards did (totals: prefills, prompt tokens, compression, FLOPs saved; "-" for
+    dense) and its wall time. Values: run_lmeval dicts."""
+    lines = ["| scorer | scorer used | stages | prefills | prompt tokens | compression | prefill FLOPs saved "
+             "| time s |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in results_by_scorer.items():
+        p = r.get("sdtp") or {}
+        if not p.get("prefills"):
+            lines.append(f"| {name} | dense (no pruning) | - | - | - | 1.00x | - | {r['time_s']} |")
+            continue
+        lines.append(f"| {name} | {p['scorer']} | {p.get('stages')} | {p['prefills']} | {p['prompt_tokens']} | "
+                     f"{p['compression']:.2f}x | {100 * p['flops_reduction']:.1f}% | {r['time_s']} |")
+    return "\n".join(lines)
+
 def cli(argv: list[str] | None = None) -> int:
     """lm-eval's own CLI with `sdtp` registered (and --include_path for the project's tasks unless given)."""
     import sys
@@ -455,5 +510,5 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["SDTPLM", "run_lmeval", "run_lmeval_suite", "markdown", "task_manager", "load_fixture", "data_dir", "cli",
-           "TASKS_DIR", "PAPER_TASKS", "GROUP", "VARIANTS"]
+__all__ = ["SDTPLM", "run_lmeval", "run_lmeval_suite", "markdown", "pruning_markdown", "task_manager", "load_fixture",
+           "data_dir", "cli", "TASKS_DIR", "PAPER_TASKS", "GROUP", "VARIANTS"]
