@@ -67,11 +67,17 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
+def profile_name(name_or_path: str) -> str:
+    """"qwen2.5-0.5b" and "profiles/qwen2.5-0.5b.yaml" -> "qwen2.5-0.5b" (a name may hold dots)."""
+    name = Path(name_or_path).name
+    return name.rsplit(".", 1)[0] if name.lower().endswith((".yaml", ".yml")) else name
+
+
 def load_profile(name_or_path: str) -> Profile:
-    """A profile by name (profiles/<name>.yaml) or a path to a YAML file."""
+    """A profile by name (profiles/<name>.yaml) or a path to a YAML file (*.yaml / *.yml)."""
     import yaml
     path = Path(name_or_path)
-    if not path.suffix:
+    if path.suffix.lower() not in (".yaml", ".yml"):
         path = PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise PipelineError(f"profile {name_or_path!r} not found ({path}); profiles: {', '.join(available_profiles())}")
@@ -86,7 +92,7 @@ def load_profile(name_or_path: str) -> Profile:
     for key in ("parameters", "notebook_parameters"):
         if not isinstance(d.get(key) or {}, dict):
             raise PipelineError(f"profile {path}: '{key}' must be a mapping")
-    return Profile(name=path.stem, notebooks=[str(n) for n in d["notebooks"]], parameters=d.get("parameters") or {},
+    return Profile(name=profile_name(str(path)), notebooks=[str(n) for n in d["notebooks"]], parameters=d.get("parameters") or {},
                    notebook_parameters=d.get("notebook_parameters") or {}, description=d.get("description", ""),
                    path=str(path))
 
@@ -304,7 +310,7 @@ def resume_pipeline(run_dir: str | Path, profile: str | None = None, force: bool
     problems = []
     if record.get("git_commit") != here:
         problems.append(f"it was made by commit {record.get('git_commit')}, this checkout is {here}")
-    if profile is not None and record.get("profile") != Path(profile).stem:
+    if profile is not None and record.get("profile") != profile_name(profile):
         problems.append(f"it was made with profile {record.get('profile')!r}, not {profile!r}")
     if problems and not force:
         raise PipelineError(f"refusing to resume {run_dir}: {'; '.join(problems)} (pass --force to resume anyway)")

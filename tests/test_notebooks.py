@@ -23,7 +23,8 @@ def run(name, tmp_path, **extra):
 
 
 def test_notebooks_share_one_parameter_vocabulary():
-    assert NOTEBOOKS == ["00_explore", "01_saliency", "02_training", "03_profiling"]
+    assert NOTEBOOKS == ["00_explore", "01_saliency", "02_training", "03_profiling", "04_longbench", "05_lmeval",
+                         "06_synthetic"]
     for name in NOTEBOOKS:
         params = pm.inspect_notebook(str(NB / f"{name}.ipynb"))
         assert VOCABULARY <= set(params), f"{name} lacks {VOCABULARY - set(params)}"
@@ -75,3 +76,14 @@ def test_03_profiling_runs(tmp_path):
     assert d["header"]["complete"] and len(d["rows"]) == 2 * 3 * 2
     assert path.with_suffix(".png").stat().st_size > 10_000
     assert "NVIDIA H200 | weights: random" in text  # the committed run, for comparison
+
+
+def test_evaluation_notebooks_share_the_scorer_vocabulary():
+    """04-06 (run in the tiny profile's pipeline test, tests/test_pipeline.py) take one scorer syntax."""
+    from sdtp_lib.eval.scorers import parse_scorer
+    for name in ("04_longbench", "05_lmeval", "06_synthetic"):
+        params = pm.inspect_notebook(str(NB / f"{name}.ipynb"))
+        assert {"scorers", "keep_ratio", "dtype"} <= set(params), name
+        scorers = eval(params["scorers"]["default"])  # a literal list
+        assert scorers[0] == "dense" and all(parse_scorer(s) for s in scorers)
+        assert {"sdtp", "sdtp-low"} <= {parse_scorer(s)[0] for s in scorers}, name

@@ -30,7 +30,8 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     assert rec["status"] == "ok" and rec["profile"] == "tiny" and rec["ended"] >= rec["started"]
     assert rec["git_commit"] and rec["versions"]["papermill"] and rec["device"].startswith("cpu")
     names = [s["name"] for s in rec["notebooks"]]
-    assert names == ["00_explore", "01_saliency", "02_training", "03_profiling"]
+    assert names == ["00_explore", "01_saliency", "02_training", "03_profiling", "04_longbench", "05_lmeval",
+                     "06_synthetic"]
     for s in rec["notebooks"]:
         assert s["status"] == "ok" and s["duration_s"] > 0 and s["error"] is None
         assert s["parameters"]["run_dir"] == str(run / s["name"]) and s["parameters"]["model"] == "tiny-qwen2"
@@ -41,8 +42,26 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     assert (run / "02_training" / "saliency" / "saliency.safetensors").read_bytes() == sal.read_bytes()  # reused
     assert (run / "02_training" / "seed0" / "predictor.safetensors").exists()
     assert len(list((run / "03_profiling").glob("latency_*.json"))) == 1
+    # the evaluations: results with every scorer the profile asked for, and their figures
+    lb = json.loads((run / "04_longbench" / "results.json").read_text())
+    assert list(lb["scorers"]) == ["dense", "sdtp:norm"] and lb["tasks"] == ["hotpotqa", "trec"]
+    assert all(s["n_samples"] == 2 and not s["partial"] for s in lb["scorers"].values())
+    assert lb["scorers"]["sdtp:norm"]["mean_compression"] > 1.05 and lb["config"]["max_length"] == 300
+    assert (run / "04_longbench" / "longbench.png").stat().st_size > 10_000
+    lm = json.loads((run / "05_lmeval" / "results.json").read_text())
+    assert list(lm["scorers"]) == ["dense", "sdtp:norm", "sdtp-low:random"]
+    assert all(set(r["accuracy"]) == {"sdtp_copa"} and r["n_samples"]["sdtp_copa"] == 2 for r in lm["scorers"].values())
+    assert lm["scorers"]["dense"]["sdtp"] is None and lm["scorers"]["sdtp-low:random"]["sdtp"]["stages"] == 5
+    assert lm["scorers"]["sdtp:norm"]["sdtp"]["scorer"] == "norm policy"
+    assert (run / "05_lmeval" / "sdtp-low:random" / "results.json").exists()
+    assert (run / "05_lmeval" / "lmeval.png").stat().st_size > 10_000
+    syn = json.loads((run / "06_synthetic" / "results.json").read_text())
+    assert {(s["scorer"], s["length"]) for s in syn["summary"]} == {(s, n) for s in ("dense", "sdtp:norm")
+                                                                    for n in (256, 512)}
+    for png in ("accuracy_vs_length", "heatmap_dense", "heatmap_sdtp_norm"):
+        assert (run / "06_synthetic" / f"{png}.png").stat().st_size > 10_000
     log = (run / "pipeline.log").read_text()
-    assert "[4/4] 03_profiling done" in log and "run complete" in log
+    assert "[7/7] 06_synthetic done" in log and "run complete" in log
 
 
 def test_failing_notebook_stops_the_run_then_resume_skips_finished(tmp_path, capsys):
@@ -126,3 +145,28 @@ def test_parse_override_values():
     assert NP.parse_override("lengths=[256, 512]") == ("lengths", [256, 512])
     assert NP.parse_override("data=None") == ("data", None) and NP.parse_override("data=null") == ("data", None)
     assert NP.parse_override("model=/m/Qwen2-7B") == ("model", "/m/Qwen2-7B")
+
+
+def test_every_profile_plans(tmp_path, monkeypatch):
+    """Every shipped profile names notebooks that exist and parameters they declare, with valid scorers; a profile
+    name may hold dots (qwen2.5-0.5b)."""
+    from sdtp_lib.eval.scorers import parse_scorer
+    for var in ("SDTP_QWEN2_7B", "SDTP_LONGBENCH", "SDTP_LMEVAL_DATA"):
+        monkeypatch.setenv(var, f"/x/{var}")
+    assert {"default", "qwen2-7b", "qwen2.5-0.5b", "tiny"} <= set(NP.available_profiles())
+    for name in NP.available_profiles():
+        prof = NP.load_profile(name)
+        steps = NP.plan(prof, {}, tmp_path / name)
+        assert prof.name == name and [s.name for s in steps] == prof.notebooks
+        for s in steps:
+            for spec in s.parameters.get("scorers") or []:
+                parse_scorer(spec)
+    assert NP.profile_name("profiles/qwen2.5-0.5b.yaml") == NP.profile_name("qwen2.5-0.5b") == "qwen2.5-0.5b"
+    assert NP.load_profile(str(NP.PROFILES_DIR / "qwen2.5-0.5b.yaml")).name == "qwen2.5-0.5b"
+    # qwen2-7b: the evaluations score with this run's trained predictor, LongBench on the official data
+    p = {s.name: s.parameters for s in NP.plan(NP.load_profile("qwen2-7b"), {}, tmp_path / "R")}
+    assert p["04_longbench"]["data"] == "/x/SDTP_LONGBENCH" and p["05_lmeval"]["data"] == "/x/SDTP_LMEVAL_DATA"
+    assert f"sdtp:{tmp_path / 'R'}" in p["06_synthetic"]["scorers"]
+    monkeypatch.delenv("SDTP_LONGBENCH")
+    with pytest.raises(NP.PipelineError, match="needs the environment variable SDTP_LONGBENCH"):
+        NP.plan(NP.load_profile("qwen2-7b"), {}, tmp_path / "R", only=["04"])
