@@ -44,6 +44,7 @@ from sdtp_lib.eval import lmeval as LM
 from sdtp_lib.eval.figures import lmeval_figure
 
 out = Path(run_dir)
+tasks = [tasks] if isinstance(tasks, str) else list(tasks)  # -p tasks sdtp_copa: one task
 loaded = S.load_model(model, dtype=dtype, device=S.resolve_device(device))
 print(f"{model} | data: {LM.data_dir(data)} | tasks: {', '.join(tasks)} | limit {n_samples} | scorers: "
       f"{', '.join(scorers)}")
@@ -62,4 +63,4 @@ display(Markdown(LM.pruning_markdown(res)))
 # %%
 fig = lmeval_figure(res)
 fig.savefig(out / "lmeval.png", dpi=120)
-print("wrote", out / "results.md", "and", out / "lmeval.png")
+print("wrote", out / "results.json", out / "results.md", "and", out / "lmeval.png")
