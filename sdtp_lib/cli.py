@@ -341,6 +341,7 @@ def cmd_models(args) -> int:
 def cmd_synthetic(args) -> int:
     from .eval import synthetic as SY
     from .eval.distributed import launched
+    from .eval.scorers import file_stem
     from .models import resolve_device
     given = dict(tasks=args.tasks, lengths=args.lengths, layouts=args.layouts, scorers=args.scorers)
     cfg = SY.SuiteConfig(**{k: tuple(v) for k, v in given.items() if v}, n_samples=args.n_samples, seed=args.seed,
@@ -358,8 +359,7 @@ def cmd_synthetic(args) -> int:
     print((Path(args.out) / "results.md").read_text())
     summary = SY.summarise(rows)
     for scorer in cfg.scorers:
-        SY.heatmap_figure(summary, scorer).savefig(Path(args.out) / f"heatmap_{scorer.replace(':', '_')}.png",
-                                                   dpi=110)
+        SY.heatmap_figure(summary, scorer).savefig(Path(args.out) / f"heatmap_{file_stem(scorer)}.png", dpi=110)
     return 0
 
 

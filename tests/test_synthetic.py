@@ -238,6 +238,12 @@ def test_reports(first_run):
     plt.close(fig)
     with pytest.raises(ValueError, match="no results for scorer 'sdtp:oracle'"):
         Y.heatmap_figure(summary, "sdtp:oracle")
+    comp = Y.compression_by_scorer(first_run[1])
+    for scorer, value in comp.items():
+        mine = [r["compression"] for r in first_run[1] if r["scorer"] == scorer]
+        assert value == pytest.approx(sum(mine) / len(mine))
+    assert comp["dense"] == 1.0 and comp["sdtp:norm"] > 1.0
+    assert "| sdtp:norm | " + f"{comp['sdtp:norm']:.2f}x |" in (first_run[0] / "results.md").read_text()
 
 
 def test_static_decode_loop_gives_the_same_predictions_as_generate(tiny, tmp_path):

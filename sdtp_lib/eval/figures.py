@@ -9,12 +9,9 @@ Each takes the result structure its evaluation module returns, nothing else; sco
 """
 from __future__ import annotations
 
-import re
+from .scorers import file_stem
 
-
-def file_stem(name: str) -> str:
-    """A scorer spec as a file-name part: "sdtp:norm" -> "sdtp_norm", "sdtp:/runs/x" -> "sdtp__runs_x"."""
-    return re.sub(r"[^A-Za-z0-9.@+=-]", "_", name)
+__all__ = ["longbench_figure", "lmeval_figure", "accuracy_vs_length_figure", "file_stem"]
 
 
 def _palette(names):

@@ -59,7 +59,6 @@ if __name__ == "__main__":  # register through the importable module (one class,
 import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 
@@ -74,6 +73,7 @@ from ..io import atomic_write_text, provenance
 from ..models import BUILTIN_SPECS, load_model, project_root, resolve_device
 from ..predictor import resolve_scorer
 from .distributed import launched
+from .scorers import file_stem
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ def run_lmeval_suite(model_spec, tasks=(GROUP,), out_dir: str | Path | None = No
     runs = _suite_runs(loaded[0], variants, scorers, keep_ratio, predictor)
     by_name = {}
     for vname, run in runs.items():
-        folder = None if out_dir is None else Path(out_dir) / re.sub(r"[^A-Za-z0-9._@:+=-]", "_", vname)
+        folder = None if out_dir is None else Path(out_dir) / file_stem(vname)
         by_name[vname] = run_lmeval(loaded, tasks, folder, limit=limit, num_fewshot=num_fewshot, device=device,
                                     batch_size=batch_size, name=vname, data=data, log_samples=log_samples, seed=seed,
                                     **run)

@@ -53,7 +53,7 @@ from ..compare import pad_id
 from ..config import SDTPConfig
 from ..engine import pruning
 from ..io import atomic_write_text, provenance
-from .scorers import VARIANTS, make_scorer_for, parse_scorer
+from .scorers import VARIANTS, file_stem, make_scorer_for, parse_scorer
 
 log = logging.getLogger(__name__)
 
@@ -564,8 +564,8 @@ def _read_json(path: Path) -> dict:
 
 
 def scorer_dir(scorer: str) -> str:
-    """The folder of a scorer's predictions: its name with ':' (not portable: Windows) as '_'."""
-    return scorer.replace(":", "_")
+    """The folder of a scorer's predictions: its name made portable (`scorers.file_stem`: ':' and '/' as '_')."""
+    return file_stem(scorer)
 
 
 def pred_path(out_dir, scorer: str, task: str, rank: int = 0, world_size: int = 1) -> Path:

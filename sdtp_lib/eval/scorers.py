@@ -2,6 +2,8 @@
 "<variant>[@keep_ratio]:<scorer>", e.g. "sdtp:norm", "sdtp-low:auto", "sdtp@1.0:random", "sdtp:runs/x/seed0"."""
 from __future__ import annotations
 
+import re
+
 VARIANTS = {"sdtp": 10, "sdtp-low": 5}  # variant -> number of stages (SDTP / SDTP-low)
 
 
@@ -32,3 +34,9 @@ def make_scorer_for(name: str, model, config, spec: str):
                              f"{shipped_predictors()}); give a predictor file or run folder instead")
         name = "auto"
     return resolve_scorer(name, model, config)
+
+
+def file_stem(spec: str) -> str:
+    """A scorer spec as a portable file or folder name: "sdtp:norm" -> "sdtp_norm", "sdtp:/runs/x" -> "sdtp__runs_x"
+    (no ':' or '/', which Windows or paths cannot hold)."""
+    return re.sub(r"[^A-Za-z0-9._@+=-]", "_", spec)

@@ -481,6 +481,14 @@ def summarise(rows: list[dict]) -> list[dict]:
             for (t, n, lay, s), v in groups.items()]
 
 
+def compression_by_scorer(rows: list[dict]) -> dict[str, float]:
+    """Mean compression (prompt tokens / mean tokens per layer) per scorer, in the rows' order."""
+    got: dict = {}
+    for r in rows:
+        got.setdefault(r["scorer"], []).append(r["compression"])
+    return {s: sum(v) / len(v) for s, v in got.items()}
+
+
 def markdown(summary: list[dict]) -> str:
     """One row per task / length / layout, one column per scorer: accuracy in %, and the mean over the rows."""
     scorers, cells = list(dict.fromkeys(s["scorer"] for s in summary)), {}
@@ -523,11 +531,14 @@ def write_results(out_dir, rows: list[dict]) -> dict:
     """results.json (config, versions, commit, skipped lengths, summary) and results.md, written atomically."""
     out = Path(out_dir)
     meta, summary = _load_meta(out), summarise(rows)
-    res = {"config": meta, **provenance(), "skipped": meta["skipped"], "n_rows": len(rows), "summary": summary}
+    comp = compression_by_scorer(rows)
+    res = {"config": meta, **provenance(), "skipped": meta["skipped"], "n_rows": len(rows), "summary": summary,
+           "compression": comp}
     atomic_write_text(out / "results.json", json.dumps(res, indent=2) + "\n")
     skipped = "".join(f"- skipped length {s['length']}: {s['reason']}\n" for s in meta["skipped"]) + "".join(
         f"- length {length_label(f['length'])} fitted to {f['tokens']} prompt tokens (room for the longest answer)\n"
         for f in meta.get("fitted", []))
     head = f"# Synthetic long-context suite: {meta['model']} (commit {res['git_commit'] or 'unknown'})\n\n"
-    atomic_write_text(out / "results.md", head + markdown(summary) + ("\n" + skipped if skipped else ""))
+    eff = "\n| scorer | mean compression |\n|---|---|\n" + "".join(f"| {k} | {v:.2f}x |\n" for k, v in comp.items())
+    atomic_write_text(out / "results.md", head + markdown(summary) + eff + ("\n" + skipped if skipped else ""))
     return res
