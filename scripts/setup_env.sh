@@ -10,8 +10,9 @@ TORCH_PIN="torch==2.13.0+cpu"
 if ! python3 -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null; then
   echo "error: sdtp needs Python >= 3.10 as python3" >&2; exit 2
 fi
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV" || { echo "error: python3 -m venv failed (on Debian: apt-get install python3-venv)" >&2; exit 2; }
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  # new, or left half-made by an interrupted set-up (no pip): (re)create it
+  python3 -m venv --clear "$VENV" || { echo "error: python3 -m venv failed (on Debian: apt-get install python3-venv)" >&2; exit 2; }
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.__version__ != "2.13.0+cpu")' 2>/dev/null; then
