@@ -224,7 +224,11 @@ class _Session:
             self.segment_positions = {}
         if stage is not None:
             k = min(hidden.shape[1], max(self.config.keep_count(stage + 1, f.T), f.num_forced))
-            scores = self.scorer(hidden, stage, f.positions)  # (B, T_cur)
+            if getattr(self.scorer, "needs_layer", False):  # e.g. window attention: the layer's q/k projections
+                scores = self.scorer(hidden, stage, f.positions, layer=self.layers[l],
+                                     position_embeddings=(f.cos, f.sin))  # (B, T_cur)
+            else:
+                scores = self.scorer(hidden, stage, f.positions)  # (B, T_cur)
             idx = select_tokens(scores, f.forced, k)  # (B, k) indices into the current tokens
             hidden = _gather_seq(hidden, idx)
             f.positions, f.forced = f.positions.gather(1, idx), f.forced.gather(1, idx)

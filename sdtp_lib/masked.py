@@ -93,6 +93,9 @@ def masked_pruning(model, scorer, config: SDTPConfig, attention_mask: torch.Tens
         raise ValueError(f"masked_pruning: mode must be 'st_topk', 'gumbel' or 'topk', got {mode!r}")
     _check_model(model, config)
     scorer = make_scorer(scorer)
+    if getattr(scorer, "needs_layer", False):
+        raise ValueError(f"masked_pruning: {type(scorer).__name__} reads the stage layer's attention; it runs in the "
+                         "physical engine (sdtp_lib.pruning) only")
     if mode != "topk" and not hasattr(scorer, "logits"):
         raise ValueError(f"masked_pruning(mode={mode!r}) needs a TokenPredictor (2 logits per token)")
     if _STATE is not None:

@@ -2,12 +2,16 @@
 
 Interface: scorer(hidden (B, T, C), stage: int 0-based, positions (B, T) original positions) -> scores (B, T);
 higher = keep. Scorers must not synchronise with the host (no .item(), no Python loops over tokens).
+A scorer with `needs_layer = True` also gets the stage's decoder layer and its rotary embeddings of the current
+tokens: scorer(hidden, stage, positions, layer=..., position_embeddings=(cos, sin)) (the physical engine only).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -44,7 +48,55 @@ class RecencyScorer:
         return pos.float()  # (B, T)
 
 
-POLICIES = {"random": RandomScorer, "norm": NormScorer, "recent": RecencyScorer}
+@dataclass
+class WindowAttentionScorer:
+    """Question-aware: every token scored by the attention it receives, at the stage layer, from the last `window`
+    prompt tokens (an observation window that holds the question when it comes last, as in SnapKV / GemFilter),
+    averaged over the window's queries and all heads, then max-pooled over `kernel` neighbours so a fact's whole
+    span survives with its most-attended token. Only the window's queries are projected (keys: all current
+    tokens, through the layer's own input norm, k_proj and rotary), never the full T x T matrix."""
+    window: int = 32
+    kernel: int = 7  # odd; 1 = no smoothing
+    needs_layer = True
+
+    def __post_init__(self):
+        if self.window < 1 or self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"WindowAttentionScorer: window >= 1 and an odd kernel >= 1, got {self.window}, "
+                             f"{self.kernel}")
+
+    def __call__(self, hidden: torch.Tensor, stage: int, positions: torch.Tensor | None = None, *, layer=None,
+                 position_embeddings=None) -> torch.Tensor:
+        if layer is None or position_embeddings is None:
+            raise TypeError("WindowAttentionScorer needs the stage layer and its rotary embeddings: it runs inside "
+                            "sdtp_lib.pruning (the physical engine), not the masked simulation")
+        probs = window_attention(layer, hidden, position_embeddings, self.window)  # (B, T)
+        if self.kernel > 1:
+            probs = F.max_pool1d(probs[:, None], self.kernel, stride=1, padding=self.kernel // 2)[:, 0]
+        return probs
+
+
+def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: int) -> torch.Tensor:
+    """(B, T) float32: the attention each of the T tokens receives from the last `window` queries of the layer's
+    self-attention (softmax over the causal keys of each query), averaged over those queries and all heads."""
+    attn = layer.self_attn
+    B, T, _ = hidden.shape
+    w, D = min(window, T), attn.head_dim
+    x = layer.input_layernorm(hidden)  # (B, T, C)
+    q = attn.q_proj(x[:, -w:]).view(B, w, -1, D).transpose(1, 2)  # (B, H, w, D)
+    k = attn.k_proj(x).view(B, T, -1, D).transpose(1, 2)  # (B, KVH, T, D)
+    cos, sin = position_embeddings  # (B, T, D) of the current tokens
+    rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the family's own rotary
+    q, _ = rope(q, q, cos[:, -w:], sin[:, -w:])
+    _, k = rope(k, k, cos, sin)
+    H, KVH = q.shape[1], k.shape[1]
+    q = q.reshape(B, KVH, (H // KVH) * w, D)  # query heads grouped under their KV head, (B, KVH, G*w, D)
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scaling  # (B, KVH, G*w, T)
+    qpos = torch.arange(T - w, T, device=hidden.device).repeat(H // KVH)  # (G*w,) each query's index
+    s = s.masked_fill(torch.arange(T, device=hidden.device) > qpos[:, None], float("-inf"))  # causal
+    return s.softmax(-1).mean(dim=(1, 2))  # (B, T)
+
+
+POLICIES = {"random": RandomScorer, "norm": NormScorer, "recent": RecencyScorer, "attention": WindowAttentionScorer}
 
 
 def make_scorer(scorer):

@@ -126,16 +126,20 @@ class TimedScorer:
     def __init__(self, scorer):
         self.scorer, self.spans = scorer, []
 
-    def __call__(self, hidden, stage, positions=None):
+    @property
+    def needs_layer(self) -> bool:
+        return getattr(self.scorer, "needs_layer", False)
+
+    def __call__(self, hidden, stage, positions=None, **layer_kw):
         if hidden.is_cuda:
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
-            out = self.scorer(hidden, stage, positions)
+            out = self.scorer(hidden, stage, positions, **layer_kw)
             b.record()
             self.spans.append((a, b))
             return out
         t = time.perf_counter()
-        out = self.scorer(hidden, stage, positions)
+        out = self.scorer(hidden, stage, positions, **layer_kw)
         self.spans.append(time.perf_counter() - t)
         return out
 

@@ -1,0 +1,106 @@
+"""The question-aware window-attention scorer (issue 11): equal to the attention read off the full attention
+matrix, plumbed through the physical engine (kept tokens are its top-k; keep ratio 1.0 is the unpatched model),
+usable by name in the evaluations, refused by the masked simulation with a clear error."""
+import pytest
+import torch
+
+import sdtp_lib as S
+from sdtp_lib.engine import forced_mask, select_tokens
+from sdtp_lib.policies import WindowAttentionScorer, make_scorer, window_attention
+
+from .conftest import FAMILIES, prompt_ids
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def eager(request):
+    torch.manual_seed(0)
+    return S.load_model(request.param, dtype=torch.float32, device="cpu", attn_implementation="eager")
+
+
+def _dense_states(model, ids):
+    """Hidden states entering every layer, the rotary embeddings and the attention matrices of a dense forward."""
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True, output_attentions=True)
+        pos = torch.arange(ids.shape[1])[None]
+        cos_sin = model.get_decoder().rotary_emb(out.hidden_states[0], pos)
+    return out.hidden_states, cos_sin, out.attentions
+
+
+@pytest.mark.parametrize("window", [1, 8, 200])  # 200 > T: every query
+def test_window_attention_equals_the_full_attention_matrix(eager, window):
+    model, _ = eager
+    ids = prompt_ids(96, B=2, seed=3)
+    hs, cos_sin, attns = _dense_states(model, ids)
+    w = min(window, ids.shape[1])
+    for l, layer in enumerate(model.get_decoder().layers):
+        with torch.no_grad():
+            got = window_attention(layer, hs[l], cos_sin, window)  # (B, T)
+        ref = attns[l][:, :, -w:, :].float().mean(dim=(1, 2))  # (B, T): heads x window queries of the full matrix
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+        assert torch.allclose(got.sum(-1), torch.ones(2))  # each query's row sums to one
+
+
+def test_smoothing_is_a_max_over_neighbours(eager):
+    model, _ = eager
+    ids = prompt_ids(40, seed=1)
+    hs, cos_sin, _ = _dense_states(model, ids)
+    layer = model.get_decoder().layers[1]
+    with torch.no_grad():
+        raw = WindowAttentionScorer(window=4, kernel=1)(hs[1], 0, layer=layer, position_embeddings=cos_sin)
+        smooth = WindowAttentionScorer(window=4, kernel=5)(hs[1], 0, layer=layer, position_embeddings=cos_sin)
+    padded = torch.nn.functional.pad(raw, (2, 2), value=float("-inf"))
+    torch.testing.assert_close(smooth, padded.unfold(-1, 5, 1).amax(-1))
+
+
+def test_engine_keeps_the_top_k_of_the_window_attention(tiny):
+    model, _ = tiny
+    cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
+    ids = prompt_ids(80, seed=5)
+    scorer = WindowAttentionScorer(window=8, kernel=3)
+    l0 = cfg.stage_layers[0]
+    with torch.no_grad():
+        hs = model(ids, output_hidden_states=True).hidden_states  # dense: nothing is pruned before stage 0
+        cos_sin = model.get_decoder().rotary_emb(hs[0], torch.arange(80)[None])
+        ref = scorer(hs[l0], 0, layer=model.get_decoder().layers[l0], position_embeddings=cos_sin)
+        with S.pruning(model, scorer, cfg) as st:
+            model(ids)
+    forced = forced_mask(cfg, torch.ones(1, 80, dtype=torch.long), None)
+    expect = select_tokens(ref, forced, cfg.keep_count(1, 80))
+    assert torch.equal(st.stage_positions[0], expect)
+    assert st.kept_per_stage == [cfg.keep_count(s + 1, 80) for s in range(len(cfg.stage_layers))]
+
+
+def test_keep_ratio_one_is_the_unpatched_model(tiny):
+    model, _ = tiny
+    ids = prompt_ids(64, seed=2)
+    with torch.no_grad():
+        dense = model(ids).logits
+        with S.pruning(model, "attention", S.SDTPConfig.for_model(model, keep_ratio=1.0)) as st:
+            pruned = model(ids).logits
+    assert st.kept_per_layer == [64] * model.config.num_hidden_layers
+    torch.testing.assert_close(pruned, dense, rtol=0, atol=0)
+
+
+def test_by_name_in_generate_and_the_suite(tiny_sdpa, tmp_path):
+    from sdtp_lib.eval import synthetic as Y
+    model, tok = tiny_sdpa
+    assert isinstance(make_scorer("attention"), WindowAttentionScorer)
+    cfg = Y.SuiteConfig(tasks=("passkey",), lengths=(256,), layouts=("question_last",), n_samples=1,
+                        scorers=("dense", "sdtp:attention"))
+    rows = Y.run_suite(model, tok, cfg, tmp_path, progress=False)
+    assert [r["scorer"] for r in rows] == ["dense", "sdtp:attention"] and rows[1]["compression"] > 1.0
+
+
+def test_bad_settings_and_the_masked_simulation_are_refused(tiny_sdpa):
+    model, _ = tiny_sdpa
+    with pytest.raises(ValueError, match="odd kernel"):
+        WindowAttentionScorer(kernel=4)
+    with pytest.raises(ValueError, match="window >= 1"):
+        WindowAttentionScorer(window=0)
+    from sdtp_lib.masked import masked_pruning
+    cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
+    with pytest.raises(ValueError, match="physical engine"):
+        with masked_pruning(model, WindowAttentionScorer(), cfg, torch.ones(1, 32, dtype=torch.long), mode="topk"):
+            model(prompt_ids(32))
+    with pytest.raises(TypeError, match="physical engine"):  # called by hand without the layer
+        WindowAttentionScorer()(torch.zeros(1, 8, 4), 0)
