@@ -96,6 +96,38 @@ def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: i
     return s.softmax(-1).mean(dim=(1, 2))  # (B, T)
 
 
+@dataclass
+class SaliencyOracle:
+    """An upper bound, not a method: it needs the answer. Each stage scores the current tokens by the stage-1
+    saliency of the answer's loss at that stage's layer (`saliency.token_saliency` of prompt + answer on the dense
+    model), read at their original positions; |grad x activation| ("abs", the predictor's default training target)
+    or its negation ("neg": the first-order loss increase when the token is removed)."""
+    saliency: dict  # stage index -> (B, T_prompt) float32 saliency of the prompt tokens at that stage's layer
+    target: str = "abs"
+
+    def __post_init__(self):
+        if self.target not in ("abs", "neg"):
+            raise ValueError(f"SaliencyOracle: target must be 'abs' or 'neg', got {self.target!r}")
+
+    @classmethod
+    def for_answer(cls, model, prompt_ids: torch.Tensor, answer_ids: torch.Tensor, config, target: str = "abs"):
+        """The oracle of one prompt (1, T) with the answer tokens (1, A) that follow it (call outside pruning())."""
+        from .saliency import token_saliency
+        T = prompt_ids.shape[-1]
+        dev = next(model.parameters()).device
+        ids = torch.cat([prompt_ids, answer_ids], dim=-1).to(dev)  # (1, T + A)
+        labels = ids.clone()
+        labels[:, :T] = -100  # the loss of the answer only
+        sal = token_saliency(model, ids, labels, config.stage_layers)
+        return cls({s: sal[l][:, :T] for s, l in enumerate(config.stage_layers)}, target)
+
+    def __call__(self, hidden: torch.Tensor, stage: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        sal = self.saliency[stage].to(hidden.device)  # (B, T_prompt)
+        if positions is not None:
+            sal = sal.gather(1, positions)  # (B, T_cur)
+        return sal.abs() if self.target == "abs" else -sal
+
+
 POLICIES = {"random": RandomScorer, "norm": NormScorer, "recent": RecencyScorer, "attention": WindowAttentionScorer}
 
 

@@ -104,3 +104,45 @@ def test_bad_settings_and_the_masked_simulation_are_refused(tiny_sdpa):
             model(prompt_ids(32))
     with pytest.raises(TypeError, match="physical engine"):  # called by hand without the layer
         WindowAttentionScorer()(torch.zeros(1, 8, 4), 0)
+
+
+# ------------------------------------------------------------------ the saliency oracle (an upper bound)
+def test_oracle_keeps_the_top_k_of_the_answer_saliency(tiny_sdpa):
+    from sdtp_lib.policies import SaliencyOracle
+    from sdtp_lib.saliency import token_saliency
+    model, _ = tiny_sdpa
+    cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
+    ids, answer = prompt_ids(70, seed=8), prompt_ids(5, seed=9)
+    oracle = SaliencyOracle.for_answer(model, ids, answer, cfg)
+    full = torch.cat([ids, answer], 1)
+    labels = full.clone()
+    labels[:, :70] = -100
+    sal = token_saliency(model, full, labels, cfg.stage_layers)
+    for s, l in enumerate(cfg.stage_layers):
+        torch.testing.assert_close(oracle.saliency[s], sal[l][:, :70])
+    with torch.no_grad(), S.pruning(model, oracle, cfg) as st:
+        model(ids)
+    forced = forced_mask(cfg, torch.ones(1, 70, dtype=torch.long), None)
+    first = select_tokens(sal[cfg.stage_layers[0]][:, :70].abs(), forced, cfg.keep_count(1, 70))
+    assert torch.equal(st.stage_positions[0], first)
+    pos = st.stage_positions[0]  # stage 1 scores the survivors of stage 0 at their original positions
+    second = pos.gather(1, select_tokens(sal[cfg.stage_layers[1]][:, :70].abs().gather(1, pos), forced.gather(1, pos),
+                                         cfg.keep_count(2, 70)))
+    assert torch.equal(st.stage_positions[1], second)
+    neg = SaliencyOracle(oracle.saliency, target="neg")
+    assert torch.equal(neg(torch.zeros(1, 70, 4), 0), -oracle.saliency[0])
+    with pytest.raises(ValueError, match="target"):
+        SaliencyOracle(oracle.saliency, target="sign")
+
+
+def test_oracle_in_the_suite_and_refused_where_there_is_no_answer(tiny_sdpa, tmp_path):
+    from sdtp_lib.eval import longbench as L
+    from sdtp_lib.eval import synthetic as Y
+    model, tok = tiny_sdpa
+    cfg = Y.SuiteConfig(tasks=("passkey", "variable_tracking"), lengths=(256,), layouts=("question_first",),
+                        n_samples=1, scorers=("sdtp:oracle", "sdtp:norm"))
+    rows = Y.run_suite(model, tok, cfg, tmp_path, progress=False)
+    assert [r["scorer"] for r in rows] == ["sdtp:oracle", "sdtp:norm"] * 2
+    assert rows[0]["compression"] == pytest.approx(rows[1]["compression"])  # the same schedule
+    with pytest.raises(ValueError, match="needs each sample's answer"):
+        L.resolve_scorers(model, ["dense", "sdtp:oracle"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 VARIANTS = {"sdtp": 10, "sdtp-low": 5}  # variant -> number of stages (SDTP / SDTP-low)
+ORACLE = "oracle"  # the stage-1 saliency of the gold answer: an upper bound (policies.SaliencyOracle)
 
 
 def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
@@ -27,6 +28,9 @@ def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
 def make_scorer_for(name: str, model, config, spec: str):
     """(scorer, label) for the scorer part of a spec; "predictor" demands a shipped predictor for this model."""
     from ..predictor import resolve_scorer, shipped_predictors
+    if name == ORACLE:
+        raise ValueError(f"scorer {spec!r}: the saliency oracle needs each sample's answer; the synthetic suite "
+                         "builds it per example (policies.SaliencyOracle.for_answer), this evaluation does not")
     if name == "predictor":
         model_id = str(getattr(model.config, "sdtp_model_id", ""))
         if model_id not in shipped_predictors():

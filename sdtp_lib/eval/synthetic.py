@@ -28,7 +28,8 @@ from ..decode import greedy_generate
 from ..engine import pruning
 from ..io import atomic_write_text, provenance
 from ..models import config_fingerprint
-from .scorers import VARIANTS, make_scorer_for, parse_scorer
+from ..policies import SaliencyOracle
+from .scorers import ORACLE, VARIANTS, make_scorer_for, parse_scorer
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,16 @@ def _resolve(spec: str, model, cfg: SuiteConfig):
     if variant == "dense":
         return None
     config = SDTPConfig.for_model(model, keep_ratio=ratio or cfg.keep_ratio, num_stages=VARIANTS[variant])
+    if name == ORACLE:  # built per example from its answer (_predict)
+        return ORACLE, config
     return make_scorer_for(name, model, config, spec)[0], config
+
+
+def _oracle(model, tok, ex: Example, ids: torch.Tensor, config) -> SaliencyOracle:
+    """The saliency oracle of one example: the gold answer as the assistant's reply after the prompt."""
+    text = ex.answer if isinstance(ex.answer, str) else " ".join(map(str, ex.answer))
+    answer = torch.tensor([tok.encode(text, add_special_tokens=False)])  # (1, A)
+    return SaliencyOracle.for_answer(model, ids, answer, config)
 
 
 def resolve_decode(cfg: SuiteConfig, model) -> str:
@@ -369,6 +379,8 @@ def _stop_ids(model, tok) -> set:
 
 @torch.no_grad()
 def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str, scorer, decode: str) -> dict:
+    if scorer is not None and scorer[0] == ORACLE:
+        scorer = (_oracle(model, tok, ex, ids, scorer[1]), scorer[1])
     if decode == "static":  # fixed-length greedy tokens, cut where generate would have stopped
         res = greedy_generate(model, ids.to(next(model.parameters()).device), ex.max_new_tokens,
                               *(scorer or (None, None)))
