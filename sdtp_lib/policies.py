@@ -69,10 +69,19 @@ class WindowAttentionScorer:
         if layer is None or position_embeddings is None:
             raise TypeError("WindowAttentionScorer needs the stage layer and its rotary embeddings: it runs inside "
                             "sdtp_lib.pruning (the physical engine), not the masked simulation")
+        attn = layer.self_attn
+        self._dims = (hidden.shape[-1], attn.k_proj.out_features, attn.q_proj.out_features)  # C, KVH*D, H*D
         probs = window_attention(layer, hidden, position_embeddings, self.window)  # (B, T)
         if self.kernel > 1:
             probs = F.max_pool1d(probs[:, None], self.kernel, stride=1, padding=self.kernel // 2)[:, 0]
         return probs
+
+
+    def flops_per_token(self) -> int:
+        """FLOPs per token entering a stage (the engine adds them to the pruned prefill's): its key projection
+        and its scores against the window's queries (the window's own query projection is not counted)."""
+        C, kv, q = getattr(self, "_dims", (0, 0, 0))
+        return 2 * C * kv + 2 * q * self.window
 
 
 def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: int) -> torch.Tensor:

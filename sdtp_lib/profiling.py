@@ -23,6 +23,7 @@ import torch
 from .config import SDTPConfig
 from .decode import greedy_generate
 from .engine import pruning
+from .policies import make_scorer
 from .predictor import TokenPredictor
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class TimedScorer:
 
     def __init__(self, scorer):
         self.scorer, self.spans = scorer, []
+        if not hasattr(scorer, "flops_per_token"):  # a policy: no predictor FLOPs for the engine to count
+            self.flops_per_token = None
 
     @property
     def needs_layer(self) -> bool:
@@ -165,7 +168,7 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
             scorer = None
             if conf is not None:
                 scorer = TokenPredictor.for_model(model, conf).to(device=dev, dtype=p.dtype) \
-                    if cfg.scorer == "predictor" else cfg.scorer
+                    if cfg.scorer == "predictor" else make_scorer(cfg.scorer)
             block = (lambda: pruning(model, scorer, conf)) if conf else None
             for engine in cfg.engines:
                 chunk = cfg.chunk_tokens if engine == "sdtp" else None
@@ -200,8 +203,9 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=Fals
         med, lo, hi = timed(fwd, repeats, w)
         kept = [T] * model.config.num_hidden_layers
         flops, pred_s = prefill_flops(model, kept), 0.0
-    else:  # a predictor is timed inside the timed prefills themselves (CUDA events: no host sync)
-        ts = TimedScorer(scorer) if isinstance(scorer, TokenPredictor) else None
+    else:  # a predictor or a layer-reading scorer (window attention) is timed inside the timed prefills themselves
+        timed_scorer = isinstance(scorer, TokenPredictor) or getattr(scorer, "needs_layer", False)  # (CUDA events)
+        ts = TimedScorer(scorer) if timed_scorer else None
         with (pruning(model, ts, conf) if ts else block()) as st:
             med, lo, hi = timed(fwd, repeats, w)
         kept, flops = st.kept_per_layer, st.flops_pruned

@@ -67,6 +67,33 @@ def test_timed_scorer_is_transparent(tiny_sdpa):
     assert len(ts.spans) == len(conf.stage_layers) and ts.seconds() > 0
 
 
+def test_timed_window_attention_is_transparent_and_timed(tiny_sdpa, tmp_path):
+    import torch
+
+    import sdtp_lib as S
+    from sdtp_lib.policies import WindowAttentionScorer
+    model, _ = tiny_sdpa
+    conf = S.SDTPConfig.for_model(model, keep_ratio=0.7)
+    ids = torch.randint(0, 256, (1, 80), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), S.pruning(model, "attention", conf) as st:
+        ref = model(ids).logits
+    ts = P.TimedScorer(WindowAttentionScorer())
+    with torch.no_grad(), S.pruning(model, ts, conf) as st2:
+        out = model(ids).logits
+    kept = st.kept_per_layer  # the scorer's FLOPs are counted: key projection + window scores per scored token
+    C, H, kvh = model.config.hidden_size, model.config.num_attention_heads, model.config.num_key_value_heads
+    D = C // H
+    scored = sum(kept[l - 1] for l in conf.stage_layers)
+    extra = scored * (2 * C * kvh * D + 2 * H * D * 32)
+    assert torch.equal(out, ref) and st2.flops_pruned == st.flops_pruned == S.prefill_flops(model, kept) + extra
+    assert len(ts.spans) == len(conf.stage_layers) and ts.seconds() > 0
+    assert main(["profile", "--model", "tiny-qwen2", "--scorer", "attention", "--lengths", "64", "--new-tokens", "2",
+                 "--repeats", "1", "--engines", "sdtp", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("latency_*.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert all((r["predictor_overhead_pct"] > 0) == (r["variant"] != "dense") for r in rows)  # the scorer's time
+
+
 def test_profile_resume_keeps_rows_and_refuses_other_config(tmp_path, capsys):
     args = ["profile", "--model", "tiny-qwen2", "--new-tokens", "2", "--repeats", "1", "--variants", "dense", "sdtp"]
     path = tmp_path / "latency_h200.json"
