@@ -435,15 +435,20 @@ def make_record(rng, kind: Kind, name: str, region: str) -> Record:
     return Record(name, facts, text)
 
 
-def make_context(rng, kind: Kind) -> tuple[str, list[Record]]:
-    """3-10 records of one kind (3-7 in practice), about 200-430 SmolLM2 tokens (estimated from characters, no
-    tokenizer needed), so that prompt + response fit in 512 tokens without truncation."""
+def make_context(rng, kind: Kind, tokens: tuple[int, int] = (200, 380), max_records: int = 10
+                 ) -> tuple[str, list[Record]]:
+    """3-`max_records` records of one kind, about `tokens` SmolLM2 tokens (estimated from characters, no tokenizer
+    needed). The defaults (3-7 records in practice, 200-430 tokens) keep prompt + response within 512 tokens."""
     region = rng.choice(REGIONS)
-    target, cap_chars = rng.randint(200, 380) * kind.chars_per_token, 390 * kind.chars_per_token
-    names, records, chars = [], [], 0
-    while (chars < target or len(records) < 3) and len(records) < 10:
+    lo, hi = tokens
+    target, cap_chars = rng.randint(lo, hi) * kind.chars_per_token, (hi + 10) * kind.chars_per_token
+    names, records, chars, tries = [], [], 0, 0
+    while (chars < target or len(records) < 3) and len(records) < max_records:
         name = kind.make_name(rng)
         if any(name in n or n in name for n in names):     # "Trial B-2" vs "Trial B-25": ambiguous
+            tries += 1
+            if tries > 100 * max_records:  # the name pool is exhausted for this kind: a shorter passage
+                break
             continue
         rec = make_record(rng, kind, name, region)
         if len(records) >= 3 and chars + len(rec.text) > cap_chars:
@@ -621,8 +626,10 @@ CONTEXT_TASKS = {"closed_qa": (closed_qa, 0.45), "information_extraction": (extr
 FREE_TASKS = {"open_qa": open_qa, "brainstorming": brainstorming, "classification": classification}
 
 
-def generate(n: int = 600, seed: int = 0, free_frac: float = 0.12) -> list[dict]:
-    """n samples: (1 - free_frac) with a context (layouts exactly balanced per category), the rest without."""
+def generate(n: int = 600, seed: int = 0, free_frac: float = 0.12, context_tokens: tuple[int, int] = (200, 380),
+             max_records: int = 10) -> list[dict]:
+    """n samples: (1 - free_frac) with a context (layouts exactly balanced per category), the rest without.
+    context_tokens / max_records: the passages' target length (SmolLM2 tokens) and record cap."""
     rng = random.Random(seed)
     n_free = round(n * free_frac)
     n_ctx = n - n_free
@@ -642,7 +649,7 @@ def generate(n: int = 600, seed: int = 0, free_frac: float = 0.12) -> list[dict]
             ctx = ""
         else:
             kind = rng.choice(KINDS)
-            ctx, records = make_context(rng, kind)
+            ctx, records = make_context(rng, kind, context_tokens, max_records)
             instr, resp = CONTEXT_TASKS[cat][0](rng, kind, records, layout)
         out.append({"instruction": articles(instr), "context": articles(ctx), "response": articles(resp),
                     "category": cat, "layout": layout})
@@ -678,9 +685,18 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--stats", action="store_true", help="print SmolLM2 token-length stats of the written file")
+    p.add_argument("--context-tokens", type=int, nargs=2, default=(200, 380), metavar=("LO", "HI"),
+                   help="passage length range in SmolLM2 tokens (default 200 380; e.g. 1000 4000 for long prompts)")
+    p.add_argument("--max-records", type=int, default=10, help="records per passage at most (default 10)")
+    p.add_argument("--free-frac", type=float, default=0.12, help="share of samples without a context")
     args = p.parse_args(argv)
+    lo, hi = args.context_tokens
+    if not 0 < lo <= hi or args.max_records < 3 or not 0.0 <= args.free_frac < 1.0:
+        p.error("need 0 < LO <= HI, --max-records >= 3 and 0 <= --free-frac < 1")
+    if args.out.exists() and args.out.resolve() != OUT.resolve():
+        p.error(f"{args.out} exists; remove it first (the default file is regenerated in place)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rows = generate(args.n, args.seed)
+    rows = generate(args.n, args.seed, args.free_frac, (lo, hi), args.max_records)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         for r in rows:
