@@ -66,13 +66,14 @@ display(Markdown(SY.markdown(summary)))
 # Mean compression (layer tokens, dense / pruned) per scorer over the suite's prompts.
 
 # %%
-comp = {s: [r["compression"] for r in rows if r["scorer"] == s] for s in cfg.scorers}
 display(Markdown("| scorer | mean compression |\n|---|---|\n" +
-                 "\n".join(f"| {s} | {sum(c) / len(c):.2f}x |" for s, c in comp.items())))
+                 "\n".join(f"| {s} | {c:.2f}x |" for s, c in SY.compression_by_scorer(rows).items())))
 
 # %%
 fig = accuracy_vs_length_figure(summary)
 fig.savefig(out / "accuracy_vs_length.png", dpi=120)
+fig = accuracy_vs_length_figure(summary, by="layout")  # question before vs after the context
+fig.savefig(out / "accuracy_vs_length_by_layout.png", dpi=120)
 
 # %%
 for s in cfg.scorers:

@@ -44,3 +44,17 @@ def test_accuracy_vs_length_figure():
     assert len(fig.axes) == 3 and {"all tasks", "passkey", "kv_retrieval", "1K", "2K"} <= _texts(fig)
     assert len(F.accuracy_vs_length_figure(summary[:2]).axes) == 1  # one task: the mean panel only
     assert F.file_stem("sdtp-low@0.8:/runs/x y") == "sdtp-low@0.8__runs_x_y"
+
+
+def test_accuracy_vs_length_by_layout_averages_over_tasks():
+    acc = {("passkey", "question_first"): 0.2, ("passkey", "question_last"): 0.8,
+           ("kv_retrieval", "question_first"): 0.4, ("kv_retrieval", "question_last"): 1.0}
+    summary = [{"task": t, "length": n, "layout": lay, "scorer": "dense", "accuracy": acc[t, lay], "n": 2}
+               for (t, lay) in acc for n in (1024, 4096)]
+    fig = F.accuracy_vs_length_figure(summary, by="layout")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["all layouts", "question_first", "question_last"]
+    ys = [list(ax.lines[0].get_ydata()) for ax in fig.axes]
+    assert ys == [pytest.approx([60.0, 60.0]), pytest.approx([30.0, 30.0]), pytest.approx([90.0, 90.0])]
+    with pytest.raises(ValueError, match="by must be"):
+        F.accuracy_vs_length_figure(summary, by="scorer")

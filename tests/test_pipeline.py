@@ -53,12 +53,12 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     assert all(set(r["accuracy"]) == {"sdtp_copa"} and r["n_samples"]["sdtp_copa"] == 2 for r in lm["scorers"].values())
     assert lm["scorers"]["dense"]["sdtp"] is None and lm["scorers"]["sdtp-low:random"]["sdtp"]["stages"] == 5
     assert lm["scorers"]["sdtp:norm"]["sdtp"]["scorer"] == "norm policy"
-    assert (run / "05_lmeval" / "sdtp-low:random" / "results.json").exists()
+    assert (run / "05_lmeval" / "sdtp-low_random" / "results.json").exists()
     assert (run / "05_lmeval" / "lmeval.png").stat().st_size > 10_000
     syn = json.loads((run / "06_synthetic" / "results.json").read_text())
     assert {(s["scorer"], s["length"]) for s in syn["summary"]} == {(s, n) for s in ("dense", "sdtp:norm")
                                                                     for n in (256, 512)}
-    for png in ("accuracy_vs_length", "heatmap_dense", "heatmap_sdtp_norm"):
+    for png in ("accuracy_vs_length", "accuracy_vs_length_by_layout", "heatmap_dense", "heatmap_sdtp_norm"):
         assert (run / "06_synthetic" / f"{png}.png").stat().st_size > 10_000
     log = (run / "pipeline.log").read_text()
     assert "[7/7] 06_synthetic done" in log and "run complete" in log

@@ -88,23 +88,26 @@ def lmeval_figure(results_by_scorer: dict):
     return fig
 
 
-def accuracy_vs_length_figure(summary: list[dict]):
-    """Accuracy (%) against prompt length, one line per scorer: the mean over every task and layout, then one panel
-    per task (mean over layouts). `summary`: synthetic.summarise's rows."""
+def accuracy_vs_length_figure(summary: list[dict], by: str = "task"):
+    """Accuracy (%) against prompt length, one line per scorer: the mean over everything, then one panel per task
+    (by="task", mean over layouts) or per layout (by="layout", mean over tasks). `summary`: synthetic.summarise's
+    rows."""
     import matplotlib.pyplot as plt
     import numpy as np
     from .synthetic import length_label
     if not summary:
         raise ValueError("accuracy_vs_length_figure: empty summary")
+    if by not in ("task", "layout"):
+        raise ValueError(f"accuracy_vs_length_figure: by must be 'task' or 'layout', got {by!r}")
     names = list(dict.fromkeys(s["scorer"] for s in summary))
-    tasks = list(dict.fromkeys(s["task"] for s in summary))
+    tasks = list(dict.fromkeys(s[by] for s in summary))
     lengths = sorted({s["length"] for s in summary})
     colours = _palette(names)
-    panels = [("all tasks", tasks)] + ([(t, [t]) for t in tasks] if len(tasks) > 1 else [])
+    panels = [(f"all {by}s", tasks)] + ([(t, [t]) for t in tasks] if len(tasks) > 1 else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 3.4), squeeze=False, sharey=True)
     for ax, (title, ts) in zip(axes[0], panels):
         for n in names:
-            ys = [np.mean([s["accuracy"] for s in summary if s["scorer"] == n and s["task"] in ts and
+            ys = [np.mean([s["accuracy"] for s in summary if s["scorer"] == n and s[by] in ts and
                            s["length"] == L] or [np.nan]) for L in lengths]
             k = names.index(n)  # marker and line style differ too: equal accuracies draw on top of each other
             ax.plot(lengths, 100 * np.array(ys), marker="osD^v<>p*h"[k % 10], ms=max(3, 8 - k),
