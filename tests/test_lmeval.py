@@ -267,3 +267,5 @@ def test_suite_takes_the_shared_scorer_syntax(tiny):
         L._suite_runs(None, None, ["sdtp"], 0.9, "auto")
     with pytest.raises(ValueError, match="no shipped predictor for model tiny-qwen2"):
         L._suite_runs(tiny[0], None, ["sdtp:predictor"], 0.9, "auto")
+    with pytest.raises(ValueError, match="needs each sample's answer"):  # before the model loads
+        L._suite_runs(None, None, ["dense", "sdtp:oracle"], 0.9, "auto")

@@ -404,8 +404,8 @@ def run_lmeval_suite(model_spec, tasks=(GROUP,), out_dir: str | Path | None = No
     out_dir/<name>/, and out_dir/results.json (every run's accuracy, configuration and pruning totals) and
     results.md (the accuracy table). variants: {name: stages, None = dense}, all with `predictor` and
     `keep_ratio`. Or scorers: the evaluations' scorer specs (sdtp_lib.eval.scorers: "dense", "sdtp:auto",
-    "sdtp-low:norm", "sdtp@0.8:random", "sdtp:PATH"), one run each, named by its spec (its folder: the spec with
-    characters other than letters, digits and . _ @ : + = - as "_")."""
+    "sdtp-low:norm", "sdtp@0.8:random", "sdtp:PATH"), one run each, named by its spec (its folder:
+    `scorers.file_stem(spec)`, e.g. sdtp-low_norm)."""
     _suite_runs(None, variants, scorers, keep_ratio, predictor)  # a bad spec fails before the model loads
     loaded = model_spec if isinstance(model_spec, (tuple, list)) else load_model(
         str(model_spec), dtype=dtype, device=resolve_device(device))
@@ -434,7 +434,7 @@ def _suite_runs(model, variants, scorers, keep_ratio, predictor) -> dict:
         return {n: dict(scorer="dense" if st is None else "sdtp", stages=st or 0, predictor=predictor,
                         keep_ratio=keep_ratio) for n, st in (VARIANTS if variants is None else variants).items()}
     from .scorers import VARIANTS as STAGES
-    from .scorers import parse_scorer
+    from .scorers import check_scorer_name, parse_scorer
     specs = [scorers] if isinstance(scorers, str) else list(scorers)
     if not specs or len(set(specs)) != len(specs):
         raise ValueError(f"run_lmeval_suite: scorers {specs}: give at least one, without repeats")
@@ -444,12 +444,7 @@ def _suite_runs(model, variants, scorers, keep_ratio, predictor) -> dict:
         if variant == "dense":
             runs[spec] = dict(scorer="dense", stages=0, predictor=predictor, keep_ratio=keep_ratio)
             continue
-        if name == "predictor" and model is not None:  # the shipped predictor, required (the spec syntax's meaning)
-            from ..predictor import shipped_predictors
-            model_id = str(getattr(model.config, "sdtp_model_id", ""))
-            if model_id not in shipped_predictors():
-                raise ValueError(f"scorer {spec!r}: no shipped predictor for model {model_id or '?'} (shipped: "
-                                 f"{shipped_predictors()}); give a predictor file or run folder instead")
+        check_scorer_name(name, model, spec)  # "predictor": the shipped one, required; no oracle here
         name = "auto" if name == "predictor" else name
         runs[spec] = dict(scorer="sdtp", stages=STAGES[variant], predictor=name, keep_ratio=ratio or keep_ratio)
     return runs

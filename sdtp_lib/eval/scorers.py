@@ -25,19 +25,26 @@ def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
     return variant, r, scorer
 
 
-def make_scorer_for(name: str, model, config, spec: str):
-    """(scorer, label) for the scorer part of a spec; "predictor" demands a shipped predictor for this model."""
-    from ..predictor import resolve_scorer, shipped_predictors
+def check_scorer_name(name: str, model, spec: str) -> None:
+    """Refuse, before anything runs, what the scorer part of a spec cannot mean here: the oracle (it needs each
+    sample's answer: only the synthetic suite builds it) and "predictor" without a shipped predictor for `model`
+    (not checked when model is None)."""
+    from ..predictor import shipped_predictors
     if name == ORACLE:
         raise ValueError(f"scorer {spec!r}: the saliency oracle needs each sample's answer; the synthetic suite "
                          "builds it per example (policies.SaliencyOracle.for_answer), this evaluation does not")
-    if name == "predictor":
+    if name == "predictor" and model is not None:
         model_id = str(getattr(model.config, "sdtp_model_id", ""))
         if model_id not in shipped_predictors():
             raise ValueError(f"scorer {spec!r}: no shipped predictor for model {model_id or '?'} (shipped: "
                              f"{shipped_predictors()}); give a predictor file or run folder instead")
-        name = "auto"
-    return resolve_scorer(name, model, config)
+
+
+def make_scorer_for(name: str, model, config, spec: str):
+    """(scorer, label) for the scorer part of a spec; "predictor" demands a shipped predictor for this model."""
+    from ..predictor import resolve_scorer
+    check_scorer_name(name, model, spec)
+    return resolve_scorer("auto" if name == "predictor" else name, model, config)
 
 
 def file_stem(spec: str) -> str:
