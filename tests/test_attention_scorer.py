@@ -135,14 +135,29 @@ def test_oracle_keeps_the_top_k_of_the_answer_saliency(tiny_sdpa):
         SaliencyOracle(oracle.saliency, target="sign")
 
 
-def test_oracle_in_the_suite_and_refused_where_there_is_no_answer(tiny_sdpa, tmp_path):
+def test_oracle_in_the_suite_and_in_longbench(tiny_sdpa, tmp_path, monkeypatch):
+    from pathlib import Path
+
     from sdtp_lib.eval import longbench as L
     from sdtp_lib.eval import synthetic as Y
+    from sdtp_lib.policies import SaliencyOracle
     model, tok = tiny_sdpa
     cfg = Y.SuiteConfig(tasks=("passkey", "variable_tracking"), lengths=(256,), layouts=("question_first",),
                         n_samples=1, scorers=("sdtp:oracle", "sdtp:norm"))
-    rows = Y.run_suite(model, tok, cfg, tmp_path, progress=False)
+    rows = Y.run_suite(model, tok, cfg, tmp_path / "syn", progress=False)
     assert [r["scorer"] for r in rows] == ["sdtp:oracle", "sdtp:norm"] * 2
     assert rows[0]["compression"] == pytest.approx(rows[1]["compression"])  # the same schedule
-    with pytest.raises(ValueError, match="needs each sample's answer"):
-        L.resolve_scorers(model, ["dense", "sdtp:oracle"])
+    built, real = [], SaliencyOracle.for_answer.__func__
+    monkeypatch.setattr(SaliencyOracle, "for_answer", classmethod(
+        lambda cls, m, ids, answer, config, target="abs": built.append(answer[0].tolist()) or
+        real(cls, m, ids, answer, config, target)))
+    fixture = Path(__file__).resolve().parent.parent / "data" / "longbench_fixture"
+    L.run_longbench(model, tok, ["hotpotqa"], fixture, tmp_path / "lb", scorers=["dense", "sdtp:oracle", "sdtp:norm"],
+                    max_length=300, warmup="none", progress=False)
+    samples = L.load_task(fixture, "hotpotqa")
+    assert built == [tok.encode(s["answers"][0], add_special_tokens=False) for s in samples]  # one oracle each
+    got = {n: L.read_predictions(L.pred_path(tmp_path / "lb", n, "hotpotqa")) for n in ("sdtp:oracle", "sdtp:norm")}
+    assert [r["compression"] for r in got["sdtp:oracle"]] == pytest.approx([r["compression"] for r in got["sdtp:norm"]])
+    assert all(r["compression"] > 1.0 for r in got["sdtp:oracle"])
+    cfg_json = L.score_longbench(tmp_path / "lb", write=False)["scorers"]["sdtp:oracle"]
+    assert cfg_json["n_samples"] == len(samples)

@@ -53,7 +53,8 @@ from ..compare import pad_id
 from ..config import SDTPConfig
 from ..engine import pruning
 from ..io import atomic_write_text, provenance
-from .scorers import VARIANTS, file_stem, make_scorer_for, parse_scorer
+from ..policies import SaliencyOracle
+from .scorers import ORACLE, VARIANTS, file_stem, make_scorer_for, parse_scorer
 
 log = logging.getLogger(__name__)
 
@@ -479,8 +480,22 @@ class _Variant:
         return {"kind": "sdtp", "scorer": self.label, "scorer_id": self.scorer_id, "keep_ratio": c.keep_ratio,
                 "stage_layers": list(c.stage_layers), "num_sink": c.num_sink, "local_frac": c.local_frac}
 
+    @property
+    def oracle(self) -> bool:
+        return isinstance(self.scorer, str) and self.scorer == ORACLE
+
     def context(self, model):
-        return pruning(model, self.scorer, self.config) if not self.dense else contextlib.nullcontext(None)
+        """The block around all of a task's samples (none for dense, and for the oracle, built per sample)."""
+        return pruning(model, self.scorer, self.config) if not (self.dense or self.oracle) else \
+            contextlib.nullcontext(None)
+
+    def sample_context(self, model, tok, ids: torch.Tensor, sample: dict, stats):
+        """The block around one sample: the oracle's own, from the saliency of the sample's first gold answer on the
+        dense model; else the task's block (its stats)."""
+        if not self.oracle:
+            return contextlib.nullcontext(stats)
+        answer = torch.tensor([tok.encode(str(_as_list(sample["answers"])[0]), add_special_tokens=False)])  # (1, A)
+        return pruning(model, SaliencyOracle.for_answer(model, ids, answer, self.config), self.config)
 
 
 def _scorer_id(scorer) -> str:
@@ -512,6 +527,8 @@ def _resolve_one(model, name: str, value, keep_ratio: float) -> _Variant:
     else:
         config = SDTPConfig.for_model(model, keep_ratio=keep_ratio, num_stages=VARIANTS["sdtp-low" if _is_low(name)
                                                                                          else "sdtp"])
+    if isinstance(value, str) and value == ORACLE:  # built per sample from its answer (_Variant.sample_context)
+        return _Variant(name, ORACLE, config, "saliency oracle (first gold answer)", ORACLE)
     if isinstance(value, str):
         scorer, label = make_scorer_for(value, model, config, name)
     else:
@@ -733,16 +750,17 @@ def run_longbench(model, tok, tasks, source, out_dir, scorers=None, keep_ratio: 
                                                        desc=f"{task} {name}") as bar:
                     for s in todo:
                         ids = build_prompt(tok, s, task, max_length)
-                        if warmup == "sample" or (warmup == "once" and name not in warm):
-                            with torch.no_grad():  # untimed prefill of the same shape
-                                model(ids.to(next(model.parameters()).device), logits_to_keep=1)
-                            warm.add(name)
-                        before = stats.num_prefills if stats is not None else 0
-                        rec = generate_answer(model, tok, ids, task)
-                        if stats is not None and stats.num_prefills != before + 1:
+                        with var.sample_context(model, tok, ids, s, stats) as st:  # the oracle: one block each
+                            if warmup == "sample" or (warmup == "once" and name not in warm):
+                                with torch.no_grad():  # untimed prefill of the same shape
+                                    model(ids.to(next(model.parameters()).device), logits_to_keep=1)
+                                warm.add(name)
+                            before = st.num_prefills if st is not None else 0
+                            rec = generate_answer(model, tok, ids, task)
+                        if st is not None and st.num_prefills != before + 1:
                             raise RuntimeError(f"{name}: the prompt was not prefilled through the pruning engine")
-                        comp = stats.compression if stats is not None else 1.0
-                        flops = stats.flops_pruned / stats.flops_dense if stats is not None else 1.0
+                        comp = st.compression if st is not None else 1.0
+                        flops = st.flops_pruned / st.flops_dense if st is not None else 1.0
                         _append(path, {"_id": s["_id"], "pred": rec["pred"], "answers": s["answers"],
                                        "all_classes": s["all_classes"], "length": s["length"],
                                        "prompt_len": rec["prompt_len"], "new_tokens": rec["new_tokens"],

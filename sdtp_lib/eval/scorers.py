@@ -27,12 +27,12 @@ def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
 
 def check_scorer_name(name: str, model, spec: str) -> None:
     """Refuse, before anything runs, what the scorer part of a spec cannot mean here: the oracle (it needs each
-    sample's answer: only the synthetic suite builds it) and "predictor" without a shipped predictor for `model`
-    (not checked when model is None)."""
+    sample's answer: the synthetic suite and LongBench build it per sample, lm-eval does not) and "predictor"
+    without a shipped predictor for `model` (not checked when model is None)."""
     from ..predictor import shipped_predictors
     if name == ORACLE:
-        raise ValueError(f"scorer {spec!r}: the saliency oracle needs each sample's answer; the synthetic suite "
-                         "builds it per example (policies.SaliencyOracle.for_answer), this evaluation does not")
+        raise ValueError(f"scorer {spec!r}: the saliency oracle needs each sample's answer; the synthetic suite and "
+                         "LongBench build it per sample (policies.SaliencyOracle.for_answer), this evaluation does not")
     if name == "predictor" and model is not None:
         model_id = str(getattr(model.config, "sdtp_model_id", ""))
         if model_id not in shipped_predictors():
