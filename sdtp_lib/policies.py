@@ -137,6 +137,17 @@ class SaliencyOracle:
         return sal.abs() if self.target == "abs" else -sal
 
 
+class ScorerWrapper:
+    """Base of scorers that wrap another (to time it, to record its scores): the engine reads `needs_layer` and
+    `flops_per_token` off the scorer it is given, so a wrapper shows the inner scorer's. Subclasses call
+    `self.inner(hidden, stage, positions, **layer_kw)` in their __call__."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.needs_layer = getattr(inner, "needs_layer", False)
+        self.flops_per_token = getattr(inner, "flops_per_token", None)  # None: nothing for the engine to count
+
+
 POLICIES = {"random": RandomScorer, "norm": NormScorer, "recent": RecencyScorer, "attention": WindowAttentionScorer}
 
 

@@ -23,7 +23,7 @@ import torch
 from .config import SDTPConfig
 from .decode import greedy_generate
 from .engine import pruning
-from .policies import make_scorer
+from .policies import ScorerWrapper, make_scorer
 from .predictor import TokenPredictor
 
 log = logging.getLogger(__name__)
@@ -120,34 +120,26 @@ def _peak_gib():
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None  # None on CPU
 
 
-class TimedScorer:
+class TimedScorer(ScorerWrapper):
     """Wraps a scorer and times every call inside a real prefill: CUDA events around it on GPU (no host sync;
     the sum is the device time the scorer's kernels occupy), wall clock on CPU."""
 
     def __init__(self, scorer):
-        self.scorer, self.spans = scorer, []
-        if not hasattr(scorer, "flops_per_token"):  # a policy: no predictor FLOPs for the engine to count
-            self.flops_per_token = None
-
-    @property
-    def needs_layer(self) -> bool:
-        return getattr(self.scorer, "needs_layer", False)
+        super().__init__(scorer)
+        self.spans = []
 
     def __call__(self, hidden, stage, positions=None, **layer_kw):
         if hidden.is_cuda:
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
-            out = self.scorer(hidden, stage, positions, **layer_kw)
+            out = self.inner(hidden, stage, positions, **layer_kw)
             b.record()
             self.spans.append((a, b))
             return out
         t = time.perf_counter()
-        out = self.scorer(hidden, stage, positions, **layer_kw)
+        out = self.inner(hidden, stage, positions, **layer_kw)
         self.spans.append(time.perf_counter() - t)
         return out
-
-    def flops_per_token(self) -> int:
-        return self.scorer.flops_per_token()
 
     def seconds(self) -> float:
         _sync()

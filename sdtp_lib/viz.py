@@ -20,7 +20,7 @@ import torch
 from .config import SDTPConfig
 from .engine import prepare_scorer, pruning
 from .io import atomic_write_text
-from .policies import make_scorer
+from .policies import ScorerWrapper, make_scorer
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +107,15 @@ def token_strings(tokenizer, ids) -> tuple[list[str], list[bool]]:
 
 
 # ------------------------------------------------------------------ tracing
-class _RecordingScorer:
+class _RecordingScorer(ScorerWrapper):
     """Wraps a scorer; keeps each stage's (scores, positions) as device tensors (no host sync in the loop)."""
 
     def __init__(self, inner):
-        self.inner, self.records = inner, {}
-        if hasattr(inner, "flops_per_token"):  # the engine counts predictor FLOPs through this
-            self.flops_per_token = inner.flops_per_token
+        super().__init__(inner)
+        self.records = {}
 
-    def __call__(self, hidden, stage, positions):
-        scores = self.inner(hidden, stage, positions)  # (B, T_cur)
+    def __call__(self, hidden, stage, positions, **layer_kw):
+        scores = self.inner(hidden, stage, positions, **layer_kw)  # (B, T_cur)
         self.records[stage] = (scores, positions)
         return scores
 

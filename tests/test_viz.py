@@ -317,3 +317,17 @@ def test_save_static(tmp_path, nasty):
     assert html2.name == "s1.html" and 'data-stage="1"' in html2.read_text(encoding="utf-8")
     with pytest.raises(ValueError, match="out of range"):
         viz.save_static(tr, tmp_path, stage=tr.num_stages + 1)
+
+
+def test_trace_with_a_layer_reading_scorer(tiny_sdpa):
+    """The recording wrapper passes the stage layer through: the window-attention scorer works in the explorer and
+    records the scores the engine kept by (the same kept tokens as an unwrapped pruned prefill)."""
+    model, tok = tiny_sdpa
+    config = S.SDTPConfig.for_model(model, keep_ratio=0.7)
+    ids = chat_ids(tok, PROMPT)
+    tr = viz.trace_prompt(model, tok, ids, "attention", config)
+    with torch.no_grad(), S.pruning(model, "attention", config) as st:
+        model(ids)
+    for s, pos in enumerate(st.stage_positions):
+        assert np.flatnonzero(tr.kept[s]).tolist() == pos[0].tolist()
+    assert not np.isnan(tr.score[0]).any() and (tr.score[0] >= 0).all()  # attention mass, smoothed
