@@ -41,7 +41,6 @@ import logging
 import os
 import re
 import string
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -565,12 +564,8 @@ def resolve_scorers(model, scorers, keep_ratio: float = 0.9) -> dict[str, _Varia
 
 # ======================================================================= files
 def _write_json(path: Path, obj) -> None:
-    """Atomic JSON write with a unique temp file (ranks of one run may write the same file at once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    """Atomic JSON write (ranks of one run may write the same file at once: atomic_write_text's temp is per process)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def _read_json(path: Path) -> dict:

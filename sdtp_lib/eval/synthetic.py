@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import random
 import string
 from dataclasses import asdict, dataclass
@@ -325,9 +324,7 @@ def _check_meta(out: Path, meta: dict, path: Path) -> None:
     if not (out / "config.json").exists():
         if path.exists():
             raise ValueError(f"{path} exists but {out / 'config.json'} does not: cannot tell what produced it")
-        tmp = out / f".config.json.{os.getpid()}.tmp"  # ranks may start together: one temp file each, same text
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, out / "config.json")
+        atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")  # ranks may start together
         return
     flat = lambda d: {**{k: v for k, v in d.items() if k != "suite"},
                       **{f"suite.{k}": v for k, v in d["suite"].items()}}
