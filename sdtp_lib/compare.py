@@ -108,13 +108,18 @@ def pad_id(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
+def answer_tokens(tok, out: list[int]) -> list[int]:
+    """A generated continuation without its end-of-turn / padding tokens (all of it if that leaves nothing)."""
+    return [t for t in out if t not in (tok.eos_token_id, tok.pad_token_id)] or out
+
+
 @torch.no_grad()
 def greedy_answer(model, tok, ids: torch.Tensor, max_new_tokens: int) -> list[int]:
     """The model's greedy continuation of (1, T) ids, as token ids (the end-of-turn token dropped)."""
     ids = ids.to(next(model.parameters()).device)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
                          pad_token_id=pad_id(tok))[0, ids.shape[1]:].tolist()
-    return [t for t in out if t not in (tok.eos_token_id, tok.pad_token_id)] or out
+    return answer_tokens(tok, out)
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .engine import pruning
+from .engine import PruningStats, pruning
 from .kernels import prefill_kernels
 
 
@@ -70,6 +70,7 @@ class DecodeResult:
     kept_per_layer: list[int]  # cache length of each layer after the prefill
     timings: dict = field(default_factory=dict)  # prefill_s, decode_s, e2e_s (CUDA-synchronised)
     logits: torch.Tensor | None = None  # (B, max_new_tokens, V) float32 when return_logits
+    stats: PruningStats | None = None  # the pruned prefill's (compression, kept per stage, FLOPs); None when dense
 
 
 def _static_cache(dyn, extra: int):
@@ -153,7 +154,7 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     t0 = time.perf_counter()
     block = pruning(model, scorer, config) if scorer is not None else contextlib.nullcontext()
     with prefill_kernels(model, chunk_tokens, fast_kernels):  # the decode steps (and graph) use them too
-        with block:
+        with block as stats:
             out = model(input_ids, use_cache=True, logits_to_keep=1)
         first = out.logits[:, -1].argmax(-1)  # (B,)
         _sync(dev)
@@ -199,7 +200,8 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
         t3 = time.perf_counter()
         timings = {"prefill_s": t1 - t0, "setup_s": t2 - t1, "decode_s": t3 - t2,
                    "decode_ms_per_token": 1000 * (t3 - t2) / max(1, max_new_tokens - 1), "e2e_s": t3 - t0}
-        return DecodeResult(tokens=tokens, prompt_len=T, kept_per_layer=kept, timings=timings, logits=all_logits)
+        return DecodeResult(tokens=tokens, prompt_len=T, kept_per_layer=kept, timings=timings, logits=all_logits,
+                            stats=stats)
 
 
 def _decode_steps(model, cache, one_step, ids, pos, step, n, cuda_graph, dev) -> float:

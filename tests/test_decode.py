@@ -20,10 +20,11 @@ def test_fast_loop_matches_hf_generate(tiny, r):
     if r:
         with S.pruning(model, scorer, conf) as st:
             ref = model.generate(ids, max_new_tokens=N, min_new_tokens=N, do_sample=False)
-        assert res.kept_per_layer == st.kept_per_layer
+        assert res.kept_per_layer == st.kept_per_layer == res.stats.kept_per_layer
+        assert res.stats.compression == st.compression and res.stats.num_prefills == 1
     else:
         ref = model.generate(ids, max_new_tokens=N, min_new_tokens=N, do_sample=False)
-        assert res.kept_per_layer == [90] * model.config.num_hidden_layers
+        assert res.kept_per_layer == [90] * model.config.num_hidden_layers and res.stats is None
     assert torch.equal(res.tokens, ref[:, 90:])
     assert set(res.timings) >= {"prefill_s", "decode_s", "e2e_s", "decode_ms_per_token"}
     assert not any(len(l._forward_pre_hooks) for l in model.get_decoder().layers)  # hooks removed

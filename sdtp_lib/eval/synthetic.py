@@ -10,6 +10,7 @@ rank r of w runs examples i % w == r into predictions.rank{r}.jsonl; then write_
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..compare import encode_prompt, greedy_answer
+from ..compare import answer_tokens, encode_prompt, greedy_answer
 from ..config import SDTPConfig
 from ..decode import greedy_generate
 from ..engine import pruning
@@ -376,29 +377,22 @@ def _stop_ids(model, tok) -> set:
 
 @torch.no_grad()
 def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str, scorer, decode: str) -> dict:
+    """One greedy answer; `entry` is the plan's entry plus the prompt's hash."""
     if scorer is not None and scorer[0] == ORACLE:
         scorer = (_oracle(model, tok, ex, ids, scorer[1]), scorer[1])
     if decode == "static":  # fixed-length greedy tokens, cut where generate would have stopped
         res = greedy_generate(model, ids.to(next(model.parameters()).device), ex.max_new_tokens,
                               *(scorer or (None, None)))
-        gen = res.tokens[0].tolist()
-        stops = _stop_ids(model, tok)
-        gen = gen[:next((k for k, t in enumerate(gen) if t in stops), len(gen)) + 1]
-        out = [t for t in gen if t not in (tok.eos_token_id, tok.pad_token_id)] or gen
-        kept_layers = res.kept_per_layer
-        compression = ids.shape[1] / (sum(kept_layers) / len(kept_layers)) if scorer is not None else 1.0
-        kept = kept_layers[-1] if scorer is not None else ids.shape[1]
-    elif scorer is None:
-        out, compression, kept = greedy_answer(model, tok, ids, ex.max_new_tokens), 1.0, ids.shape[1]
+        gen, stops, stats = res.tokens[0].tolist(), _stop_ids(model, tok), res.stats
+        out = answer_tokens(tok, gen[:next((k for k, t in enumerate(gen) if t in stops), len(gen)) + 1])
     else:  # a fresh block per prompt: the random policy draws the same scores however the examples are sharded
-        with pruning(model, scorer[0], scorer[1]) as stats:
+        with (pruning(model, *scorer) if scorer is not None else contextlib.nullcontext()) as stats:
             out = greedy_answer(model, tok, ids, ex.max_new_tokens)
-        compression, kept = stats.compression, stats.kept_per_stage[-1]
+    compression, kept = (stats.compression, stats.kept_per_stage[-1]) if stats is not None else (1.0, ids.shape[1])
     prediction = tok.decode(out, skip_special_tokens=True).strip()
     return {**entry, "scorer": spec, "prompt_len": ids.shape[1], "depth_realised": ex.depth,
-            "prompt_sha": hashlib.sha256(ex.prompt.encode()).hexdigest()[:16], "answer": ex.answer,
-            "prediction": prediction, "score": score(ex.task, prediction, ex.answer), "compression": compression,
-            "kept_tokens": kept, "new_tokens": len(out)}
+            "answer": ex.answer, "prediction": prediction, "score": score(ex.task, prediction, ex.answer),
+            "compression": compression, "kept_tokens": kept, "new_tokens": len(out)}
 
 
 def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank: int = 0,
@@ -438,12 +432,13 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
                 continue
             ex = make_example(e["task"], tok, targets[e["length"]], e["layout"], e["seed"], e["depth"])
             ids = encode_prompt(tok, ex.prompt)  # (1, T)
-            if any(done[e["id"], s]["prompt_sha"] != hashlib.sha256(ex.prompt.encode()).hexdigest()[:16]
-                   for s in cfg.scorers if s not in missing):
+            sha = hashlib.sha256(ex.prompt.encode()).hexdigest()[:16]
+            if any(done[e["id"], s]["prompt_sha"] != sha for s in cfg.scorers if s not in missing):
                 raise ValueError(f"{path}: the prompt of {e['id']} is not the one its stored rows were made from "
                                  "(generator or tokenizer changed); use another out_dir")
             for s in missing:
-                done[e["id"], s] = row = _predict(model, tok, ex, ids, e, s, scorers[s], meta["decode"])
+                done[e["id"], s] = row = _predict(model, tok, ex, ids, {**e, "prompt_sha": sha}, s, scorers[s],
+                                                  meta["decode"])
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 bar.update(1)
