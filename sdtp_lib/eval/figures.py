@@ -100,14 +100,14 @@ def accuracy_vs_length_figure(summary: list[dict], by: str = "task"):
     if by not in ("task", "layout"):
         raise ValueError(f"accuracy_vs_length_figure: by must be 'task' or 'layout', got {by!r}")
     names = list(dict.fromkeys(s["scorer"] for s in summary))
-    tasks = list(dict.fromkeys(s[by] for s in summary))
+    groups = list(dict.fromkeys(s[by] for s in summary))  # the tasks or the layouts: one panel each
     lengths = sorted({s["length"] for s in summary})
     colours = _palette(names)
-    panels = [(f"all {by}s", tasks)] + ([(t, [t]) for t in tasks] if len(tasks) > 1 else [])
+    panels = [(f"all {by}s", groups)] + ([(g, [g]) for g in groups] if len(groups) > 1 else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 3.4), squeeze=False, sharey=True)
-    for ax, (title, ts) in zip(axes[0], panels):
+    for ax, (title, members) in zip(axes[0], panels):
         for n in names:
-            ys = [np.mean([s["accuracy"] for s in summary if s["scorer"] == n and s[by] in ts and
+            ys = [np.mean([s["accuracy"] for s in summary if s["scorer"] == n and s[by] in members and
                            s["length"] == L] or [np.nan]) for L in lengths]
             k = names.index(n)  # marker and line style differ too: equal accuracies draw on top of each other
             ax.plot(lengths, 100 * np.array(ys), marker="osD^v<>p*h"[k % 10], ms=max(3, 8 - k),
