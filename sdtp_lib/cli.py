@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--engines", nargs="+", default=["physical", "masked"], choices=("physical", "masked"))
+    t.add_argument("--attention-window", type=int, default=0, help="0: the paper's predictor; N > 0: the hybrid, "
+                   "which also reads the window attention of the last N prompt tokens (e.g. 32)")
+    t.add_argument("--baselines", nargs="*", default=["random", "norm", "recent"],
+                   help="scorers validated beside the predictors: policies (random norm recent attention) and "
+                        "'oracle' (the saliency oracle of each response: an upper bound)")
+    t.add_argument("--saliency", default=None, help="reuse this saliency.safetensors (or its folder) of an earlier "
+                   "run of the same samples and settings instead of computing it")
     t.add_argument("--dtype", choices=("float32", "bfloat16"))
     t.add_argument("--device", choices=("cpu", "cuda"))
     t.add_argument("--tensorboard", action="store_true", help="also log losses to <run>/seed<k>/tb (needs tensorboard)")
@@ -76,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engines", nargs="+", default=["hf", "sdtp"], choices=("hf", "sdtp"))
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--scorer", default="predictor", help="predictor (production width) or a policy name")
+    p.add_argument("--scorer", default="predictor", help="predictor (production width), hybrid (the same reading "
+                   "the window attention too) or a policy name (e.g. attention)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"))
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--chunk-tokens", type=int, default=32768, help="engine sdtp: prefill MLP chunk (memory)")
@@ -218,8 +226,10 @@ def cmd_train(args) -> int:
     cfg = TrainingRunConfig(model=args.model, data=args.data or str(DEFAULT_DATA), samples=args.samples,
                          seq_len=args.seq_len, val_frac=args.val_frac, keep_ratio=args.keep_ratio, stages=args.stages,
                          seeds=tuple(args.seeds), engines=tuple(args.engines), device=args.device, dtype=args.dtype,
-                         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
-    summary = run_training(cfg, args.out, tensorboard=args.tensorboard)
+                         baselines=tuple(args.baselines),
+                         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                           attention_window=args.attention_window))
+    summary = run_training(cfg, args.out, tensorboard=args.tensorboard, saliency_file=args.saliency)
     from .train import format_rows
     print(format_rows(summary["validation"]))
     sp = summary["speed"]

@@ -69,6 +69,7 @@ class _Prefill:
     positions: torch.Tensor  # (B, T_cur) original positions of the current tokens
     forced: torch.Tensor  # (B, T_cur) always-kept (sink, local window, protected)
     num_forced: int  # max over the batch of forced tokens (host int, known before the loop)
+    protect: torch.Tensor | None = None  # (B, T_cur) protected tokens (None: no protect mask)
     cos: torch.Tensor | None = None  # (B, T_cur, hd)
     sin: torch.Tensor | None = None
     mask: torch.Tensor | None = None  # None (causal kernel) or (B, 1, T_cur, T_cur)
@@ -198,7 +199,7 @@ class _Session:
         forced = forced_mask(self.config, torch.ones(B, T, dtype=torch.long, device=dev), protect)
         num_forced = (min(T, self.config.num_sink + self.config.num_local(T)) if protect is None
                       else int(forced.sum(-1).max()))  # host sync before the loop, only with a protect mask
-        self.fwd = _Prefill(T=T, positions=positions, forced=forced, num_forced=num_forced)
+        self.fwd = _Prefill(T=T, positions=positions, forced=forced, num_forced=num_forced, protect=protect)
 
     def _layer_hook(self, l: int):
         stage = self.stage_of.get(l)
@@ -226,12 +227,14 @@ class _Session:
             k = min(hidden.shape[1], max(self.config.keep_count(stage + 1, f.T), f.num_forced))
             if getattr(self.scorer, "needs_layer", False):  # e.g. window attention: the layer's q/k projections
                 scores = self.scorer(hidden, stage, f.positions, layer=self.layers[l],
-                                     position_embeddings=(f.cos, f.sin))  # (B, T_cur)
+                                     position_embeddings=(f.cos, f.sin),  # (B, T_cur); a protected
+                                     eligible=None if f.protect is None else ~f.protect)  # response is no query
             else:
                 scores = self.scorer(hidden, stage, f.positions)  # (B, T_cur)
             idx = select_tokens(scores, f.forced, k)  # (B, k) indices into the current tokens
             hidden = _gather_seq(hidden, idx)
             f.positions, f.forced = f.positions.gather(1, idx), f.forced.gather(1, idx)
+            f.protect = None if f.protect is None else f.protect.gather(1, idx)
             f.cos, f.sin = _gather_seq(f.cos, idx), _gather_seq(f.sin, idx)
             if f.mask is not None:  # rows = queries, cols = keys: both are the kept tokens
                 m = f.mask.expand(idx.shape[0], *f.mask.shape[1:])

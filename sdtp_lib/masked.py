@@ -93,9 +93,6 @@ def masked_pruning(model, scorer, config: SDTPConfig, attention_mask: torch.Tens
         raise ValueError(f"masked_pruning: mode must be 'st_topk', 'gumbel' or 'topk', got {mode!r}")
     _check_model(model, config)
     scorer = make_scorer(scorer)
-    if getattr(scorer, "needs_layer", False):
-        raise ValueError(f"masked_pruning: {type(scorer).__name__} reads the stage layer's attention; it runs in the "
-                         "physical engine (sdtp_lib.pruning) only")
     if mode != "topk" and not hasattr(scorer, "logits"):
         raise ValueError(f"masked_pruning(mode={mode!r}) needs a TokenPredictor (2 logits per token)")
     if _STATE is not None:
@@ -108,6 +105,8 @@ def masked_pruning(model, scorer, config: SDTPConfig, attention_mask: torch.Tens
     layers = model.get_decoder().layers
     stage_of = {l: s for s, l in enumerate(config.stage_layers)}
     pos = torch.arange(am.shape[1], device=am.device).expand_as(am)
+    reads_layer = getattr(scorer, "needs_layer", False)  # window attention, the hybrid predictor
+    eligible = am & ~protect.bool() if protect is not None else am  # window queries: present, unprotected tokens
 
     def pre_hook(l):
         def hook(module, args, kwargs):
@@ -115,13 +114,15 @@ def masked_pruning(model, scorer, config: SDTPConfig, attention_mask: torch.Tens
             if s is not None:
                 hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, C)
                 prev = state.masks[-1] if state.masks else am.float()
+                kw = dict(layer=layers[l], position_embeddings=kwargs["position_embeddings"], alive=prev.detach() > 0,
+                          eligible=eligible) if reads_layer else {}
                 if mode == "topk":
-                    score = scorer(hidden, s, pos).float()  # (B, T)
+                    score = scorer(hidden, s, pos, **kw).float()  # (B, T)
                     state.scores.append(score)
                     budget = stage_budget(config, s, lengths, n_forced)
                     mask = _topk_mask(score, prev.bool(), forced, budget).float()
                 else:
-                    lg = scorer.logits(hidden, s).float()  # (B, T, 2)
+                    lg = scorer.logits(hidden, s, **kw).float()  # (B, T, 2)
                     state.logits.append(lg)
                     state.scores.append(lg[..., 0] - lg[..., 1])
                     if mode == "gumbel":

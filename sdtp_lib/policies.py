@@ -48,13 +48,19 @@ class RecencyScorer:
         return pos.float()  # (B, T)
 
 
+TIE_BREAK = 1e-3  # weight of a token's own attention after max-pooling (orders the tokens of one span)
+
+
 @dataclass
 class WindowAttentionScorer:
     """Question-aware: every token scored by the attention it receives, at the stage layer, from the last `window`
     prompt tokens (an observation window that holds the question when it comes last, as in SnapKV / GemFilter),
     averaged over the window's queries and all heads, then max-pooled over `kernel` neighbours so a fact's whole
-    span survives with its most-attended token. Only the window's queries are projected (keys: all current
-    tokens, through the layer's own input norm, k_proj and rotary), never the full T x T matrix."""
+    span survives with its most-attended token (ties broken by each token's own attention). Only the window's queries are projected (keys: all current
+    tokens, through the layer's own input norm, k_proj and rotary), never the full T x T matrix.
+
+    The engine passes `eligible` (not protected: a protected response is never the window); the masked simulation
+    also passes `alive` (its keep mask), so both see the same tokens."""
     window: int = 32
     kernel: int = 7  # odd; 1 = no smoothing
     needs_layer = True
@@ -65,17 +71,17 @@ class WindowAttentionScorer:
                              f"{self.kernel}")
 
     def __call__(self, hidden: torch.Tensor, stage: int, positions: torch.Tensor | None = None, *, layer=None,
-                 position_embeddings=None) -> torch.Tensor:
+                 position_embeddings=None, alive=None, eligible=None) -> torch.Tensor:
         if layer is None or position_embeddings is None:
             raise TypeError("WindowAttentionScorer needs the stage layer and its rotary embeddings: it runs inside "
-                            "sdtp_lib.pruning (the physical engine), not the masked simulation")
+                            "sdtp_lib.pruning (the physical engine) or masked_pruning(mode='topk')")
         attn = layer.self_attn
         self._dims = (hidden.shape[-1], attn.k_proj.out_features, attn.q_proj.out_features)  # C, KVH*D, H*D
-        probs = window_attention(layer, hidden, position_embeddings, self.window)  # (B, T)
-        if self.kernel > 1:
-            probs = F.max_pool1d(probs[:, None], self.kernel, stride=1, padding=self.kernel // 2)[:, 0]
-        return probs
-
+        probs = window_attention(layer, hidden, position_embeddings, self.window, alive, eligible)  # (B, T)
+        if self.kernel == 1:
+            return probs
+        # the tokens of a span share its max: their own attention breaks the tie (the same way in every engine)
+        return max_pool_alive(probs, self.kernel, alive) + TIE_BREAK * probs
 
     def flops_per_token(self) -> int:
         """FLOPs per token entering a stage (the engine adds them to the pruned prefill's): its key projection
@@ -84,25 +90,62 @@ class WindowAttentionScorer:
         return 2 * C * kv + 2 * q * self.window
 
 
-def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: int) -> torch.Tensor:
+def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: int, alive=None,
+                     eligible=None) -> torch.Tensor:
     """(B, T) float32: the attention each of the T tokens receives from the last `window` queries of the layer's
-    self-attention (softmax over the causal keys of each query), averaged over those queries and all heads."""
+    self-attention (softmax over the causal keys of each query), averaged over those queries and all heads.
+
+    alive (B, T) bool: the tokens still present (the masked simulation's keep mask; None: all). Only they are
+    keys and queries; the others receive 0. eligible (B, T) bool: tokens that may be queries (None: all). The
+    queries of a row are its last `window` present, eligible tokens."""
     attn = layer.self_attn
-    B, T, _ = hidden.shape
+    B, T, C = hidden.shape
     w, D = min(window, T), attn.head_dim
     x = layer.input_layernorm(hidden)  # (B, T, C)
-    q = attn.q_proj(x[:, -w:]).view(B, w, -1, D).transpose(1, 2)  # (B, H, w, D)
+    cos, sin = position_embeddings  # (B|1, T, D) of the current tokens
+    pos = torch.arange(T, device=hidden.device)
+    if alive is None and eligible is None:  # the engine without a protect mask: the last w tokens
+        qidx, valid = (pos[T - w:]).expand(B, w), None  # (B, w)
+    else:
+        ok = torch.ones(B, T, dtype=torch.bool, device=hidden.device)
+        ok = ok & alive if alive is not None else ok
+        ok = ok & eligible if eligible is not None else ok
+        from_end = ok.flip(-1).cumsum(-1).flip(-1)  # (B, T) ok tokens at or after each position
+        qidx = torch.where(ok & (from_end <= w), pos, -1).topk(w, dim=-1).values.flip(-1)  # (B, w); -1 = none
+        valid, qidx = qidx >= 0, qidx.clamp(min=0)
+    gather = lambda t: t.expand(B, *t.shape[1:]).gather(1, qidx[..., None].expand(B, w, t.shape[-1]))
+    q = attn.q_proj(gather(x)).view(B, w, -1, D).transpose(1, 2)  # (B, H, w, D)
     k = attn.k_proj(x).view(B, T, -1, D).transpose(1, 2)  # (B, KVH, T, D)
-    cos, sin = position_embeddings  # (B, T, D) of the current tokens
     rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the family's own rotary
-    q, _ = rope(q, q, cos[:, -w:], sin[:, -w:])
+    q, _ = rope(q, q, gather(cos), gather(sin))
     _, k = rope(k, k, cos, sin)
     H, KVH = q.shape[1], k.shape[1]
-    q = q.reshape(B, KVH, (H // KVH) * w, D)  # query heads grouped under their KV head, (B, KVH, G*w, D)
+    G = H // KVH
+    q = q.reshape(B, KVH, G * w, D)  # query heads grouped under their KV head, (B, KVH, G*w, D)
     s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scaling  # (B, KVH, G*w, T)
-    qpos = torch.arange(T - w, T, device=hidden.device).repeat(H // KVH)  # (G*w,) each query's index
-    s = s.masked_fill(torch.arange(T, device=hidden.device) > qpos[:, None], float("-inf"))  # causal
-    return s.softmax(-1).mean(dim=(1, 2))  # (B, T)
+    hide = pos > qidx.repeat(1, G)[..., None]  # (B, G*w, T) causal: keys after each query
+    if alive is not None:
+        hide = hide | ~alive[:, None, :]
+    p = s.masked_fill(hide[:, None], float("-inf")).softmax(-1)  # (B, KVH, G*w, T)
+    if valid is None:
+        return p.mean(dim=(1, 2))  # (B, T)
+    vq = valid.repeat(1, G)[:, None, :, None]  # (B, 1, G*w, 1)
+    p = torch.where(vq, p, 0.0).sum(2).mean(1)  # (B, T): rows of missing queries (and their NaNs) left out
+    return p / (G * valid.sum(-1, keepdim=True)).clamp(min=1)
+
+
+def max_pool_alive(x: torch.Tensor, kernel: int, alive=None) -> torch.Tensor:
+    """(B, T) max over `kernel` neighbouring tokens; with alive (B, T) bool, over neighbouring present tokens
+    (as the engine sees them once the others are removed); absent tokens get 0."""
+    if kernel == 1:
+        return x if alive is None else x.masked_fill(~alive, 0.0)
+    pool = lambda t: F.max_pool1d(t[:, None], kernel, stride=1, padding=kernel // 2)[:, 0]
+    if alive is None:
+        return pool(x)
+    order = (~alive).to(torch.int8).argsort(dim=-1, stable=True)  # (B, T) present tokens first, in order
+    packed = x.gather(1, order).masked_fill(~alive.gather(1, order), float("-inf"))
+    out = torch.empty_like(x).scatter_(1, order, pool(packed))
+    return out.masked_fill(~alive, 0.0)
 
 
 @dataclass

@@ -9,56 +9,96 @@ import torch.nn as nn
 
 from .config import SDTPConfig
 from .models import config_fingerprint
+from .policies import WindowAttentionScorer
 
 FORMAT = "sdtp-predictor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the hybrid's attn_window / attn_kernel (a plain predictor is still written as 1)
 
 
 class StageMLP(nn.Module):
     """Linear -> GELU -> Linear on the parameter-free layer-normalised hidden state.
 
     The normalisation is a deviation from the paper's plain MLP: decoder hidden states carry a few huge
-    "massive activation" channels whose scale differs by layer, which made unnormalised scores explode."""
-    def __init__(self, hidden_size: int, width: int):
+    "massive activation" channels whose scale differs by layer, which made unnormalised scores explode.
+    With `extra` = 1 (the hybrid) a per-token feature (the log window attention) is a further input of fc1 and is
+    also added to the keep logit with a learned gain (1 at initialisation: the hybrid starts as the attention)."""
+    def __init__(self, hidden_size: int, width: int, extra: int = 0):
         super().__init__()
-        self.fc1 = nn.Linear(hidden_size, width)
+        self.fc1 = nn.Linear(hidden_size + extra, width)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(width, 2)
+        if extra:
+            self.gain = nn.Parameter(torch.ones(1))
 
-    def forward(self, x):  # (B, T, C) -> (B, T, 2)
+    def forward(self, x, feature=None):  # (B, T, C) [, (B, T)] -> (B, T, 2)
         x = nn.functional.layer_norm(x, x.shape[-1:])
-        return self.fc2(self.act(self.fc1(x)))
+        if feature is None:
+            return self.fc2(self.act(self.fc1(x)))
+        f = feature.to(x.dtype)[..., None]  # (B, T, 1)
+        out = self.fc2(self.act(self.fc1(torch.cat([x, f], dim=-1))))
+        return out + nn.functional.pad(self.gain * f, (0, 1))  # keep logit += gain * feature
 
 
 class TokenPredictor(nn.Module):
+    """The paper's predictor (attn_window = 0: scores from each token's own hidden state) or, with
+    attn_window > 0, the hybrid: the stage MLP also reads log(n * window attention) of the token (the
+    `WindowAttentionScorer` of the last attn_window prompt tokens at the stage layer, n = current tokens), so it
+    needs the stage layer (`needs_layer`) like the attention scorer."""
     def __init__(self, hidden_size: int, stage_layers, width: int | None = None, model_id: str = "",
-                 fingerprint: str = ""):
+                 fingerprint: str = "", attn_window: int = 0, attn_kernel: int = 7):
         super().__init__()
         self.hidden_size, self.stage_layers = int(hidden_size), tuple(int(l) for l in stage_layers)
         self.width = int(width or max(8, hidden_size // 4))  # ~d/4 keeps it under 1% of the model's FLOPs
         self.model_id, self.fingerprint = model_id, fingerprint
-        self.stages = nn.ModuleList(StageMLP(self.hidden_size, self.width) for _ in self.stage_layers)
+        if attn_window < 0:
+            raise ValueError(f"TokenPredictor: attn_window must be >= 0 (0: no attention feature), got {attn_window}")
+        self.attn_window, self.attn_kernel = int(attn_window), int(attn_kernel)
+        self.attention = WindowAttentionScorer(self.attn_window, self.attn_kernel) if self.attn_window else None
+        extra = 1 if self.attention is not None else 0
+        self.stages = nn.ModuleList(StageMLP(self.hidden_size, self.width, extra) for _ in self.stage_layers)
+
+    @property
+    def needs_layer(self) -> bool:  # the engine then passes the stage layer (see policies)
+        return self.attention is not None
 
     @classmethod
-    def for_model(cls, model, config: SDTPConfig, width: int | None = None, seed: int = 0) -> "TokenPredictor":
+    def for_model(cls, model, config: SDTPConfig, width: int | None = None, seed: int = 0, attn_window: int = 0,
+                  attn_kernel: int = 7) -> "TokenPredictor":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             pred = cls(model.config.hidden_size, config.stage_layers, width,
                        model_id=str(getattr(model.config, "sdtp_model_id", model.config.name_or_path)),
-                       fingerprint=config_fingerprint(model.config))
+                       fingerprint=config_fingerprint(model.config), attn_window=attn_window,
+                       attn_kernel=attn_kernel)
         p = next(model.parameters())
         return pred.to(device=p.device, dtype=p.dtype)
 
-    def logits(self, hidden: torch.Tensor, stage: int) -> torch.Tensor:
-        mlp = self.stages[stage]
-        return mlp(hidden.to(mlp.fc1.weight.dtype))  # (B, T, 2)
+    def attention_feature(self, hidden: torch.Tensor, **layer_kw) -> torch.Tensor:
+        """(B, T) log(n * pooled window attention + 1e-4): 0 for a token that gets a uniform share; n = the
+        tokens present (all current ones in the engine, the kept ones in the masked simulation)."""
+        if layer_kw.get("layer") is None:
+            raise TypeError("this predictor reads the window attention (attn_window > 0): it needs the stage layer, "
+                            "which sdtp_lib.pruning and masked_pruning pass")
+        p = self.attention(hidden, 0, **layer_kw)  # (B, T)
+        alive = layer_kw.get("alive")
+        n = alive.sum(-1, keepdim=True) if alive is not None else hidden.shape[1]
+        return torch.log(p * n + 1e-4)
 
-    def forward(self, hidden: torch.Tensor, stage: int, positions: torch.Tensor | None = None) -> torch.Tensor:
-        lg = self.logits(hidden, stage)
+    def logits(self, hidden: torch.Tensor, stage: int, **layer_kw) -> torch.Tensor:
+        """(B, T, 2); layer_kw: what the engine passes a layer-reading scorer (the hybrid needs it)."""
+        mlp = self.stages[stage]
+        feature = self.attention_feature(hidden, **layer_kw) if self.attention is not None else None
+        return mlp(hidden.to(mlp.fc1.weight.dtype), feature)  # (B, T, 2)
+
+    def forward(self, hidden: torch.Tensor, stage: int, positions: torch.Tensor | None = None,
+                **layer_kw) -> torch.Tensor:
+        lg = self.logits(hidden, stage, **layer_kw)
         return lg[..., 0] - lg[..., 1]  # (B, T) keep - drop
 
     def flops_per_token(self) -> int:
-        return 2 * (self.hidden_size * self.width + self.width * 2)
+        extra = 1 if self.attention is not None else 0
+        mlp = 2 * ((self.hidden_size + extra) * self.width + self.width * 2)
+        return mlp + (self.attention.flops_per_token() if self.attention is not None else 0)
 
     # ---------------------------------------------------------- compatibility
     def check_compatible(self, model, config: SDTPConfig | None = None) -> None:
@@ -78,9 +118,12 @@ class TokenPredictor(nn.Module):
 
     # --------------------------------------------------------------- save/load
     def header(self) -> dict:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "model_id": self.model_id,
-                "fingerprint": self.fingerprint, "hidden_size": self.hidden_size,
-                "stage_layers": list(self.stage_layers), "width": self.width}
+        h = {"format": FORMAT, "version": FORMAT_VERSION if self.attention is not None else 1,
+             "model_id": self.model_id, "fingerprint": self.fingerprint, "hidden_size": self.hidden_size,
+             "stage_layers": list(self.stage_layers), "width": self.width}
+        if self.attention is not None:
+            h.update(attn_window=self.attn_window, attn_kernel=self.attn_kernel)
+        return h
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         from safetensors.torch import save_file
@@ -114,7 +157,8 @@ class TokenPredictor(nn.Module):
         if h["version"] > FORMAT_VERSION:
             raise ValueError(f"{path}: predictor format version {h['version']} is newer than this library's "
                              f"({FORMAT_VERSION}); upgrade sdtp")
-        pred = cls(h["hidden_size"], h["stage_layers"], h["width"], h.get("model_id", ""), h.get("fingerprint", ""))
+        pred = cls(h["hidden_size"], h["stage_layers"], h["width"], h.get("model_id", ""), h.get("fingerprint", ""),
+                   attn_window=h.get("attn_window", 0), attn_kernel=h.get("attn_kernel", 7))
         try:
             pred.load_state_dict(tensors)
         except RuntimeError as e:

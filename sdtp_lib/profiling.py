@@ -42,7 +42,8 @@ class ProfileConfig:
     new_tokens: int = 128  # generated tokens for end-to-end
     repeats: int = 3  # timed prefill repeats (median reported)
     keep_ratio: float = 0.9  # r
-    scorer: str = "predictor"  # "predictor" (production width, untrained weights are as fast) or a policy
+    scorer: str = "predictor"  # "predictor" (production width, untrained weights are as fast), "hybrid" (the
+    # same with the window attention as an input) or a policy ("attention": the window attention alone)
     chunk_tokens: int | None = 32768  # engine "sdtp": prefill MLPs in chunks of this many tokens (memory)
     fast_kernels: bool = True  # engine "sdtp": fused norms / rotary / SiLU-mul in prefill (sdtp_lib.kernels)
     meta: dict = field(default_factory=dict)
@@ -147,6 +148,19 @@ class TimedScorer(ScorerWrapper):
 
 
 @torch.no_grad()
+HYBRID_WINDOW = 32  # the hybrid predictor profiled: window attention of the last 32 tokens (as trained)
+
+
+def profile_scorer(model, conf: SDTPConfig, name: str):
+    """The scorer a profile times: an untrained predictor of production width ("predictor", "hybrid": as fast as
+    a trained one) or a policy."""
+    if name in ("predictor", "hybrid"):
+        p = next(model.parameters())
+        return TokenPredictor.for_model(model, conf, attn_window=HYBRID_WINDOW if name == "hybrid" else 0).to(
+            device=p.device, dtype=p.dtype)
+    return make_scorer(name)
+
+
 def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict]:
     """Rows for every (length, variant, engine); on_row(rows) after each one (e.g. to save partial results)."""
     p = next(model.parameters())
@@ -159,8 +173,7 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
             conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio, num_stages=stages) if stages else None
             scorer = None
             if conf is not None:
-                scorer = TokenPredictor.for_model(model, conf).to(device=dev, dtype=p.dtype) \
-                    if cfg.scorer == "predictor" else make_scorer(cfg.scorer)
+                scorer = profile_scorer(model, conf, cfg.scorer)
             block = (lambda: pruning(model, scorer, conf)) if conf else None
             for engine in cfg.engines:
                 chunk = cfg.chunk_tokens if engine == "sdtp" else None
@@ -252,14 +265,15 @@ def header(model, cfg: ProfileConfig, weights: str, check_sync: bool = True) -> 
     if check_sync and next(model.parameters()).is_cuda:  # proof that the pruned prefill's layer loop never syncs with the host
         conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio)
         ids = torch.randint(0, model.config.vocab_size - 1, (1, 2048), device=next(model.parameters()).device)
-        pred = TokenPredictor.for_model(model, conf)
+        pred = profile_scorer(model, conf, cfg.scorer)  # the scorer this profile times
         from .kernels import prefill_kernels
         with prefill_kernels(model, cfg.chunk_tokens, cfg.fast_kernels):
             if cfg.fast_kernels:
                 model(ids, logits_to_keep=1)  # compile the fused kernels before the check
             err = host_sync_in_prefill(model, pred, conf, ids)
         where = "fast_prefill" if cfg.fast_kernels else "HF modules"
-        sync = f"no host sync ({where}, set_sync_debug_mode('error'))" if err is None else f"host sync: {err}"
+        sync = (f"no host sync ({where}, scorer {cfg.scorer}, set_sync_debug_mode('error'))" if err is None
+                else f"host sync ({cfg.scorer}): {err}")
     return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "host_sync_check": sync,
             "weights": weights, "model": getattr(model.config, "sdtp_model_id", model.config.name_or_path),
             "dtype": str(next(model.parameters()).dtype), "attn": model.config._attn_implementation,

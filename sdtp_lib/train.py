@@ -53,12 +53,18 @@ class TrainConfig:
     rank_pairs: int = 256  # sampled pairs per sequence and stage (all pairs is O(T^2))
     saliency_target: str = "abs"  # "abs": |grad*x| or "neg": -grad*x (first-order loss increase on removal)
     grad_checkpointing: bool = False  # recompute layer activations in backward (memory for time)
+    attention_window: int = 0  # 0: the paper's predictor; N > 0: the hybrid (window attention of the last N
+    # prompt tokens as a further input of every stage MLP, see TokenPredictor)
+    attention_kernel: int = 7  # the hybrid's max-pooling over neighbouring tokens (odd)
 
     def __post_init__(self):
         if self.saliency_target not in ("abs", "neg"):
             raise ValueError(f"saliency_target must be 'abs' or 'neg', got {self.saliency_target!r}")
         if self.mask not in ("st_topk", "gumbel"):
             raise ValueError(f"mask must be 'st_topk' or 'gumbel', got {self.mask!r}")
+        if self.attention_window < 0 or self.attention_kernel < 1 or self.attention_kernel % 2 == 0:
+            raise ValueError("TrainConfig: attention_window must be >= 0 and attention_kernel an odd number >= 1, "
+                             f"got {self.attention_window}, {self.attention_kernel}")
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise ValueError("TrainConfig: batch_size and epochs must be >= 1 and lr > 0")
 
@@ -171,7 +177,8 @@ def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resum
     frozen = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
-    pred = TokenPredictor.for_model(model, config, seed=tcfg.seed)
+    pred = TokenPredictor.for_model(model, config, seed=tcfg.seed, attn_window=tcfg.attention_window,
+                                    attn_kernel=tcfg.attention_kernel)
     pred.float().train()
     opt = torch.optim.AdamW(pred.parameters(), lr=tcfg.lr)
     start_epoch, step = 0, 0

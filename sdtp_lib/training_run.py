@@ -42,9 +42,18 @@ class TrainingRunConfig:
     seeds: tuple[int, ...] = (0,)  # one predictor per training seed
     train: TrainConfig = field(default_factory=TrainConfig)
     engines: tuple[str, ...] = ("physical", "masked")  # validation engines
+    baselines: tuple[str, ...] = ("random", "norm", "recent")  # validated beside the predictors (+ "attention",
+    # the window-attention policy, and "oracle", the saliency oracle of each sample's response: an upper bound)
     device: str | None = None
     dtype: str | None = None
     data_seed: int = 0  # which samples (when `samples` is set) and the train/validation split
+
+
+def _check_baselines(names) -> None:
+    from .policies import POLICIES
+    bad = [b for b in names if b not in POLICIES and b != "oracle"]
+    if bad:
+        raise ValueError(f"unknown baseline scorer(s) {bad}; known: {sorted(POLICIES) + ['oracle']}")
 
 
 def training_samples(cfg: TrainingRunConfig, tok) -> tuple[list, list]:
@@ -58,6 +67,7 @@ def run_training(cfg: TrainingRunConfig, out_dir, progress: bool = True, tensorb
                  saliency_file=None) -> dict:
     """Run (or resume) the training run into out_dir. saliency_file: a saliency.safetensors computed for the
     same samples (notebook 01's), reused instead of recomputed; one from other settings is refused."""
+    _check_baselines(cfg.baselines)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if saliency_file is not None:
@@ -90,8 +100,9 @@ def run_training(cfg: TrainingRunConfig, out_dir, progress: bool = True, tensorb
         preds[seed] = train(model, store, conf, tcfg, out / f"seed{seed}", data_source=cfg.data, progress=progress,
                             tensorboard=tensorboard)
         timing[f"train_seed{seed}_s"] = time.perf_counter() - t
-    scorers = {f"predictor-s{s}": p for s, p in preds.items()}
-    scorers.update({"random": "random", "norm": "norm", "recent": "recent"})
+    kind = "hybrid" if cfg.train.attention_window else "predictor"
+    scorers = {f"{kind}-s{s}": p for s, p in preds.items()}
+    scorers.update({b: b for b in cfg.baselines})
     t = time.perf_counter()
     for engine in cfg.engines:
         rows += validate(model, scorers, conf, va, engine=engine, progress=progress)

@@ -1,12 +1,13 @@
 """The question-aware window-attention scorer (issue 11): equal to the attention read off the full attention
 matrix, plumbed through the physical engine (kept tokens are its top-k; keep ratio 1.0 is the unpatched model),
-usable by name in the evaluations, refused by the masked simulation with a clear error."""
+the masked simulation's row-wise form equal to the engine's on the kept tokens, usable by name in the evaluations;
+the hybrid predictor that reads it."""
 import pytest
 import torch
 
 import sdtp_lib as S
 from sdtp_lib.engine import forced_mask, select_tokens
-from sdtp_lib.policies import WindowAttentionScorer, make_scorer, window_attention
+from sdtp_lib.policies import TIE_BREAK, WindowAttentionScorer, make_scorer, window_attention
 
 from .conftest import FAMILIES, prompt_ids
 
@@ -49,7 +50,7 @@ def test_smoothing_is_a_max_over_neighbours(eager):
         raw = WindowAttentionScorer(window=4, kernel=1)(hs[1], 0, layer=layer, position_embeddings=cos_sin)
         smooth = WindowAttentionScorer(window=4, kernel=5)(hs[1], 0, layer=layer, position_embeddings=cos_sin)
     padded = torch.nn.functional.pad(raw, (2, 2), value=float("-inf"))
-    torch.testing.assert_close(smooth, padded.unfold(-1, 5, 1).amax(-1))
+    torch.testing.assert_close(smooth, padded.unfold(-1, 5, 1).amax(-1) + TIE_BREAK * raw)
 
 
 def test_engine_keeps_the_top_k_of_the_window_attention(tiny):
@@ -91,7 +92,7 @@ def test_by_name_in_generate_and_the_suite(tiny_sdpa, tmp_path):
     assert [r["scorer"] for r in rows] == ["dense", "sdtp:attention"] and rows[1]["compression"] > 1.0
 
 
-def test_bad_settings_and_the_masked_simulation_are_refused(tiny_sdpa):
+def test_bad_settings_are_refused(tiny_sdpa):
     model, _ = tiny_sdpa
     with pytest.raises(ValueError, match="odd kernel"):
         WindowAttentionScorer(kernel=4)
@@ -99,11 +100,64 @@ def test_bad_settings_and_the_masked_simulation_are_refused(tiny_sdpa):
         WindowAttentionScorer(window=0)
     from sdtp_lib.masked import masked_pruning
     cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
-    with pytest.raises(ValueError, match="physical engine"):
-        with masked_pruning(model, WindowAttentionScorer(), cfg, torch.ones(1, 32, dtype=torch.long), mode="topk"):
+    with pytest.raises(ValueError, match="needs a TokenPredictor"):  # training masks need logits
+        with masked_pruning(model, WindowAttentionScorer(), cfg, torch.ones(1, 32, dtype=torch.long), mode="st_topk"):
             model(prompt_ids(32))
     with pytest.raises(TypeError, match="physical engine"):  # called by hand without the layer
         WindowAttentionScorer()(torch.zeros(1, 8, 4), 0)
+    with pytest.raises(TypeError, match="stage layer"):
+        S.TokenPredictor(4, [1], attn_window=4)(torch.zeros(1, 8, 4), 0)
+
+
+@pytest.mark.parametrize("kernel", [1, 5])
+def test_rowwise_window_equals_the_compacted_sequence(eager, kernel):
+    """With a keep mask (`alive`) and protected tokens (`eligible`), each row scores as if its dropped tokens were
+    removed and the sequence ended at its last eligible token: what the engine sees at the same stage."""
+    model, _ = eager
+    T, l = 90, 1
+    ids = prompt_ids(T, B=2, seed=4)
+    hs, cos_sin, _ = _dense_states(model, ids)
+    layer = model.get_decoder().layers[l]
+    g = torch.Generator().manual_seed(0)
+    alive = torch.rand(2, T, generator=g) > 0.35
+    eligible = torch.ones(2, T, dtype=torch.bool)
+    eligible[0, 70:] = False  # row 0: a protected "response" at the end
+    sc = WindowAttentionScorer(window=12, kernel=kernel)
+    with torch.no_grad():
+        got = sc(hs[l], 0, layer=layer, position_embeddings=cos_sin, alive=alive, eligible=eligible)  # (2, T)
+        for b in range(2):
+            end = 70 if b == 0 else T
+            keep = (alive[b] & (torch.arange(T) < end)).nonzero().flatten()  # the compacted window's sequence
+            tail = (alive[b] & (torch.arange(T) >= end)).nonzero().flatten()  # present, after every query: 0
+            raw = window_attention(layer, hs[l][b:b + 1, keep], tuple(t[:, keep] for t in cos_sin), 12)[0]
+            raw = torch.cat([raw, torch.zeros(len(tail))])  # the present tokens, in order
+            ref = raw if kernel == 1 else torch.nn.functional.max_pool1d(
+                raw[None, None], kernel, 1, kernel // 2)[0, 0] + TIE_BREAK * raw
+            torch.testing.assert_close(got[b], torch.zeros(T).index_put_((torch.cat([keep, tail]),), ref),
+                                       rtol=1e-4, atol=1e-6)
+    assert (got[~alive] == 0).all()
+
+
+@torch.no_grad()
+def test_engine_window_skips_protected_tokens(tiny_sdpa):
+    """With a protect mask (validation's response), the observation window is the last unprotected tokens."""
+    model, _ = tiny_sdpa
+    cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
+    T, l0 = 80, cfg.stage_layers[0]
+    ids = prompt_ids(T, seed=6)
+    protect = torch.zeros(1, T, dtype=torch.bool)
+    protect[:, 60:] = True
+    scorer = WindowAttentionScorer(window=8, kernel=3)
+    hs = model(ids, output_hidden_states=True).hidden_states
+    cos_sin = model.get_decoder().rotary_emb(hs[0], torch.arange(T)[None])
+    layer = model.get_decoder().layers[l0]
+    ref = scorer(hs[l0], 0, layer=layer, position_embeddings=cos_sin, eligible=~protect)
+    last = scorer(hs[l0], 0, layer=layer, position_embeddings=cos_sin)
+    with S.pruning(model, scorer, cfg, protect=protect) as st:
+        model(ids)
+    forced = forced_mask(cfg, torch.ones(1, T, dtype=torch.long), protect)
+    assert torch.equal(st.stage_positions[0], select_tokens(ref, forced, cfg.keep_count(1, T)))
+    assert not torch.allclose(ref, last)  # the window did move
 
 
 # ------------------------------------------------------------------ the saliency oracle (an upper bound)

@@ -22,11 +22,12 @@ def test_all_keep_equals_dense(tiny):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("scorer", ["norm", "predictor"])
+@pytest.mark.parametrize("scorer", ["norm", "predictor", "attention", "hybrid"])
 def test_topk_simulation_equals_physical_engine(tiny, scorer):
     model, _ = tiny
     c = cfg(model, 0.6)
-    sc = S.TokenPredictor.for_model(model, c, seed=1) if scorer == "predictor" else scorer
+    sc = (S.TokenPredictor.for_model(model, c, seed=1, attn_window=8 if scorer == "hybrid" else 0)
+          if scorer in ("predictor", "hybrid") else scorer)
     ids = prompt_ids(150, seed=3)
     with S.pruning(model, sc, c) as phys:
         ref = model(ids).logits  # (1, kept, V)

@@ -111,3 +111,42 @@ def test_training_run_end_to_end_tiny(tmp_path):
             assert r["compression"] > 1.1
     assert (tmp_path / "seed1" / "predictor.safetensors").exists() and (tmp_path / "validation.md").exists()
     assert json.loads((tmp_path / "run.json").read_text())["num_train"] + summary["num_val"] == 16
+
+
+def test_hybrid_training_run_and_question_aware_baselines(tmp_path):
+    """The hybrid (window attention as a further input) trains through the masked simulation; it, the attention
+    policy and the saliency oracle give the same held-out loss in both engines (deterministic scorers)."""
+    from sdtp_lib.training_run import TrainingRunConfig, run_training
+    cfg = TrainingRunConfig(model="tiny-qwen2", samples=12, seq_len=200, seeds=(0,), baselines=("attention", "oracle"),
+                            train=TrainConfig(epochs=1, batch_size=4, attention_window=8))
+    summary = run_training(cfg, tmp_path, progress=False)
+    by = {(r["layout"], r["scorer"], r["engine"]): r for r in summary["validation"]}
+    assert {k[1] for k in by} == {"dense", "hybrid-s0", "attention", "oracle"}
+    for (layout, scorer, engine), r in by.items():
+        if engine == "physical":
+            assert r["loss"] == pytest.approx(by[(layout, scorer, "masked")]["loss"], abs=1e-4), (layout, scorer)
+    pred = S.TokenPredictor.load(tmp_path / "seed0" / "predictor.safetensors")
+    assert pred.needs_layer and pred.attn_window == 8 and pred.header()["version"] == 2
+    gains = [float(st.gain.detach()) for st in pred.stages]
+    assert any(g != 1.0 for g in gains)  # the learned combination moved from its start
+    with pytest.raises(ValueError, match="unknown baseline"):
+        run_training(TrainingRunConfig(model="tiny-qwen2", baselines=("nrom",)), tmp_path / "x", progress=False)
+
+
+def test_hybrid_predictor_roundtrip_and_flops(tmp_path):
+    model, _ = S.load_model("tiny-qwen2")
+    conf = S.SDTPConfig.for_model(model)
+    plain = S.TokenPredictor.for_model(model, conf)
+    hyb = S.TokenPredictor.for_model(model, conf, attn_window=16, attn_kernel=5, seed=3)
+    assert not plain.needs_layer and plain.header()["version"] == 1  # plain files stay readable by older versions
+    back = S.TokenPredictor.load(hyb.save(tmp_path / "h.safetensors"), model=model, config=conf)
+    assert (back.attn_window, back.attn_kernel) == (16, 5)
+    assert all(torch.equal(a, b) for a, b in zip(hyb.state_dict().values(), back.state_dict().values()))
+    ids = torch.randint(0, 200, (1, 64))
+    with torch.no_grad(), S.pruning(model, back, conf) as st:
+        model(ids)
+    C, H = model.config.hidden_size, model.config.num_attention_heads
+    kv = model.config.num_key_value_heads * (C // H)
+    mlp = 2 * ((C + 1) * back.width + back.width * 2)
+    assert back.flops_per_token() == mlp + 2 * C * kv + 2 * C * 16  # + its window attention
+    assert st.flops_pruned > 0 and st.compression > 1.0
