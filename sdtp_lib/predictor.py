@@ -192,7 +192,7 @@ def load_predictor(name_or_path: str | Path, model=None, config: SDTPConfig | No
 
 def resolve_scorer(spec, model, config: SDTPConfig):
     """(scorer, label) from what a user types: "auto" (the shipped predictor for this model, else the "norm"
-    policy), a policy name, a shipped predictor name, a predictor file, or a run folder (a training run's or a
+    policy), "predictor" / "hybrid" (this model's shipped predictor / hybrid, required), a policy name, a shipped predictor name, a predictor file, or a run folder (a training run's or a
     pipeline run's: its first seed<k>/predictor.safetensors)."""
     from .policies import POLICIES
     if spec is None or spec == "auto":
@@ -202,6 +202,12 @@ def resolve_scorer(spec, model, config: SDTPConfig):
         return "norm", f"norm policy (no shipped predictor for {name or 'this model'})"
     if isinstance(spec, str) and spec in POLICIES:
         return spec, f"{spec} policy"
+    if spec in ("predictor", "hybrid"):  # this model's shipped predictor / hybrid (window attention as an input)
+        name = str(getattr(model.config, "sdtp_model_id", "")) + ("-hybrid" if spec == "hybrid" else "")
+        if name not in shipped_predictors():
+            raise FileNotFoundError(f"no shipped {spec} for this model (looked for {name!r}; shipped: "
+                                    f"{shipped_predictors()}); give a predictor file or run folder instead")
+        return load_predictor(name, model=model, config=config), f"shipped {spec} {name}"
     path = Path(str(spec)).expanduser()
     if path.is_dir():
         found = [path / "predictor.safetensors", *sorted(path.glob("seed*/predictor.safetensors")),

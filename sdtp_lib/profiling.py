@@ -147,7 +147,6 @@ class TimedScorer(ScorerWrapper):
         return sum(s if isinstance(s, float) else s[0].elapsed_time(s[1]) / 1e3 for s in self.spans)
 
 
-@torch.no_grad()
 HYBRID_WINDOW = 32  # the hybrid predictor profiled: window attention of the last 32 tokens (as trained)
 
 
@@ -161,6 +160,7 @@ def profile_scorer(model, conf: SDTPConfig, name: str):
     return make_scorer(name)
 
 
+@torch.no_grad()
 def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict]:
     """Rows for every (length, variant, engine); on_row(rows) after each one (e.g. to save partial results)."""
     p = next(model.parameters())

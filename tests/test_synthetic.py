@@ -161,6 +161,8 @@ def test_resume_generates_only_the_missing(tiny, first_run, tmp_path, monkeypatc
 def test_bad_scorers_are_refused_before_anything_is_written(tiny, tmp_path):
     with pytest.raises(ValueError, match="no shipped predictor"):
         Y.run_suite(*tiny, Y.SuiteConfig(**{**CFG.__dict__, "scorers": ("dense", "sdtp:predictor")}), tmp_path)
+    with pytest.raises(ValueError, match="no shipped hybrid"):
+        Y.run_suite(*tiny, Y.SuiteConfig(**{**CFG.__dict__, "scorers": ("dense", "sdtp:hybrid")}), tmp_path)
     assert not (tmp_path / "config.json").exists()
     for bad in ("sdtp", "sdtp-lo:norm", "sdtp@1.5:norm", "sdtp@x:norm", "dense:norm"):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):

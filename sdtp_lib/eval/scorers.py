@@ -10,7 +10,8 @@ ORACLE = "oracle"  # the stage-1 saliency of the gold answer: an upper bound (po
 
 def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
     """(variant, keep_ratio or None, scorer) of a spec; ("dense", None, None) for "dense". Scorer: a policy
-    ("norm", ...), "auto", "predictor" (the shipped one), or a predictor path / run folder."""
+    ("norm", "attention", ...), "auto", "predictor" / "hybrid" (the shipped ones), "oracle", or a predictor path /
+    run folder."""
     if spec == "dense":
         return "dense", None, None
     head, sep, scorer = spec.partition(":")
@@ -33,10 +34,11 @@ def check_scorer_name(name: str, model, spec: str) -> None:
     if name == ORACLE:
         raise ValueError(f"scorer {spec!r}: the saliency oracle needs each sample's answer; the synthetic suite and "
                          "LongBench build it per sample (policies.SaliencyOracle.for_answer), this evaluation does not")
-    if name == "predictor" and model is not None:
+    if name in ("predictor", "hybrid") and model is not None:
         model_id = str(getattr(model.config, "sdtp_model_id", ""))
-        if model_id not in shipped_predictors():
-            raise ValueError(f"scorer {spec!r}: no shipped predictor for model {model_id or '?'} (shipped: "
+        want = model_id if name == "predictor" else f"{model_id}-hybrid"
+        if want not in shipped_predictors():
+            raise ValueError(f"scorer {spec!r}: no shipped {name} for model {model_id or '?'} (shipped: "
                              f"{shipped_predictors()}); give a predictor file or run folder instead")
 
 
@@ -44,7 +46,7 @@ def make_scorer_for(name: str, model, config, spec: str):
     """(scorer, label) for the scorer part of a spec; "predictor" demands a shipped predictor for this model."""
     from ..predictor import resolve_scorer
     check_scorer_name(name, model, spec)
-    return resolve_scorer("auto" if name == "predictor" else name, model, config)
+    return resolve_scorer(name, model, config)
 
 
 def file_stem(spec: str) -> str:
