@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--cls-balance", type=float, default=3.0, help="cap the LM loss's gradient on the predictors at "
+                   "this many times the saliency losses' (measured on the first batch); 0: the paper's plain sum")
     t.add_argument("--engines", nargs="+", default=["physical", "masked"], choices=("physical", "masked"))
     t.add_argument("--attention-window", type=int, default=0, help="0: the paper's predictor; N > 0: the hybrid, "
                    "which also reads the window attention of the last N prompt tokens (e.g. 32)")
@@ -228,7 +230,7 @@ def cmd_train(args) -> int:
                          seeds=tuple(args.seeds), engines=tuple(args.engines), device=args.device, dtype=args.dtype,
                          baselines=tuple(args.baselines),
                          train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                           attention_window=args.attention_window))
+                                           attention_window=args.attention_window, cls_balance=args.cls_balance))
     summary = run_training(cfg, args.out, tensorboard=args.tensorboard, saliency_file=args.saliency)
     from .train import format_rows
     print(format_rows(summary["validation"]))

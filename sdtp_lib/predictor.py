@@ -35,8 +35,9 @@ class StageMLP(nn.Module):
         if feature is None:
             return self.fc2(self.act(self.fc1(x)))
         f = feature.to(x.dtype)[..., None]  # (B, T, 1)
-        out = self.fc2(self.act(self.fc1(torch.cat([x, f], dim=-1))))
-        return out + nn.functional.pad(self.gain * f, (0, 1))  # keep logit += gain * feature
+        w = self.fc1.weight  # (width, C + 1): fc1 of [x, f] without copying x (no torch.cat at long prompts)
+        h = nn.functional.linear(x, w[:, :-1], self.fc1.bias) + f * w[:, -1]  # (B, T, width)
+        return self.fc2(self.act(h)) + nn.functional.pad(self.gain * f, (0, 1))  # keep logit += gain * feature
 
 
 class TokenPredictor(nn.Module):

@@ -13,6 +13,11 @@ DynamicViT) conflicts with L_mse: z-scored targets pull scores to mean 0, i.e. k
 stage, and the cumulative mask then dropped every prunable token (measured: kept 12-20% of the prompt
 where the schedule keeps 35%, ranking loss at chance).
 - L_kl (optional, off by default): KL to the dense model's response distribution.
+Balance (deviation, documented): on Qwen2.5-Coder-0.5B the gradient of L_cls on the predictors was ~85x that of
+L_mse + L_rank on the first batch (SmolLM2-135M: ~3x), so Adam followed L_cls alone, the ranking loss rose above
+chance and the scores diverged (measured: held-out loss worse than random). With `cls_balance` = k > 0, the first
+step measures both gradient norms and scales w_cls down, once, so that L_cls's gradient is at most k times the
+saliency terms'; the factor is logged, kept for resume and written to pruning_config.json.
 """
 from __future__ import annotations
 
@@ -56,6 +61,7 @@ class TrainConfig:
     attention_window: int = 0  # 0: the paper's predictor; N > 0: the hybrid (window attention of the last N
     # prompt tokens as a further input of every stage MLP, see TokenPredictor)
     attention_kernel: int = 7  # the hybrid's max-pooling over neighbouring tokens (odd)
+    cls_balance: float = 3.0  # cap L_cls's gradient at k x that of L_mse + L_rank (first batch); 0: the paper's sum
 
     def __post_init__(self):
         if self.saliency_target not in ("abs", "neg"):
@@ -65,6 +71,8 @@ class TrainConfig:
         if self.attention_window < 0 or self.attention_kernel < 1 or self.attention_kernel % 2 == 0:
             raise ValueError("TrainConfig: attention_window must be >= 0 and attention_kernel an odd number >= 1, "
                              f"got {self.attention_window}, {self.attention_kernel}")
+        if self.cls_balance < 0:
+            raise ValueError(f"TrainConfig: cls_balance must be >= 0 (0: off), got {self.cls_balance}")
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise ValueError("TrainConfig: batch_size and epochs must be >= 1 and lr > 0")
 
@@ -134,8 +142,9 @@ def ratio_loss(state, config, batch, forced, prunable):
     return total / max(1, len(state.masks))
 
 
-def step_losses(model, predictor, config: SDTPConfig, tcfg: TrainConfig, batch, gen=None) -> dict:
-    """All loss terms of one batch (tensors; 'total' is what backward uses)."""
+def step_losses(model, predictor, config: SDTPConfig, tcfg: TrainConfig, batch, gen=None,
+                cls_scale: float = 1.0) -> dict:
+    """All loss terms of one batch (tensors; 'total' is what backward uses, with w_cls * cls_scale)."""
     am = batch["attention_mask"]
     protect = response_protect(batch["prompt_len"], batch["attention_mask"])
     forced = forced_mask(config, am, protect) & am.bool()
@@ -155,13 +164,31 @@ def step_losses(model, predictor, config: SDTPConfig, tcfg: TrainConfig, batch, 
             dense_h = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=am).last_hidden_state
             dense = model.get_output_embeddings()(dense_h[:, :-1][sel]).float()
         out["kl"] = F.kl_div(logits.log_softmax(-1), dense.log_softmax(-1), log_target=True, reduction="batchmean")
-    out["total"] = (tcfg.w_cls * out["cls"] + tcfg.w_mse * out["mse"] + tcfg.w_rank * out["rank"]
+    out["total"] = (tcfg.w_cls * cls_scale * out["cls"] + tcfg.w_mse * out["mse"] + tcfg.w_rank * out["rank"]
                     + (tcfg.w_ratio * out["ratio"] if tcfg.mask == "gumbel" else 0) + tcfg.w_kl * out["kl"])
     out["kept_last"] = (st.masks[-1] * am).sum(-1).float().div(am.sum(-1)).mean().detach()
     return out
 
 
 # ------------------------------------------------------------------- training
+def balance_scale(predictor, losses: dict, tcfg: TrainConfig) -> tuple[float, dict]:
+    """(factor for w_cls, gradient norms): min(1, k * |grad(w_mse L_mse + w_rank L_rank)| / |grad(w_cls L_cls)|) over
+    the predictor's parameters, k = tcfg.cls_balance (1.0 when off or when a term has no gradient)."""
+    params = [p for p in predictor.parameters() if p.requires_grad]
+
+    def norm(loss):
+        if not loss.requires_grad:
+            return 0.0
+        g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        return float(torch.sqrt(sum((x.float() ** 2).sum() for x in g if x is not None)))
+    n_cls = norm(tcfg.w_cls * losses["cls"])
+    n_sal = norm(tcfg.w_mse * losses["mse"] + tcfg.w_rank * losses["rank"])
+    scale = 1.0
+    if tcfg.cls_balance > 0 and n_cls > 0 and n_sal > 0:
+        scale = min(1.0, tcfg.cls_balance * n_sal / n_cls)
+    return scale, {"grad_norm_cls": n_cls, "grad_norm_saliency": n_sal}
+
+
 def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resume: bool = True,
           data_source: str = "", tensorboard: bool = False, progress: bool = True) -> TokenPredictor:
     """Train predictors on `store` (a SaliencyStore computed for config.stage_layers); writes to out_dir:
@@ -181,7 +208,7 @@ def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resum
                                     attn_kernel=tcfg.attention_kernel)
     pred.float().train()
     opt = torch.optim.AdamW(pred.parameters(), lr=tcfg.lr)
-    start_epoch, step = 0, 0
+    start_epoch, step, cls_scale, balance = 0, 0, None, {}
     state_path = out_dir / "train_state.pt"
     if resume and state_path.exists():
         ck = torch.load(state_path, map_location=device, weights_only=False)
@@ -191,6 +218,7 @@ def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resum
         pred.load_state_dict(ck["predictor"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step = ck["epoch"], ck["step"]
+        cls_scale, balance = ck.get("cls_scale", 1.0), ck.get("balance", {})
         log.info("resuming from epoch %d (step %d)", start_epoch, step)
     writer = _tensorboard(out_dir) if tensorboard else None
     was_training, gc = model.training, tcfg.grad_checkpointing
@@ -212,7 +240,16 @@ def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resum
             bar = tqdm(batches, desc=f"train epoch {epoch + 1}/{tcfg.epochs}", disable=not progress)
             for idx in bar:
                 batch = collate_store(store, idx, config.stage_layers, device)
-                losses = step_losses(model, pred, config, tcfg, batch, gen)
+                if cls_scale is None:  # the first step of a fresh run: balance L_cls against the saliency terms
+                    probe = step_losses(model, pred, config, tcfg, batch, gen)
+                    cls_scale, balance = balance_scale(pred, probe, tcfg)
+                    del probe
+                    balance["cls_scale"] = cls_scale
+                    log.info("loss balance: |grad L_cls| %.3g, |grad L_mse + L_rank| %.3g -> w_cls x %.3g",
+                             balance["grad_norm_cls"], balance["grad_norm_saliency"], cls_scale)
+                    gen.manual_seed(tcfg.seed * 1000 + epoch)  # the step itself draws what it would have drawn
+                    torch.manual_seed(tcfg.seed * 1000 + epoch)
+                losses = step_losses(model, pred, config, tcfg, batch, gen, cls_scale)
                 opt.zero_grad(set_to_none=True)
                 losses["total"].backward()
                 opt.step()
@@ -225,7 +262,8 @@ def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resum
                     for k in fields[2:]:
                         writer.add_scalar(f"train/{k}", row[k], step)
             atomic_torch_save({"predictor": pred.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                                "step": step, "train_config": asdict(tcfg), "sdtp_config": config.to_dict()},
+                                "step": step, "train_config": asdict(tcfg), "sdtp_config": config.to_dict(),
+                                "cls_scale": cls_scale, "balance": balance},
                                state_path)
     finally:
         if gc:
@@ -237,7 +275,8 @@ def train(model, store, config: SDTPConfig, tcfg: TrainConfig, out_dir, *, resum
             writer.close()
     pred.eval()
     pred.save(out_dir / "predictor.safetensors", overwrite=True)
-    meta = {"sdtp_config": config.to_dict(), "train_config": asdict(tcfg), "data_source": data_source,
+    meta = {"sdtp_config": config.to_dict(), "train_config": asdict(tcfg), "loss_balance": balance,
+            "data_source": data_source,
             "num_samples": len(store), "steps": step, "saliency_header": store.header,
             **provenance()}
     atomic_write_text(out_dir / "pruning_config.json", json.dumps(meta, indent=2, default=str) + "\n")

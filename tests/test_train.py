@@ -150,3 +150,39 @@ def test_hybrid_predictor_roundtrip_and_flops(tmp_path):
     mlp = 2 * ((C + 1) * back.width + back.width * 2)
     assert back.flops_per_token() == mlp + 2 * C * kv + 2 * C * 16  # + its window attention
     assert st.flops_pruned > 0 and st.compression > 1.0
+
+
+def test_hybrid_stage_mlp_is_fc1_of_the_concatenated_input():
+    from sdtp_lib.predictor import StageMLP
+    torch.manual_seed(0)
+    mlp = StageMLP(16, 8, extra=1)
+    x, f = torch.randn(2, 5, 16), torch.randn(2, 5)
+    xn = torch.nn.functional.layer_norm(x, (16,))
+    ref = mlp.fc2(mlp.act(mlp.fc1(torch.cat([xn, f[..., None]], -1))))
+    ref[..., 0] += mlp.gain * f
+    torch.testing.assert_close(mlp(x, f), ref)
+
+
+def test_cls_balance_caps_the_lm_gradient(tiny_store, tmp_path):
+    """The first step scales w_cls so that L_cls's gradient is at most k x the saliency terms'; 0 turns it off."""
+    from sdtp_lib.train import balance_scale
+    model, conf, store = tiny_store
+    pred = S.TokenPredictor.for_model(model, conf)
+    batch = collate_store(store, [0, 1], conf.stage_layers, "cpu")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        losses = step_losses(model, pred, conf, TrainConfig(), batch, torch.Generator().manual_seed(0))
+        big, norms = balance_scale(pred, losses, TrainConfig(cls_balance=1e6))
+        small, _ = balance_scale(pred, losses, TrainConfig(cls_balance=1e-3))
+        off, _ = balance_scale(pred, losses, TrainConfig(cls_balance=0))
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    assert big == 1.0 and off == 1.0  # never scaled up; off is the paper's sum
+    assert small == pytest.approx(1e-3 * norms["grad_norm_saliency"] / norms["grad_norm_cls"])
+    train(model, store, conf, TrainConfig(epochs=1, cls_balance=1e-3), tmp_path, progress=False)
+    meta = json.loads((tmp_path / "pruning_config.json").read_text())
+    assert 0 < meta["loss_balance"]["cls_scale"] < 1
+    with pytest.raises(ValueError, match="cls_balance"):
+        TrainConfig(cls_balance=-1)
