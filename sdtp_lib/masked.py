@@ -10,6 +10,8 @@ attends to itself, which keeps the softmax finite). Masks come from
   sigmoid((score - threshold) / tau) around the stage's k-th score;
 - mode="topk": the engine's own rule (forced tokens + top-(k - forced) scores among the survivors), so the
   simulation of a kept token's computation equals physical removal.
+Layer-reading scorers (the window attention, the hybrid predictor) get the stage layer, its rotary embeddings, the
+keep mask in force (`alive`) and the unprotected tokens (`eligible`), so they see what the engine shows them.
 The attention function is registered with transformers' AttentionInterface as "sdtp_masked"; the model's
 attention implementation is switched to it inside the block and restored on exit.
 """

@@ -3,7 +3,9 @@
 Interface: scorer(hidden (B, T, C), stage: int 0-based, positions (B, T) original positions) -> scores (B, T);
 higher = keep. Scorers must not synchronise with the host (no .item(), no Python loops over tokens).
 A scorer with `needs_layer = True` also gets the stage's decoder layer and its rotary embeddings of the current
-tokens: scorer(hidden, stage, positions, layer=..., position_embeddings=(cos, sin)) (the physical engine only).
+tokens: scorer(hidden, stage, positions, layer=..., position_embeddings=(cos, sin), eligible=..., [alive=...]):
+`eligible` (B, T) bool marks the tokens that are not protected (None: all), and the masked simulation also passes
+`alive` (B, T) bool, its keep mask (the physical engine has removed the others).
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     assert len(list((run / "03_profiling").glob("latency_*.json"))) == 1
     # the evaluations: results with every scorer the profile asked for, and their figures
     lb = json.loads((run / "04_longbench" / "results.json").read_text())
-    assert list(lb["scorers"]) == ["dense", "sdtp:norm"] and lb["tasks"] == ["hotpotqa", "trec"]
+    assert list(lb["scorers"]) == ["dense", "sdtp:norm", "sdtp:attention"] and lb["tasks"] == ["hotpotqa", "trec"]
     assert all(s["n_samples"] == 2 and not s["partial"] for s in lb["scorers"].values())
     assert lb["scorers"]["sdtp:norm"]["mean_compression"] > 1.05 and lb["config"]["max_length"] == 300
     assert (run / "04_longbench" / "longbench.png").stat().st_size > 10_000
@@ -56,7 +56,7 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     assert (run / "05_lmeval" / "sdtp-low_random" / "results.json").exists()
     assert (run / "05_lmeval" / "lmeval.png").stat().st_size > 10_000
     syn = json.loads((run / "06_synthetic" / "results.json").read_text())
-    assert {(s["scorer"], s["length"]) for s in syn["summary"]} == {(s, n) for s in ("dense", "sdtp:norm")
+    assert {(s["scorer"], s["length"]) for s in syn["summary"]} == {(s, n) for s in ("dense", "sdtp:norm", "sdtp:oracle")
                                                                     for n in (256, 512)}
     for png in ("accuracy_vs_length", "accuracy_vs_length_by_layout", "heatmap_dense", "heatmap_sdtp_norm"):
         assert (run / "06_synthetic" / f"{png}.png").stat().st_size > 10_000
