@@ -37,7 +37,7 @@ LEN_ARGS=(); [ -n "${LENGTHS:-}" ] && LEN_ARGS=(--lengths $LENGTHS)
 # every scorer at the same schedule (r = 0.9; SDTP 10 stages, SDTP-low 5); "predictor" and "hybrid" are the
 # seed-0 runs, installed as this model's shipped predictors once trained (sdtp_lib/predictors/MODEL[-hybrid])
 SCORERS=(dense sdtp:random sdtp:norm sdtp:recent sdtp:attention sdtp:predictor sdtp:hybrid sdtp:oracle
-         sdtp-low:predictor sdtp-low:hybrid)
+         sdtp-low:attention sdtp-low:predictor sdtp-low:hybrid)
 SHIPPED=sdtp_lib/predictors
 say() { echo "== $* ($(date -u +%H:%M:%S))"; }
 has() { [[ " $ONLY " == *" $1 "* ]]; }
@@ -108,7 +108,8 @@ if has lmeval; then  # one process per scorer, spread over the two GPUs (the ora
   say "lm-eval fixture"
   i=0
   for v in "dense:dense:10" "random:random:10" "norm:norm:10" "recent:recent:10" "attention:attention:10" \
-           "predictor:predictor:10" "hybrid:hybrid:10" "low-predictor:predictor:5" "low-hybrid:hybrid:5"; do
+           "predictor:predictor:10" "hybrid:hybrid:10" "low-attention:attention:5" "low-predictor:predictor:5" \
+           "low-hybrid:hybrid:5"; do
     IFS=: read -r name pred stages <<< "$v"
     [ -d "$OUT/lmeval/$name" ] && continue
     CUDA_VISIBLE_DEVICES=$((i % NUM_GPUS)) python -m sdtp_lib.eval.lmeval --model sdtp \

@@ -8,6 +8,7 @@ from pathlib import Path
 
 DEFAULT_START_LAYER = 4  # paper's placement study: start at layer 4 ...
 DEFAULT_STEP = 3  # ... with a stage every 3 layers
+DEFAULT_STAGES = 10  # SDTP; fewer stages (SDTP-low: 5) are the first ones of this placement
 _EPS = 1e-9  # guards ceil() against float noise: 0.9**2 * 100 = 81.00000000000001
 
 
@@ -79,13 +80,18 @@ class SDTPConfig:
         """Default placement: stages from layer 4 every 3 layers, squeezed so the last stage is the last layer.
 
         Qwen2-7B (28 layers): [4, 7, 10, 13, 16, 19, 21, 23, 25, 27]; Llama2-7B (32): [4, 7, ..., 31].
-        Shallow models get fewer stages. "SDTP-low" is num_stages=5.
+        Shallow models get fewer stages. "SDTP-low" is num_stages=5: fewer than 10 stages are the first ones of the
+        10-stage placement, so a predictor trained for SDTP also serves SDTP-low (on 24 layers, Qwen2.5-0.5B:
+        [3, 6, 9, 11, 13], not a placement of its own squeezed to [3, 6, 9, 12, 15]).
         """
         depth = model_or_depth if isinstance(model_or_depth, int) else _depth(model_or_depth)
         if depth < 2:
             raise ValueError(f"SDTPConfig.for_model: a model with {depth} layer(s) has no layer to prune at")
         if num_stages < 1:
             raise ValueError(f"SDTPConfig.for_model: num_stages must be >= 1, got {num_stages}")
+        if num_stages < DEFAULT_STAGES:
+            full = cls.for_model(depth, keep_ratio, DEFAULT_STAGES, **kw)
+            return cls(stage_layers=full.stage_layers[:num_stages], keep_ratio=keep_ratio, num_layers=depth, **kw)
         start = min(DEFAULT_START_LAYER, max(1, depth // 7))
         n = min(num_stages, depth - start)
         last = depth - 1

@@ -12,6 +12,10 @@ def test_default_placement():
     assert S.SDTPConfig.for_model(32).stage_layers == tuple(range(4, 32, 3))  # Llama2-7B: step 3 to the end
     assert S.SDTPConfig.for_model(28, num_stages=5).stage_layers == (4, 7, 10, 13, 16)  # SDTP-low
     assert S.SDTPConfig.for_model(4).stage_layers == (1, 2, 3)  # shallow: fewer stages
+    for depth in (4, 12, 24, 28, 30, 32, 80):  # SDTP-low is always SDTP's first stages: one predictor serves both
+        full = S.SDTPConfig.for_model(depth).stage_layers
+        assert S.SDTPConfig.for_model(depth, num_stages=5).stage_layers == full[:5]
+    assert S.SDTPConfig.for_model(24, num_stages=5).stage_layers == (3, 6, 9, 11, 13)  # Qwen2.5-0.5B
 
 
 def test_keep_schedule_counts_original_length():
