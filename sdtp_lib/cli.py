@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--cls-balance", type=float, default=3.0, help="cap the LM loss's gradient on the predictors at "
+    t.add_argument("--cls-balance", type=float, default=1.0, help="cap the LM loss's gradient on the predictors at "
                    "this many times the saliency losses' (measured on the first batch); 0: the paper's plain sum")
     t.add_argument("--engines", nargs="+", default=["physical", "masked"], choices=("physical", "masked"))
     t.add_argument("--attention-window", type=int, default=0, help="0: the paper's predictor; N > 0: the hybrid, "
