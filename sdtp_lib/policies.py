@@ -65,12 +65,15 @@ class WindowAttentionScorer:
     also passes `alive` (its keep mask), so both see the same tokens."""
     window: int = 32
     kernel: int = 7  # odd; 1 = no smoothing
+    heads: str = "mean"  # pool the heads' window-mean attention by "mean" or "max" (one head that finds it counts)
     needs_layer = True
 
     def __post_init__(self):
         if self.window < 1 or self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"WindowAttentionScorer: window >= 1 and an odd kernel >= 1, got {self.window}, "
                              f"{self.kernel}")
+        if self.heads not in ("mean", "max"):
+            raise ValueError(f"WindowAttentionScorer: heads must be 'mean' or 'max', got {self.heads!r}")
 
     def __call__(self, hidden: torch.Tensor, stage: int, positions: torch.Tensor | None = None, *, layer=None,
                  position_embeddings=None, alive=None, eligible=None) -> torch.Tensor:
@@ -79,7 +82,8 @@ class WindowAttentionScorer:
                             "sdtp_lib.pruning (the physical engine) or masked_pruning(mode='topk')")
         attn = layer.self_attn
         self._dims = (hidden.shape[-1], attn.k_proj.out_features, attn.q_proj.out_features)  # C, KVH*D, H*D
-        probs = window_attention(layer, hidden, position_embeddings, self.window, alive, eligible)  # (B, T)
+        probs = window_attention(layer, hidden, position_embeddings, self.window, alive, eligible,
+                                 heads=self.heads)  # (B, T)
         if self.kernel == 1:
             return probs
         # the tokens of a span share its max: their own attention breaks the tie (the same way in every engine)
@@ -93,9 +97,10 @@ class WindowAttentionScorer:
 
 
 def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: int, alive=None,
-                     eligible=None) -> torch.Tensor:
+                     eligible=None, heads: str = "mean") -> torch.Tensor:
     """(B, T) float32: the attention each of the T tokens receives from the last `window` queries of the layer's
-    self-attention (softmax over the causal keys of each query), averaged over those queries and all heads.
+    self-attention (softmax over the causal keys of each query), averaged over those queries, then averaged over
+    the heads (heads="mean") or their maximum taken (heads="max").
 
     alive (B, T) bool: the tokens still present (the masked simulation's keep mask; None: all). Only they are
     keys and queries; the others receive 0. eligible (B, T) bool: tokens that may be queries (None: all). The
@@ -129,11 +134,11 @@ def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: i
     if alive is not None:
         hide = hide | ~alive[:, None, :]
     p = s.masked_fill(hide[:, None], float("-inf")).softmax(-1)  # (B, KVH, G*w, T)
-    if valid is None:
-        return p.mean(dim=(1, 2))  # (B, T)
-    vq = valid.repeat(1, G)[:, None, :, None]  # (B, 1, G*w, 1)
-    p = torch.where(vq, p, 0.0).sum(2).mean(1)  # (B, T): rows of missing queries (and their NaNs) left out
-    return p / (G * valid.sum(-1, keepdim=True)).clamp(min=1)
+    if valid is not None:  # rows of missing queries (and their NaNs) left out of the mean over the window
+        p = torch.where(valid.repeat(1, G)[:, None, :, None], p, 0.0)
+    n_q = w if valid is None else valid.sum(-1).clamp(min=1)[:, None, None, None]  # queries per row
+    per_head = p.view(B, KVH, G, w, T).sum(3) / n_q  # (B, KVH, G, T) window mean per head
+    return per_head.mean(dim=(1, 2)) if heads == "mean" else per_head.amax(dim=(1, 2))  # (B, T)
 
 
 def max_pool_alive(x: torch.Tensor, kernel: int, alive=None) -> torch.Tensor:
@@ -193,7 +198,8 @@ class ScorerWrapper:
         self.flops_per_token = getattr(inner, "flops_per_token", None)  # None: nothing for the engine to count
 
 
-POLICIES = {"random": RandomScorer, "norm": NormScorer, "recent": RecencyScorer, "attention": WindowAttentionScorer}
+POLICIES = {"random": RandomScorer, "norm": NormScorer, "recent": RecencyScorer, "attention": WindowAttentionScorer,
+            "attention-max": lambda: WindowAttentionScorer(heads="max")}
 
 
 def make_scorer(scorer):

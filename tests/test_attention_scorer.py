@@ -36,8 +36,10 @@ def test_window_attention_equals_the_full_attention_matrix(eager, window):
     for l, layer in enumerate(model.get_decoder().layers):
         with torch.no_grad():
             got = window_attention(layer, hs[l], cos_sin, window)  # (B, T)
-        ref = attns[l][:, :, -w:, :].float().mean(dim=(1, 2))  # (B, T): heads x window queries of the full matrix
-        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+            top = window_attention(layer, hs[l], cos_sin, window, heads="max")
+        per_head = attns[l][:, :, -w:, :].float().mean(dim=2)  # (B, H, T): window queries of the full matrix
+        torch.testing.assert_close(got, per_head.mean(1), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(top, per_head.amax(1), rtol=1e-4, atol=1e-6)
         assert torch.allclose(got.sum(-1), torch.ones(2))  # each query's row sums to one
 
 
@@ -98,6 +100,9 @@ def test_bad_settings_are_refused(tiny_sdpa):
         WindowAttentionScorer(kernel=4)
     with pytest.raises(ValueError, match="window >= 1"):
         WindowAttentionScorer(window=0)
+    with pytest.raises(ValueError, match="heads"):
+        WindowAttentionScorer(heads="sum")
+    assert make_scorer("attention-max").heads == "max"
     from sdtp_lib.masked import masked_pruning
     cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
     with pytest.raises(ValueError, match="needs a TokenPredictor"):  # training masks need logits
