@@ -57,9 +57,10 @@ TIE_BREAK = 1e-3  # weight of a token's own attention after max-pooling (orders 
 class WindowAttentionScorer:
     """Question-aware: every token scored by the attention it receives, at the stage layer, from the last `window`
     prompt tokens (an observation window that holds the question when it comes last, as in SnapKV / GemFilter),
-    averaged over the window's queries and all heads, then max-pooled over `kernel` neighbours so a fact's whole
-    span survives with its most-attended token (ties broken by each token's own attention). Only the window's queries are projected (keys: all current
-    tokens, through the layer's own input norm, k_proj and rotary), never the full T x T matrix.
+    averaged over the window's queries and all heads (or their maximum: heads="max"), then max-pooled over
+    `kernel` neighbours so a fact's whole span survives with its most-attended token (ties broken by each token's
+    own attention). Only the window's queries are projected (keys: all current tokens, through the layer's own
+    input norm, k_proj and rotary), never the full T x T matrix.
 
     The engine passes `eligible` (not protected: a protected response is never the window); the masked simulation
     also passes `alive` (its keep mask), so both see the same tokens."""
