@@ -107,7 +107,7 @@ def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: i
     keys and queries; the others receive 0. eligible (B, T) bool: tokens that may be queries (None: all). The
     queries of a row are its last `window` present, eligible tokens."""
     attn = layer.self_attn
-    B, T, C = hidden.shape
+    B, T, _ = hidden.shape
     w, D = min(window, T), attn.head_dim
     x = layer.input_layernorm(hidden)  # (B, T, C)
     cos, sin = position_embeddings  # (B|1, T, D) of the current tokens
@@ -170,16 +170,22 @@ class SaliencyOracle:
             raise ValueError(f"SaliencyOracle: target must be 'abs' or 'neg', got {self.target!r}")
 
     @classmethod
+    def for_labels(cls, model, ids: torch.Tensor, labels: torch.Tensor, config, target: str = "abs"):
+        """The oracle of every token of ids (B, T): the saliency of the loss on `labels` (call outside pruning())."""
+        from .saliency import token_saliency
+        sal = token_saliency(model, ids, labels, config.stage_layers)
+        return cls({s: sal[l] for s, l in enumerate(config.stage_layers)}, target)
+
+    @classmethod
     def for_answer(cls, model, prompt_ids: torch.Tensor, answer_ids: torch.Tensor, config, target: str = "abs"):
         """The oracle of one prompt (1, T) with the answer tokens (1, A) that follow it (call outside pruning())."""
-        from .saliency import token_saliency
         T = prompt_ids.shape[-1]
         dev = next(model.parameters()).device
         ids = torch.cat([prompt_ids, answer_ids], dim=-1).to(dev)  # (1, T + A)
         labels = ids.clone()
         labels[:, :T] = -100  # the loss of the answer only
-        sal = token_saliency(model, ids, labels, config.stage_layers)
-        return cls({s: sal[l][:, :T] for s, l in enumerate(config.stage_layers)}, target)
+        full = cls.for_labels(model, ids, labels, config, target)
+        return cls({s: sal[:, :T] for s, sal in full.saliency.items()}, target)
 
     def __call__(self, hidden: torch.Tensor, stage: int, positions: torch.Tensor | None = None) -> torch.Tensor:
         sal = self.saliency[stage].to(hidden.device)  # (B, T_prompt)

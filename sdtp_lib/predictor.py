@@ -174,6 +174,11 @@ class TokenPredictor(nn.Module):
 SHIPPED_DIR = Path(__file__).resolve().parent / "predictors"
 
 
+def shipped_name(model, hybrid: bool = False) -> str:
+    """The name a shipped predictor (or hybrid) of `model` has: its embedded spec name [+ "-hybrid"]."""
+    return str(getattr(model.config, "sdtp_model_id", "")) + ("-hybrid" if hybrid else "")
+
+
 def shipped_predictors() -> list[str]:
     """Names of the predictors that ship inside the package (trained on the project's default data)."""
     return sorted(p.stem for p in SHIPPED_DIR.glob("*.safetensors"))
@@ -197,14 +202,14 @@ def resolve_scorer(spec, model, config: SDTPConfig):
     pipeline run's: its first seed<k>/predictor.safetensors)."""
     from .policies import POLICIES
     if spec is None or spec == "auto":
-        name = str(getattr(model.config, "sdtp_model_id", ""))
+        name = shipped_name(model)
         if name in shipped_predictors():
             return load_predictor(name, model=model, config=config), f"shipped predictor {name}"
         return "norm", f"norm policy (no shipped predictor for {name or 'this model'})"
     if isinstance(spec, str) and spec in POLICIES:
         return spec, f"{spec} policy"
     if spec in ("predictor", "hybrid"):  # this model's shipped predictor / hybrid (window attention as an input)
-        name = str(getattr(model.config, "sdtp_model_id", "")) + ("-hybrid" if spec == "hybrid" else "")
+        name = shipped_name(model, hybrid=spec == "hybrid")
         if name not in shipped_predictors():
             raise FileNotFoundError(f"no shipped {spec} for this model (looked for {name!r}; shipped: "
                                     f"{shipped_predictors()}); give a predictor file or run folder instead")

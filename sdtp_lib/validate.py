@@ -11,6 +11,7 @@ from .config import SDTPConfig
 from .data import response_protect
 from .engine import pruning
 from .masked import masked_pruning
+from .policies import SaliencyOracle
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ def sample_nll(model, scorer, config: SDTPConfig, sample, engine: str):
     if scorer is None:
         return float(model(ids, labels=labels).loss) * n, n, [ids.shape[1]] * L
     protect = response_protect(torch.tensor([sample.prompt_len], device=dev), torch.ones_like(ids))
-    if isinstance(scorer, str) and scorer == "oracle":
-        scorer = sample_oracle(model, config, ids, labels)
+    if isinstance(scorer, str) and scorer == "oracle":  # the saliency of the sample's own response: an upper bound
+        scorer = SaliencyOracle.for_labels(model, ids, labels, config)
     if engine == "physical":
         with pruning(model, scorer, config, protect=protect) as st:
             loss = model(ids, labels=labels).loss
@@ -36,16 +37,6 @@ def sample_nll(model, scorer, config: SDTPConfig, sample, engine: str):
     with masked_pruning(model, scorer, config, am, protect=protect, mode="topk") as st:
         loss = model(ids, attention_mask=am, labels=labels).loss
     return float(loss) * n, n, st.kept_per_layer(L, ids.shape[1])
-
-
-def sample_oracle(model, config: SDTPConfig, ids, labels):
-    """The saliency oracle of one sample (an upper bound: it reads the response it is scored on): each stage keeps
-    the top-k of |saliency| of the sample's own response loss at that stage's layer."""
-    from .policies import SaliencyOracle
-    from .saliency import token_saliency
-    with torch.enable_grad():
-        sal = token_saliency(model, ids, labels, config.stage_layers)  # {layer: (1, T)}
-    return SaliencyOracle({s: sal[l] for s, l in enumerate(config.stage_layers)})
 
 
 def bootstrap(nll: np.ndarray, tok: np.ndarray, n_boot: int, seed: int, base: np.ndarray | None = None):

@@ -30,15 +30,13 @@ def check_scorer_name(name: str, model, spec: str) -> None:
     """Refuse, before anything runs, what the scorer part of a spec cannot mean here: the oracle (it needs each
     sample's answer: the synthetic suite and LongBench build it per sample, lm-eval does not) and "predictor"
     without a shipped predictor for `model` (not checked when model is None)."""
-    from ..predictor import shipped_predictors
+    from ..predictor import shipped_name, shipped_predictors
     if name == ORACLE:
         raise ValueError(f"scorer {spec!r}: the saliency oracle needs each sample's answer; the synthetic suite and "
                          "LongBench build it per sample (policies.SaliencyOracle.for_answer), this evaluation does not")
     if name in ("predictor", "hybrid") and model is not None:
-        model_id = str(getattr(model.config, "sdtp_model_id", ""))
-        want = model_id if name == "predictor" else f"{model_id}-hybrid"
-        if want not in shipped_predictors():
-            raise ValueError(f"scorer {spec!r}: no shipped {name} for model {model_id or '?'} (shipped: "
+        if shipped_name(model, hybrid=name == "hybrid") not in shipped_predictors():
+            raise ValueError(f"scorer {spec!r}: no shipped {name} for model {shipped_name(model) or '?'} (shipped: "
                              f"{shipped_predictors()}); give a predictor file or run folder instead")
 
 
