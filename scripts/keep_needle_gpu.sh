@@ -35,20 +35,31 @@ else
 fi
 LEN_ARGS=(); [ -n "${LENGTHS:-}" ] && LEN_ARGS=(--lengths $LENGTHS)
 # every scorer at the same schedule (r = 0.9; SDTP 10 stages, SDTP-low 5); "predictor" and "hybrid" are the
-# seed-0 runs, installed as this model's shipped predictors once trained (sdtp_lib/predictors/MODEL[-hybrid])
-SCORERS=(dense sdtp:random sdtp:norm sdtp:recent sdtp:attention sdtp:predictor sdtp:hybrid sdtp:oracle
-         sdtp-low:attention sdtp-low:predictor sdtp-low:hybrid)
+# seed-0 runs, installed as this model's shipped predictors once trained (sdtp_lib/predictors/MODEL[-hybrid]).
+# The untrained ones run on the synthetic suite while the predictors train; the trained ones are added after.
+BASE=(dense sdtp:random sdtp:norm sdtp:recent sdtp:attention sdtp:attention-max sdtp:attention-k15 sdtp:oracle
+      sdtp-low:attention)
+TRAINED=(sdtp:predictor sdtp:hybrid sdtp-low:predictor sdtp-low:hybrid)
+SCORERS=("${BASE[@]}" "${TRAINED[@]}")
 SHIPPED=sdtp_lib/predictors
 say() { echo "== $* ($(date -u +%H:%M:%S))"; }
 has() { [[ " $ONLY " == *" $1 "* ]]; }
+bg() { if [ "$DEVICE" = cuda ]; then "$@" & else "$@"; fi; }  # in parallel on GPUs, one after the other on CPU
 
-train() {  # train.sh NAME GPU [extra args]: one training run on one GPU (stage 1 reused when given)
+train() {  # train NAME GPU [extra args]: one training run on one GPU (stage 1 reused when given)
   local name=$1 gpu=$2; shift 2
   [ -f "$OUT/train/$name/run.json" ] && { say "train $name: done"; return; }
   CUDA_VISIBLE_DEVICES=$gpu python -m sdtp_lib train --model "$MODEL" --data "$OUT/data/train.jsonl" --seq-len 3072 \
     --batch-size 2 --epochs "$EPOCHS" --dtype "$DTYPE" --device "$DEVICE" --engines physical ${SAMPLES:+--samples $SAMPLES} --out "$OUT/train/$name" "$@" \
     > "$OUT/logs/train_$name.log" 2>&1
   say "train $name: finished"
+}
+
+synthetic() {  # synthetic SCORER...: the suite into OUT/synthetic (scorers already there are not run again)
+  say "synthetic suite: $# scorers x 4 tasks x 1K-32K x 2 layouts x n=$N_SAMPLES"
+  "${DP[@]}" -m sdtp_lib synthetic --model "$MODEL" --dtype "$DTYPE" --device "$DEVICE" --n-samples "$N_SAMPLES" \
+    "${LEN_ARGS[@]}" --scorers "$@" --out "$OUT/synthetic" >> "$OUT/logs/synthetic.log" 2>&1
+  say "synthetic suite: $# scorers finished"
 }
 
 if has data && [ ! -f "$OUT/data/train.jsonl" ]; then
@@ -60,43 +71,41 @@ if has data && [ ! -f "$OUT/data/train.jsonl" ]; then
   mv "$OUT/data/train.jsonl.tmp" "$OUT/data/train.jsonl"
 fi
 
-if has train || has profile; then
-  # GPU 0: stage 1 (saliency) and the paper's predictor, seed 0, validated against every baseline
-  ( if has train; then train predictor 0 --seeds 0 --baselines random norm recent attention oracle; fi ) &
-  g0=$!
-  [ "$NUM_GPUS" -gt 1 ] || wait $g0
-  # GPU 1: the profile of the question-aware scorers (Qwen2-7B shape), then the hybrid and seed 1 on stage 1's saliency
-  (
-    if has profile; then
-      for sc in attention hybrid predictor; do
-        [ -f "$OUT/profile/$sc.md" ] && continue
-        say "profile $sc"
-        CUDA_VISIBLE_DEVICES=$G1 python -m sdtp_lib profile --model "$PROFILE_MODEL" --lengths $PROFILE_LENGTHS \
-          --variants sdtp --engines sdtp --new-tokens 8 --repeats 3 --scorer "$sc" --out "$OUT/profile/$sc.json" \
-          > "$OUT/logs/profile_$sc.log" 2>&1
-      done
-    fi
-    if has train; then
-      SAL=$OUT/train/predictor/saliency/saliency.safetensors
-      while [ ! -f "$SAL" ]; do sleep 10; kill -0 $g0 2>/dev/null || { echo "stage 1 failed" >&2; exit 1; }; done
-      train hybrid $G1 --seeds 0 --attention-window 32 --baselines --saliency "$SAL"
-      train predictor_s1 $G1 --seeds 1 --baselines --saliency "$SAL"
-    fi
-  ) &
-  g1=$!
-  wait $g0
-  wait $g1
+# GPU 1 first profiles the question-aware scorers on the Qwen2-7B shape, alone on it (timings); meanwhile GPU 0
+# computes stage 1 (saliency) and trains the paper's predictor, seed 0, validated against every baseline
+if has profile; then
+  ( for sc in attention hybrid predictor; do
+      [ -f "$OUT/profile/$sc.md" ] && continue
+      say "profile $sc"
+      CUDA_VISIBLE_DEVICES=$G1 python -m sdtp_lib profile --model "$PROFILE_MODEL" --lengths $PROFILE_LENGTHS \
+        --variants sdtp --engines sdtp --new-tokens 8 --repeats 3 --scorer "$sc" --out "$OUT/profile/$sc.json" \
+        > "$OUT/logs/profile_$sc.log" 2>&1
+    done ) &
+  prof=$!
+  [ "$NUM_GPUS" -gt 1 ] || wait $prof
+fi
+g0=""
+if has train; then
+  bg train predictor 0 --seeds 0 --baselines random norm recent attention attention-k15 oracle
+  [ "$DEVICE" = cuda ] && g0=$!
+fi
+[ -n "${prof:-}" ] && wait $prof
+# then, on both GPUs beside the training: the untrained scorers on the synthetic suite
+sb=""
+if has synthetic; then bg synthetic "${BASE[@]}"; [ "$DEVICE" = cuda ] && sb=$!; fi
+if has train; then  # GPU 1: the hybrid and seed 1, together, on stage 1's saliency
+  SAL=$OUT/train/predictor/saliency/saliency.safetensors
+  while [ ! -f "$SAL" ]; do sleep 10; [ -z "$g0" ] || kill -0 $g0 2>/dev/null || { echo "stage 1 failed" >&2; exit 1; }; done
+  bg train hybrid $G1 --seeds 0 --attention-window 32 --baselines --saliency "$SAL"; gh=${!:-}
+  bg train predictor_s1 $G1 --seeds 1 --baselines --saliency "$SAL"; gs=${!:-}
+  [ "$DEVICE" = cuda ] && { wait $g0; wait $gh; wait $gs; }
 fi
 if [ -f "$PRED" ] && [ -f "$HYB" ]; then  # ship the seed-0 predictor and hybrid (what the evaluations below use)
   cp "$PRED" "$SHIPPED/$MODEL.safetensors"
   cp "$HYB" "$SHIPPED/$MODEL-hybrid.safetensors"
 fi
-
-if has synthetic; then
-  say "synthetic suite: ${#SCORERS[@]} scorers x 4 tasks x 1K-32K x 2 layouts x n=$N_SAMPLES"
-  "${DP[@]}" -m sdtp_lib synthetic --model "$MODEL" --dtype "$DTYPE" --device "$DEVICE" --n-samples "$N_SAMPLES" \
-    "${LEN_ARGS[@]}" --scorers "${SCORERS[@]}" --out "$OUT/synthetic" > "$OUT/logs/synthetic.log" 2>&1
-fi
+[ -n "$sb" ] && wait $sb
+if has synthetic; then synthetic "${SCORERS[@]}"; fi  # adds the trained scorers to the folder
 
 if has longbench; then
   say "LongBench fixture"

@@ -9,6 +9,7 @@ tokens: scorer(hidden, stage, positions, layer=..., position_embeddings=(cos, si
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -207,15 +208,28 @@ class ScorerWrapper:
 
 POLICIES = {"random": RandomScorer, "norm": NormScorer, "recent": RecencyScorer, "attention": WindowAttentionScorer,
             "attention-max": lambda: WindowAttentionScorer(heads="max")}
+# the window-attention scorer's settings in its name: attention[-max][-w<window>][-k<kernel>], e.g. attention-k15
+_ATTENTION = re.compile(r"attention(?P<max>-max)?(?:-w(?P<window>\d+))?(?:-k(?P<kernel>\d+))?")
+
+
+def is_policy(name) -> bool:
+    """A name make_scorer knows: one of POLICIES or a window-attention name such as "attention-max-w64-k15"."""
+    return isinstance(name, str) and (name in POLICIES or _ATTENTION.fullmatch(name) is not None)
 
 
 def make_scorer(scorer):
-    """A name from POLICIES, a TokenPredictor or any callable(hidden, stage, positions) -> scores."""
+    """A policy name (POLICIES, or attention[-max][-w<window>][-k<kernel>]), a TokenPredictor or any
+    callable(hidden, stage, positions) -> scores."""
     if isinstance(scorer, str):
-        if scorer not in POLICIES:
-            raise ValueError(f"unknown pruning policy {scorer!r}; known: {sorted(POLICIES)} "
-                             "(or pass a TokenPredictor)")
-        return POLICIES[scorer]()
+        if scorer in POLICIES:
+            return POLICIES[scorer]()
+        m = _ATTENTION.fullmatch(scorer)
+        if m is None:
+            raise ValueError(f"unknown pruning policy {scorer!r}; known: {sorted(POLICIES)} or "
+                             "attention[-max][-w<window>][-k<kernel>] (or pass a TokenPredictor)")
+        d = WindowAttentionScorer()
+        return WindowAttentionScorer(window=int(m["window"] or d.window), kernel=int(m["kernel"] or d.kernel),
+                                     heads="max" if m["max"] else d.heads)
     if not callable(scorer):
         raise TypeError(f"scorer must be a policy name, a TokenPredictor or a callable, got {type(scorer).__name__}")
     return scorer

@@ -200,13 +200,13 @@ def resolve_scorer(spec, model, config: SDTPConfig):
     """(scorer, label) from what a user types: "auto" (the shipped predictor for this model, else the "norm"
     policy), "predictor" / "hybrid" (this model's shipped predictor / hybrid, required), a policy name, a shipped predictor name, a predictor file, or a run folder (a training run's or a
     pipeline run's: its first seed<k>/predictor.safetensors)."""
-    from .policies import POLICIES
+    from .policies import is_policy
     if spec is None or spec == "auto":
         name = shipped_name(model)
         if name in shipped_predictors():
             return load_predictor(name, model=model, config=config), f"shipped predictor {name}"
         return "norm", f"norm policy (no shipped predictor for {name or 'this model'})"
-    if isinstance(spec, str) and spec in POLICIES:
+    if is_policy(spec):
         return spec, f"{spec} policy"
     if spec in ("predictor", "hybrid"):  # this model's shipped predictor / hybrid (window attention as an input)
         name = shipped_name(model, hybrid=spec == "hybrid")

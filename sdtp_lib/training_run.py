@@ -50,10 +50,11 @@ class TrainingRunConfig:
 
 
 def _check_baselines(names) -> None:
-    from .policies import POLICIES
-    bad = [b for b in names if b not in POLICIES and b != "oracle"]
+    from .policies import POLICIES, is_policy
+    bad = [b for b in names if not is_policy(b) and b != "oracle"]
     if bad:
-        raise ValueError(f"unknown baseline scorer(s) {bad}; known: {sorted(POLICIES) + ['oracle']}")
+        raise ValueError(f"unknown baseline scorer(s) {bad}; known: {sorted(POLICIES) + ['oracle']} or "
+                         "attention[-max][-w<window>][-k<kernel>]")
 
 
 def training_samples(cfg: TrainingRunConfig, tok) -> tuple[list, list]:

@@ -220,3 +220,23 @@ def test_oracle_in_the_suite_and_in_longbench(tiny_sdpa, tmp_path, monkeypatch):
     assert all(r["compression"] > 1.0 for r in got["sdtp:oracle"])
     cfg_json = L.score_longbench(tmp_path / "lb", write=False)["scorers"]["sdtp:oracle"]
     assert cfg_json["n_samples"] == len(samples)
+
+
+def test_attention_settings_by_name(tiny_sdpa):
+    """attention[-max][-w<window>][-k<kernel>] names a WindowAttentionScorer wherever a policy name is taken."""
+    from sdtp_lib.predictor import resolve_scorer
+    from sdtp_lib.training_run import _check_baselines
+    model, _ = tiny_sdpa
+    got = make_scorer("attention-max-w64-k15")
+    assert (got.window, got.kernel, got.heads) == (64, 15, "max")
+    assert (make_scorer("attention-k1").window, make_scorer("attention-k1").kernel) == (32, 1)
+    assert make_scorer("attention-w8").kernel == 7 and make_scorer("attention-w8").window == 8
+    cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
+    assert resolve_scorer("attention-k15", model, cfg) == ("attention-k15", "attention-k15 policy")
+    _check_baselines(["attention-max-k3", "oracle"])
+    with pytest.raises(ValueError, match="unknown pruning policy 'attention-k'"):
+        make_scorer("attention-k")
+    with pytest.raises(ValueError, match="odd kernel"):
+        make_scorer("attention-k14")
+    with pytest.raises(ValueError, match="unknown baseline"):
+        _check_baselines(["attention-x"])

@@ -158,6 +158,25 @@ def test_resume_generates_only_the_missing(tiny, first_run, tmp_path, monkeypatc
     assert len(calls) == 6
 
 
+def test_scorers_can_be_added_not_removed(tiny, first_run, tmp_path, monkeypatch):
+    """A folder resumed with more scorers answers only the new ones and reports them all; fewer is refused."""
+    model, tok = tiny
+    out = tmp_path / "more"
+    shutil.copytree(first_run[0], out)
+    calls = count_generate(monkeypatch, model)
+    more = Y.SuiteConfig(**{**CFG.__dict__, "scorers": ("sdtp:recent", *SCORERS)})
+    rows = Y.run_suite(model, tok, more, out, progress=False)
+    assert len(calls) == 8  # the 8 examples of the new scorer, nothing else
+    old = {(r["id"], r["scorer"]): r for r in first_run[1]}
+    assert [r for r in rows if r["scorer"] != "sdtp:recent"] == [old[r["id"], r["scorer"]] for r in rows
+                                                                  if r["scorer"] != "sdtp:recent"]
+    assert Y._load_meta(out)["suite"]["scorers"] == list(more.scorers)
+    assert "sdtp:recent" in (out / "results.md").read_text()
+    with pytest.raises(ValueError, match=r"also holds scorers \['sdtp:recent'\]"):
+        Y.run_suite(model, tok, CFG, out, progress=False)
+    assert len(calls) == 8
+
+
 def test_bad_scorers_are_refused_before_anything_is_written(tiny, tmp_path):
     with pytest.raises(ValueError, match="no shipped predictor"):
         Y.run_suite(*tiny, Y.SuiteConfig(**{**CFG.__dict__, "scorers": ("dense", "sdtp:predictor")}), tmp_path)

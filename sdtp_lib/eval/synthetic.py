@@ -331,7 +331,15 @@ def _check_meta(out: Path, meta: dict, path: Path) -> None:
                       **{f"suite.{k}": v for k, v in d["suite"].items()}}
     old, new = flat(_load_meta(out)), flat(meta)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diff:
+    if diff == ["suite.scorers"]:  # more scorers on the same examples: the stored ones are kept, the new ones added
+        dropped = [s for s in old["suite.scorers"] if s not in new["suite.scorers"]]
+        if dropped:
+            raise ValueError(f"{out} also holds scorers {dropped}: list them too (scorers can be added to a results "
+                             "folder, not removed), or use another out_dir")
+        log.info("synthetic suite: adding scorers %s to %s", [s for s in new["suite.scorers"]
+                                                               if s not in old["suite.scorers"]], out)
+        atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
+    elif diff:
         raise ValueError(f"{out} holds predictions of another configuration (differs in {', '.join(diff)}); use "
                          "another out_dir or delete it")
 
