@@ -25,6 +25,7 @@ PROFILE_LENGTHS=${PROFILE_LENGTHS:-32768 131072}
 ONLY=${ONLY:-data train profile synthetic longbench lmeval}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT/logs"
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}  # several jobs share a GPU
 PRED=$OUT/train/predictor/seed0/predictor.safetensors
 HYB=$OUT/train/hybrid/seed0/predictor.safetensors
 if [ "$NUM_GPUS" -gt 1 ]; then
@@ -37,7 +38,7 @@ LEN_ARGS=(); [ -n "${LENGTHS:-}" ] && LEN_ARGS=(--lengths $LENGTHS)
 # every scorer at the same schedule (r = 0.9; SDTP 10 stages, SDTP-low 5); "predictor" and "hybrid" are the
 # seed-0 runs, installed as this model's shipped predictors once trained (sdtp_lib/predictors/MODEL[-hybrid]).
 # The untrained ones run on the synthetic suite while the predictors train; the trained ones are added after.
-BASE=(dense sdtp:random sdtp:norm sdtp:recent sdtp:attention sdtp:attention-max sdtp:attention-k15 sdtp:oracle
+BASE=(dense sdtp:random sdtp:norm sdtp:recent sdtp:attention sdtp:attention-max sdtp:attention-k7 sdtp:oracle
       sdtp-low:attention)
 TRAINED=(sdtp:predictor sdtp:hybrid sdtp-low:predictor sdtp-low:hybrid)
 SCORERS=("${BASE[@]}" "${TRAINED[@]}")
@@ -86,19 +87,21 @@ if has profile; then
 fi
 g0=""
 if has train; then
-  bg train predictor 0 --seeds 0 --baselines random norm recent attention attention-k15 oracle
+  bg train predictor 0 --seeds 0 --baselines random norm recent attention attention-k7 oracle
   [ "$DEVICE" = cuda ] && g0=$!
 fi
 [ -n "${prof:-}" ] && wait $prof
 # then, on both GPUs beside the training: the untrained scorers on the synthetic suite
 sb=""
 if has synthetic; then bg synthetic "${BASE[@]}"; [ "$DEVICE" = cuda ] && sb=$!; fi
-if has train; then  # GPU 1: the hybrid and seed 1, together, on stage 1's saliency
+if has train; then  # GPU 1: the hybrid, then seed 1, on stage 1's saliency (one training per GPU: a training
+  # run at seq-len 3072 peaks near 100 GB, two on one H200 ran out of memory)
   SAL=$OUT/train/predictor/saliency/saliency.safetensors
   while [ ! -f "$SAL" ]; do sleep 10; [ -z "$g0" ] || kill -0 $g0 2>/dev/null || { echo "stage 1 failed" >&2; exit 1; }; done
-  bg train hybrid $G1 --seeds 0 --attention-window 32 --baselines --saliency "$SAL"; gh=${!:-}
-  bg train predictor_s1 $G1 --seeds 1 --baselines --saliency "$SAL"; gs=${!:-}
-  [ "$DEVICE" = cuda ] && { wait $g0; wait $gh; wait $gs; }
+  on_gpu1() { train hybrid $G1 --seeds 0 --attention-window 32 --baselines --saliency "$SAL"
+              train predictor_s1 $G1 --seeds 1 --baselines --saliency "$SAL"; }
+  bg on_gpu1
+  [ "$DEVICE" = cuda ] && { g1=$!; wait $g0; wait $g1; }
 fi
 if [ -f "$PRED" ] && [ -f "$HYB" ]; then  # ship the seed-0 predictor and hybrid (what the evaluations below use)
   cp "$PRED" "$SHIPPED/$MODEL.safetensors"

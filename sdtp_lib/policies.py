@@ -66,7 +66,7 @@ class WindowAttentionScorer:
     The engine passes `eligible` (not protected: a protected response is never the window); the masked simulation
     also passes `alive` (its keep mask), so both see the same tokens."""
     window: int = 32
-    kernel: int = 7  # odd; 1 = no smoothing
+    kernel: int = 15  # odd; 1 = no smoothing (15 beat 7 on the synthetic suite, README "Keeping the needle")
     heads: str = "mean"  # pool the heads' window-mean attention by "mean" or "max" (one head that finds it counts)
     needs_layer = True
 

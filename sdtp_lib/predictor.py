@@ -24,10 +24,15 @@ class StageMLP(nn.Module):
     also added to the keep logit with a learned gain (1 at initialisation: the hybrid starts as the attention)."""
     def __init__(self, hidden_size: int, width: int, extra: int = 0):
         super().__init__()
-        self.fc1 = nn.Linear(hidden_size + extra, width)
+        if extra not in (0, 1):
+            raise ValueError(f"StageMLP: extra must be 0 or 1 (one feature), got {extra}")
+        self.fc1 = nn.Linear(hidden_size, width)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(width, 2)
-        if extra:
+        if extra:  # fc1's column for the feature, kept apart: slicing it off one (width, C + 1) weight left a
+            # (width, C) view with an odd row stride, which cuBLAS runs far slower at long prompts
+            bound = (hidden_size + 1) ** -0.5  # nn.Linear's initialisation for C + 1 inputs
+            self.fc1_feature = nn.Parameter(torch.empty(width).uniform_(-bound, bound))
             self.gain = nn.Parameter(torch.ones(1))
 
     def forward(self, x, feature=None):  # (B, T, C) [, (B, T)] -> (B, T, 2)
@@ -35,9 +40,15 @@ class StageMLP(nn.Module):
         if feature is None:
             return self.fc2(self.act(self.fc1(x)))
         f = feature.to(x.dtype)[..., None]  # (B, T, 1)
-        w = self.fc1.weight  # (width, C + 1): fc1 of [x, f] without copying x (no torch.cat at long prompts)
-        h = nn.functional.linear(x, w[:, :-1], self.fc1.bias) + f * w[:, -1]  # (B, T, width)
+        h = self.fc1(x) + f * self.fc1_feature  # (B, T, width): fc1 of [x, f] without concatenating x
         return self.fc2(self.act(h)) + nn.functional.pad(self.gain * f, (0, 1))  # keep logit += gain * feature
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        w = state_dict.get(prefix + "fc1.weight")
+        if w is not None and hasattr(self, "fc1_feature") and w.shape[-1] == self.fc1.in_features + 1:
+            state_dict[prefix + "fc1.weight"], state_dict[prefix + "fc1_feature"] = w[:, :-1], w[:, -1]  # older
+            # hybrids stored one (width, C + 1) fc1
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class TokenPredictor(nn.Module):
@@ -46,7 +57,7 @@ class TokenPredictor(nn.Module):
     `WindowAttentionScorer` of the last attn_window prompt tokens at the stage layer, n = current tokens), so it
     needs the stage layer (`needs_layer`) like the attention scorer."""
     def __init__(self, hidden_size: int, stage_layers, width: int | None = None, model_id: str = "",
-                 fingerprint: str = "", attn_window: int = 0, attn_kernel: int = 7):
+                 fingerprint: str = "", attn_window: int = 0, attn_kernel: int = 15):
         super().__init__()
         self.hidden_size, self.stage_layers = int(hidden_size), tuple(int(l) for l in stage_layers)
         self.width = int(width or max(8, hidden_size // 4))  # ~d/4 keeps it under 1% of the model's FLOPs
@@ -64,7 +75,7 @@ class TokenPredictor(nn.Module):
 
     @classmethod
     def for_model(cls, model, config: SDTPConfig, width: int | None = None, seed: int = 0, attn_window: int = 0,
-                  attn_kernel: int = 7) -> "TokenPredictor":
+                  attn_kernel: int = 15) -> "TokenPredictor":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             pred = cls(model.config.hidden_size, config.stage_layers, width,
@@ -98,7 +109,7 @@ class TokenPredictor(nn.Module):
 
     def flops_per_token(self) -> int:
         extra = 1 if self.attention is not None else 0
-        mlp = 2 * ((self.hidden_size + extra) * self.width + self.width * 2)
+        mlp = 2 * ((self.hidden_size + extra) * self.width + self.width * 2)  # fc1 (+ its feature column), fc2
         return mlp + (self.attention.flops_per_token() if self.attention is not None else 0)
 
     # ---------------------------------------------------------- compatibility

@@ -63,7 +63,7 @@ class TrainConfig:
     grad_checkpointing: bool = False  # recompute layer activations in backward (memory for time)
     attention_window: int = 0  # 0: the paper's predictor; N > 0: the hybrid (window attention of the last N
     # prompt tokens as a further input of every stage MLP, see TokenPredictor)
-    attention_kernel: int = 7  # the hybrid's max-pooling over neighbouring tokens (odd)
+    attention_kernel: int = 15  # the hybrid's max-pooling over neighbouring tokens (odd)
     cls_balance: float = 1.0  # cap L_cls's gradient at k x that of L_mse + L_rank (median over the first
     # balance_batches batches, measured once); 0: the paper's plain sum
     balance_batches: int = 4

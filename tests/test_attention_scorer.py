@@ -230,7 +230,8 @@ def test_attention_settings_by_name(tiny_sdpa):
     got = make_scorer("attention-max-w64-k15")
     assert (got.window, got.kernel, got.heads) == (64, 15, "max")
     assert (make_scorer("attention-k1").window, make_scorer("attention-k1").kernel) == (32, 1)
-    assert make_scorer("attention-w8").kernel == 7 and make_scorer("attention-w8").window == 8
+    assert make_scorer("attention-w8").kernel == WindowAttentionScorer().kernel == 15
+    assert make_scorer("attention-w8").window == 8
     cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
     assert resolve_scorer("attention-k15", model, cfg) == ("attention-k15", "attention-k15 policy")
     _check_baselines(["attention-max-k3", "oracle"])

@@ -177,6 +177,23 @@ def test_scorers_can_be_added_not_removed(tiny, first_run, tmp_path, monkeypatch
     assert len(calls) == 8
 
 
+def test_resume_ignores_where_the_tokenizer_was_loaded_from(tiny, first_run, tmp_path, monkeypatch):
+    """The tokenizer's name is the path it was loaded from (a cache folder can move): a resume compares its size
+    (the prompts' hashes guard the rest), and refuses another size."""
+    model, tok = tiny
+    out = tmp_path / "moved"
+    shutil.copytree(first_run[0], out)
+    meta = json.loads((out / "config.json").read_text())
+    meta["tokenizer"][0] = "/some/other/cache/tokenizer"
+    (out / "config.json").write_text(json.dumps(meta))
+    calls = count_generate(monkeypatch, model)
+    assert Y.run_suite(model, tok, CFG, out, progress=False) == first_run[1] and calls == []
+    meta["tokenizer"][1] += 1
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="another configuration.*tokenizer size"):
+        Y.run_suite(model, tok, CFG, out, progress=False)
+
+
 def test_bad_scorers_are_refused_before_anything_is_written(tiny, tmp_path):
     with pytest.raises(ValueError, match="no shipped predictor"):
         Y.run_suite(*tiny, Y.SuiteConfig(**{**CFG.__dict__, "scorers": ("dense", "sdtp:predictor")}), tmp_path)

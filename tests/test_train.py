@@ -152,15 +152,41 @@ def test_hybrid_predictor_roundtrip_and_flops(tmp_path):
     assert st.flops_pruned > 0 and st.compression > 1.0
 
 
+def test_shipped_qwen2_predictor_fits_the_engine_placement():
+    """The Qwen2.5-Coder-0.5B predictor (issue 11) has SDTP's 10 stages and, as their prefix, SDTP-low's 5 for a
+    model of its depth (24 layers, hidden 896), and refuses a model whose config is not the one it was trained on."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    pred = S.load_predictor("qwen2.5-coder-0.5b")
+    assert pred.hidden_size == 896 and pred.attn_window == 0 and pred.model_id == "qwen2.5-coder-0.5b"
+    cfg = Qwen2Config(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                      intermediate_size=32, vocab_size=64, max_position_embeddings=64)
+    model = Qwen2ForCausalLM(cfg).eval()
+    for stages in (10, 5):
+        conf = S.SDTPConfig.for_model(model, num_stages=stages)
+        assert tuple(pred.stage_layers[:stages]) == tuple(conf.stage_layers)
+    with pytest.raises(ValueError, match="trained for another model"):  # same shape, another config
+        pred.check_compatible(model)
+
+
 def test_hybrid_stage_mlp_is_fc1_of_the_concatenated_input():
+    """The hybrid's stage MLP is fc1 over [x, feature] (its feature column kept apart), and a hybrid stored with
+    one (width, C + 1) fc1 loads into that form."""
     from sdtp_lib.predictor import StageMLP
     torch.manual_seed(0)
     mlp = StageMLP(16, 8, extra=1)
+    assert mlp.fc1.weight.is_contiguous() and mlp.fc1.weight.shape == (8, 16)
     x, f = torch.randn(2, 5, 16), torch.randn(2, 5)
     xn = torch.nn.functional.layer_norm(x, (16,))
-    ref = mlp.fc2(mlp.act(mlp.fc1(torch.cat([xn, f[..., None]], -1))))
+    w = torch.cat([mlp.fc1.weight, mlp.fc1_feature[:, None]], -1)  # (8, 17)
+    ref = mlp.fc2(mlp.act(torch.nn.functional.linear(torch.cat([xn, f[..., None]], -1), w, mlp.fc1.bias)))
     ref[..., 0] += mlp.gain * f
     torch.testing.assert_close(mlp(x, f), ref)
+    old = {k: v for k, v in mlp.state_dict().items() if k not in ("fc1.weight", "fc1_feature")}
+    back = StageMLP(16, 8, extra=1)
+    back.load_state_dict({**old, "fc1.weight": w.detach().clone()})
+    torch.testing.assert_close(back(x, f), ref)
+    with pytest.raises(ValueError, match="extra must be 0 or 1"):
+        StageMLP(16, 8, extra=2)
 
 
 def test_cls_balance_caps_the_lm_gradient(tiny_store, tmp_path):

@@ -327,7 +327,8 @@ def _check_meta(out: Path, meta: dict, path: Path) -> None:
             raise ValueError(f"{path} exists but {out / 'config.json'} does not: cannot tell what produced it")
         atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")  # ranks may start together
         return
-    flat = lambda d: {**{k: v for k, v in d.items() if k != "suite"},
+    flat = lambda d: {**{k: v for k, v in d.items() if k not in ("suite", "tokenizer")},
+                      "tokenizer size": d["tokenizer"][1],  # its name is the path it loaded from: not compared
                       **{f"suite.{k}": v for k, v in d["suite"].items()}}
     old, new = flat(_load_meta(out)), flat(meta)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
