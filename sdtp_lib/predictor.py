@@ -12,7 +12,8 @@ from .models import config_fingerprint
 from .policies import WindowAttentionScorer
 
 FORMAT = "sdtp-predictor"
-FORMAT_VERSION = 2  # 2: the hybrid's attn_window / attn_kernel (a plain predictor is still written as 1)
+FORMAT_VERSION = 3  # 2: the hybrid (attn_window / attn_kernel); 3: its feature standardised per sequence and fc1's
+# feature column kept apart (a plain predictor is still written as 1; format-2 hybrids are refused: retrain them)
 
 
 class StageMLP(nn.Module):
@@ -43,19 +44,12 @@ class StageMLP(nn.Module):
         h = self.fc1(x) + f * self.fc1_feature  # (B, T, width): fc1 of [x, f] without concatenating x
         return self.fc2(self.act(h)) + nn.functional.pad(self.gain * f, (0, 1))  # keep logit += gain * feature
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        w = state_dict.get(prefix + "fc1.weight")
-        if w is not None and hasattr(self, "fc1_feature") and w.shape[-1] == self.fc1.in_features + 1:
-            state_dict[prefix + "fc1.weight"], state_dict[prefix + "fc1_feature"] = w[:, :-1], w[:, -1]  # older
-            # hybrids stored one (width, C + 1) fc1
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
 
 class TokenPredictor(nn.Module):
     """The paper's predictor (attn_window = 0: scores from each token's own hidden state) or, with
-    attn_window > 0, the hybrid: the stage MLP also reads log(n * window attention) of the token (the
-    `WindowAttentionScorer` of the last attn_window prompt tokens at the stage layer, n = current tokens), so it
-    needs the stage layer (`needs_layer`) like the attention scorer."""
+    attn_window > 0, the hybrid: the stage MLP also reads the log window attention of the token (the
+    `WindowAttentionScorer` of the last attn_window prompt tokens at the stage layer), standardised over the
+    sequence, so it needs the stage layer (`needs_layer`) like the attention scorer."""
     def __init__(self, hidden_size: int, stage_layers, width: int | None = None, model_id: str = "",
                  fingerprint: str = "", attn_window: int = 0, attn_kernel: int = 15):
         super().__init__()
@@ -86,15 +80,21 @@ class TokenPredictor(nn.Module):
         return pred.to(device=p.device, dtype=p.dtype)
 
     def attention_feature(self, hidden: torch.Tensor, **layer_kw) -> torch.Tensor:
-        """(B, T) log(n * pooled window attention + 1e-4): 0 for a token that gets a uniform share; n = the
-        tokens present (all current ones in the engine, the kept ones in the masked simulation)."""
+        """(B, T) log(pooled window attention + 1e-4 / n), z-scored over each sequence's present tokens (all current
+        ones in the engine, the kept ones in the masked simulation; n of them), 0 for absent ones. At the scale of
+        the z-scored saliency targets, so a hybrid starts with the attention's ranking at the targets' scale (an
+        unscaled log attention, -9 to +8, made the first run's score MSE 34)."""
         if layer_kw.get("layer") is None:
             raise TypeError("this predictor reads the window attention (attn_window > 0): it needs the stage layer, "
                             "which sdtp_lib.pruning and masked_pruning pass")
         p = self.attention(hidden, 0, **layer_kw)  # (B, T)
         alive = layer_kw.get("alive")
-        n = alive.sum(-1, keepdim=True) if alive is not None else hidden.shape[1]
-        return torch.log(p * n + 1e-4)
+        present = alive if alive is not None else torch.ones_like(p, dtype=torch.bool)
+        n = present.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
+        f = torch.log(p + 1e-4 / n)
+        mean = torch.where(present, f, 0.0).sum(-1, keepdim=True) / n
+        var = torch.where(present, (f - mean) ** 2, 0.0).sum(-1, keepdim=True) / n
+        return torch.where(present, (f - mean) * torch.rsqrt(var + 1e-6), 0.0)
 
     def logits(self, hidden: torch.Tensor, stage: int, **layer_kw) -> torch.Tensor:
         """(B, T, 2); layer_kw: what the engine passes a layer-reading scorer (the hybrid needs it)."""
@@ -169,8 +169,12 @@ class TokenPredictor(nn.Module):
         if h["version"] > FORMAT_VERSION:
             raise ValueError(f"{path}: predictor format version {h['version']} is newer than this library's "
                              f"({FORMAT_VERSION}); upgrade sdtp")
+        if h["version"] == 2:
+            raise ValueError(f"{path} is a hybrid of format 2, whose attention feature was not standardised: this "
+                             "library reads it differently; train it again (python -m sdtp_lib train "
+                             "--attention-window N)")
         pred = cls(h["hidden_size"], h["stage_layers"], h["width"], h.get("model_id", ""), h.get("fingerprint", ""),
-                   attn_window=h.get("attn_window", 0), attn_kernel=h.get("attn_kernel", 7))
+                   attn_window=h.get("attn_window", 0), attn_kernel=h.get("attn_kernel", 15))
         try:
             pred.load_state_dict(tensors)
         except RuntimeError as e:

@@ -126,7 +126,7 @@ def test_hybrid_training_run_and_question_aware_baselines(tmp_path):
         if engine == "physical":
             assert r["loss"] == pytest.approx(by[(layout, scorer, "masked")]["loss"], abs=1e-4), (layout, scorer)
     pred = S.TokenPredictor.load(tmp_path / "seed0" / "predictor.safetensors")
-    assert pred.needs_layer and pred.attn_window == 8 and pred.header()["version"] == 2
+    assert pred.needs_layer and pred.attn_window == 8 and pred.header()["version"] == 3
     gains = [float(st.gain.detach()) for st in pred.stages]
     assert any(g != 1.0 for g in gains)  # the learned combination moved from its start
     with pytest.raises(ValueError, match="unknown baseline"):
@@ -150,6 +150,37 @@ def test_hybrid_predictor_roundtrip_and_flops(tmp_path):
     mlp = 2 * ((C + 1) * back.width + back.width * 2)
     assert back.flops_per_token() == mlp + 2 * C * kv + 2 * C * 16  # + its window attention
     assert st.flops_pruned > 0 and st.compression > 1.0
+    import json
+    from safetensors.torch import save_file
+    v2 = tmp_path / "v2.safetensors"  # a hybrid of format 2 (unstandardised feature) is refused, not misread
+    save_file({k: v.contiguous() for k, v in hyb.state_dict().items()}, str(v2),
+              metadata={"sdtp": json.dumps({**hyb.header(), "version": 2})})
+    with pytest.raises(ValueError, match="format 2.*train it again"):
+        S.TokenPredictor.load(v2)
+
+
+def test_hybrid_feature_is_the_attention_standardised_over_present_tokens():
+    """The hybrid's feature: the log window attention, z-scored over each row's present tokens (0 elsewhere), so
+    it orders tokens as the attention scorer does, at the scale of the z-scored saliency targets."""
+    model, _ = S.load_model("tiny-qwen2")
+    conf = S.SDTPConfig.for_model(model)
+    hyb = S.TokenPredictor.for_model(model, conf, attn_window=8, attn_kernel=1)
+    layer = model.model.layers[conf.stage_layers[0]]
+    torch.manual_seed(0)
+    h = torch.randn(2, 40, model.config.hidden_size)
+    pe = model.model.rotary_emb(h, torch.arange(40)[None])
+    alive = torch.rand(2, 40) > 0.3
+    alive[:, -8:] = True
+    for a in (None, alive):
+        kw = dict(layer=layer, position_embeddings=pe, alive=a)
+        with torch.no_grad():
+            f, p = hyb.attention_feature(h, **kw), hyb.attention(h, 0, **kw)
+        present = torch.ones_like(alive) if a is None else a
+        for b in range(2):
+            fb = f[b][present[b]]
+            assert abs(float(fb.mean())) < 1e-4 and float(fb.std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)
+            assert torch.equal(fb.argsort(), p[b][present[b]].argsort())  # the attention's order
+            assert (f[b][~present[b]] == 0).all()
 
 
 def test_shipped_qwen2_predictor_fits_the_engine_placement():
@@ -169,8 +200,7 @@ def test_shipped_qwen2_predictor_fits_the_engine_placement():
 
 
 def test_hybrid_stage_mlp_is_fc1_of_the_concatenated_input():
-    """The hybrid's stage MLP is fc1 over [x, feature] (its feature column kept apart), and a hybrid stored with
-    one (width, C + 1) fc1 loads into that form."""
+    """The hybrid's stage MLP is fc1 over [x, feature] (its feature column kept apart from a contiguous fc1)."""
     from sdtp_lib.predictor import StageMLP
     torch.manual_seed(0)
     mlp = StageMLP(16, 8, extra=1)
@@ -181,10 +211,6 @@ def test_hybrid_stage_mlp_is_fc1_of_the_concatenated_input():
     ref = mlp.fc2(mlp.act(torch.nn.functional.linear(torch.cat([xn, f[..., None]], -1), w, mlp.fc1.bias)))
     ref[..., 0] += mlp.gain * f
     torch.testing.assert_close(mlp(x, f), ref)
-    old = {k: v for k, v in mlp.state_dict().items() if k not in ("fc1.weight", "fc1_feature")}
-    back = StageMLP(16, 8, extra=1)
-    back.load_state_dict({**old, "fc1.weight": w.detach().clone()})
-    torch.testing.assert_close(back(x, f), ref)
     with pytest.raises(ValueError, match="extra must be 0 or 1"):
         StageMLP(16, 8, extra=2)
 
