@@ -83,7 +83,7 @@ if has profile; then
         > "$OUT/logs/profile_$sc.log" 2>&1
     done ) &
   prof=$!
-  [ "$NUM_GPUS" -gt 1 ] || wait $prof
+  [ "$NUM_GPUS" -gt 1 ] || { wait $prof; prof=""; }  # one GPU: the profile first, alone
 fi
 g0=""
 if has train; then

@@ -15,7 +15,7 @@ from .config import SDTPConfig
 from .engine import PruningError
 from .io import atomic_write_text
 from .models import UnsupportedModelError, load_model
-from .policies import POLICIES, is_policy
+from .policies import POLICY_NAMES, is_policy
 from .predictor import load_predictor
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,7 @@ EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PruningError,
 
 def _policy(name: str) -> str:
     if not is_policy(name):
-        raise argparse.ArgumentTypeError(f"unknown policy {name!r}: one of {sorted(POLICIES)} or "
-                                         "attention[-max][-w<window>][-k<kernel>]")
+        raise argparse.ArgumentTypeError(f"unknown policy {name!r}: one of {POLICY_NAMES}")
     return name
 
 
@@ -42,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompt", help="the prompt text")
     src.add_argument("--prompt-file", help="read the prompt from this UTF-8 file")
     scorer = g.add_mutually_exclusive_group()
-    scorer.add_argument("--policy", type=_policy, help=f"baseline scorer (default norm): one of {sorted(POLICIES)} "
-                        "or attention[-max][-w<window>][-k<kernel>]")
+    scorer.add_argument("--policy", type=_policy, help=f"baseline scorer (default norm): one of {POLICY_NAMES}")
     scorer.add_argument("--predictor", help="a trained predictor: a shipped name (smollm2-135m) or a .safetensors file")
     g.add_argument("--keep-ratio", type=float, default=0.9, help="r: stage s keeps ceil(r**s * T) tokens")
     g.add_argument("--stages", type=int, default=10, help="number of pruning stages (default 10)")

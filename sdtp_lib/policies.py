@@ -206,10 +206,10 @@ class ScorerWrapper:
         self.flops_per_token = getattr(inner, "flops_per_token", None)  # None: nothing for the engine to count
 
 
-POLICIES = {"random": RandomScorer, "norm": NormScorer, "recent": RecencyScorer, "attention": WindowAttentionScorer,
-            "attention-max": lambda: WindowAttentionScorer(heads="max")}
+POLICIES = {"random": RandomScorer, "norm": NormScorer, "recent": RecencyScorer, "attention": WindowAttentionScorer}
 # the window-attention scorer's settings in its name: attention[-max][-w<window>][-k<kernel>], e.g. attention-k15
 _ATTENTION = re.compile(r"attention(?P<max>-max)?(?:-w(?P<window>\d+))?(?:-k(?P<kernel>\d+))?")
+POLICY_NAMES = f"{sorted(POLICIES)} or attention[-max][-w<window>][-k<kernel>]"  # for help and error messages
 
 
 def is_policy(name) -> bool:
@@ -218,18 +218,15 @@ def is_policy(name) -> bool:
 
 
 def make_scorer(scorer):
-    """A policy name (POLICIES, or attention[-max][-w<window>][-k<kernel>]), a TokenPredictor or any
-    callable(hidden, stage, positions) -> scores."""
+    """A policy name (POLICY_NAMES), a TokenPredictor or any callable(hidden, stage, positions) -> scores."""
     if isinstance(scorer, str):
-        if scorer in POLICIES:
-            return POLICIES[scorer]()
         m = _ATTENTION.fullmatch(scorer)
-        if m is None:
-            raise ValueError(f"unknown pruning policy {scorer!r}; known: {sorted(POLICIES)} or "
-                             "attention[-max][-w<window>][-k<kernel>] (or pass a TokenPredictor)")
-        d = WindowAttentionScorer()
-        return WindowAttentionScorer(window=int(m["window"] or d.window), kernel=int(m["kernel"] or d.kernel),
-                                     heads="max" if m["max"] else d.heads)
+        if m is not None:  # "attention" itself included: the scorer with the settings its name gives
+            kw = {k: int(m[k]) for k in ("window", "kernel") if m[k]}
+            return WindowAttentionScorer(**kw, **({"heads": "max"} if m["max"] else {}))
+        if scorer not in POLICIES:
+            raise ValueError(f"unknown pruning policy {scorer!r}; known: {POLICY_NAMES} (or pass a TokenPredictor)")
+        return POLICIES[scorer]()
     if not callable(scorer):
         raise TypeError(f"scorer must be a policy name, a TokenPredictor or a callable, got {type(scorer).__name__}")
     return scorer

@@ -50,11 +50,10 @@ class TrainingRunConfig:
 
 
 def _check_baselines(names) -> None:
-    from .policies import POLICIES, is_policy
+    from .policies import POLICY_NAMES, is_policy
     bad = [b for b in names if not is_policy(b) and b != "oracle"]
     if bad:
-        raise ValueError(f"unknown baseline scorer(s) {bad}; known: {sorted(POLICIES) + ['oracle']} or "
-                         "attention[-max][-w<window>][-k<kernel>]")
+        raise ValueError(f"unknown baseline scorer(s) {bad}; known: 'oracle', {POLICY_NAMES}")
 
 
 def training_samples(cfg: TrainingRunConfig, tok) -> tuple[list, list]:
