@@ -110,7 +110,6 @@ def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: i
     attn = layer.self_attn
     B, T, _ = hidden.shape
     w, D = min(window, T), attn.head_dim
-    x = layer.input_layernorm(hidden)  # (B, T, C)
     cos, sin = position_embeddings  # (B|1, T, D) of the current tokens
     pos = torch.arange(T, device=hidden.device)
     if alive is None and eligible is None:  # the engine without a protect mask: the last w tokens
@@ -123,24 +122,46 @@ def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: i
         qidx = torch.where(ok & (from_end <= w), pos, -1).topk(w, dim=-1).values.flip(-1)  # (B, w); -1 = none
         valid, qidx = qidx >= 0, qidx.clamp(min=0)
     gather = lambda t: t.expand(B, *t.shape[1:]).gather(1, qidx[..., None].expand(B, w, t.shape[-1]))
-    q = attn.q_proj(gather(x)).view(B, w, -1, D).transpose(1, 2)  # (B, H, w, D)
-    k = attn.k_proj(x).view(B, T, -1, D).transpose(1, 2)  # (B, KVH, T, D)
+    q = attn.q_proj(layer.input_layernorm(gather(hidden)))  # the norm is per token: only the w queries'
+    q = (q * attn.scaling).view(B, w, -1, D).transpose(1, 2)  # (B, H, w, D), the softmax scale folded in
+    k = normed_proj(layer.input_layernorm, attn.k_proj, hidden).view(B, T, -1, D).transpose(1, 2)  # (B, KVH, T, D)
     rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the family's own rotary
     q, _ = rope(q, q, gather(cos), gather(sin))
     _, k = rope(k, k, cos, sin)
     H, KVH = q.shape[1], k.shape[1]
     G = H // KVH
     q = q.reshape(B, KVH, G * w, D)  # query heads grouped under their KV head, (B, KVH, G*w, D)
-    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scaling  # (B, KVH, G*w, T)
-    hide = pos > qidx.repeat(1, G)[..., None]  # (B, G*w, T) causal: keys after each query
-    if alive is not None:
-        hide = hide | ~alive[:, None, :]
-    p = s.masked_fill(hide[:, None], float("-inf")).softmax(-1)  # (B, KVH, G*w, T)
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2))  # (B, KVH, G*w, T)
+    if valid is None and alive is None:  # the last w tokens are the queries: only they have later keys to hide
+        later = pos[T - w:][None, :] > pos[T - w:][:, None]  # (w, w) key after query
+        s[..., T - w:].masked_fill_(later.repeat(G, 1), float("-inf"))  # rows: G heads x w queries
+        p = s.softmax(-1)  # (B, KVH, G*w, T)
+    else:
+        hide = pos > qidx.repeat(1, G)[..., None]  # (B, G*w, T) causal: keys after each query
+        if alive is not None:
+            hide = hide | ~alive[:, None, :]
+        p = s.masked_fill(hide[:, None], float("-inf")).softmax(-1)  # (B, KVH, G*w, T)
     if valid is not None:  # rows of missing queries (and their NaNs) left out of the mean over the window
         p = torch.where(valid.repeat(1, G)[:, None, :, None], p, 0.0)
     n_q = w if valid is None else valid.sum(-1).clamp(min=1)[:, None, None, None]  # queries per row
     per_head = p.view(B, KVH, G, w, T).sum(3) / n_q  # (B, KVH, G, T) window mean per head
     return per_head.mean(dim=(1, 2)) if heads == "mean" else per_head.amax(dim=(1, 2))  # (B, T)
+
+
+def normed_proj(norm, proj, hidden: torch.Tensor) -> torch.Tensor:
+    """proj(norm(hidden)), (B, T, out). With an RMSNorm (a `weight` and a `variance_epsilon`, as HF's Qwen2 / Llama
+    norms, also inside sdtp_lib.kernels' fused wrapper) the norm is folded into the projection:
+    proj(w * x * r) = r * ((W * w) x) + b, with r each token's inverse RMS read off in one pass over x: no normalised
+    (B, T, C) copy of the hidden states and none of HF's float32 intermediates. Any other norm runs as it is."""
+    base = getattr(norm, "inner", norm)  # kernels.FusedRMSNorm wraps the model's own norm
+    if not (hasattr(base, "weight") and hasattr(base, "variance_epsilon")) or base.weight.shape != hidden.shape[-1:]:
+        return proj(norm(hidden))
+    C = hidden.shape[-1]
+    ms = torch.linalg.vector_norm(hidden, dim=-1, keepdim=True, dtype=torch.float32).square() / C  # (B, T, 1)
+    r = torch.rsqrt(ms + base.variance_epsilon)
+    y = F.linear(hidden, proj.weight * base.weight.to(proj.weight.dtype))  # (B, T, out)
+    y = (y.float() * r).to(y.dtype)
+    return y + proj.bias if proj.bias is not None else y
 
 
 def max_pool_alive(x: torch.Tensor, kernel: int, alive=None) -> torch.Tensor:

@@ -2,6 +2,8 @@
 matrix, plumbed through the physical engine (kept tokens are its top-k; keep ratio 1.0 is the unpatched model),
 the masked simulation's row-wise form equal to the engine's on the kept tokens, usable by name in the evaluations;
 the hybrid predictor that reads it."""
+import copy
+
 import pytest
 import torch
 
@@ -15,7 +17,11 @@ from .conftest import FAMILIES, prompt_ids
 @pytest.fixture(scope="module", params=FAMILIES)
 def eager(request):
     torch.manual_seed(0)
-    return S.load_model(request.param, dtype=torch.float32, device="cpu", attn_implementation="eager")
+    model, tok = S.load_model(request.param, dtype=torch.float32, device="cpu", attn_implementation="eager")
+    with torch.no_grad():  # norms away from their all-ones initialisation: window_attention folds them into k_proj
+        for layer in model.get_decoder().layers:
+            layer.input_layernorm.weight.uniform_(0.5, 1.5)
+    return model, tok
 
 
 def _dense_states(model, ids):
@@ -41,6 +47,24 @@ def test_window_attention_equals_the_full_attention_matrix(eager, window):
         torch.testing.assert_close(got, per_head.mean(1), rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(top, per_head.amax(1), rtol=1e-4, atol=1e-6)
         assert torch.allclose(got.sum(-1), torch.ones(2))  # each query's row sums to one
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_normed_proj_equals_the_norm_then_the_projection(eager, dtype):
+    from sdtp_lib.kernels import FusedRMSNorm
+    from sdtp_lib.policies import normed_proj
+    model, _ = eager
+    layer = model.get_decoder().layers[1]
+    norm, k = layer.input_layernorm, layer.self_attn.k_proj
+    x = (torch.randn(2, 24, model.config.hidden_size) * torch.linspace(0.1, 30, 24)[:, None]).to(dtype)
+    norm_d, k_d = copy.deepcopy(norm).to(dtype), copy.deepcopy(k).to(dtype)
+    with torch.no_grad():
+        ref = k_d(norm_d(x)).float()
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(normed_proj(norm_d, k_d, x).float(), ref, **tol)
+        torch.testing.assert_close(normed_proj(FusedRMSNorm(norm_d), k_d, x).float(), ref, **tol)
+        other = torch.nn.LayerNorm(x.shape[-1]).to(dtype)  # not an RMSNorm: run as it is
+        torch.testing.assert_close(normed_proj(other, k_d, x), k_d(other(x)))
 
 
 def test_smoothing_is_a_max_over_neighbours(eager):
