@@ -38,7 +38,7 @@ LEN_ARGS=(); [ -n "${LENGTHS:-}" ] && LEN_ARGS=(--lengths $LENGTHS)
 # every scorer at the same schedule (r = 0.9; SDTP 10 stages, SDTP-low 5); "predictor" and "hybrid" are the
 # seed-0 runs, installed as this model's shipped predictors once trained (sdtp_lib/predictors/MODEL[-hybrid]).
 # The untrained ones run on the synthetic suite while the predictors train; the trained ones are added after.
-BASE=(dense sdtp:random sdtp:norm sdtp:recent sdtp:attention sdtp:attention-max sdtp:attention-k7 sdtp:oracle
+BASE=(dense sdtp:random sdtp:norm sdtp:recent sdtp:attention sdtp:attention-mean-k15 sdtp:attention-mean-k7 sdtp:oracle
       sdtp-low:attention)
 TRAINED=(sdtp:predictor sdtp:hybrid sdtp-low:predictor sdtp-low:hybrid)
 SCORERS=("${BASE[@]}" "${TRAINED[@]}")
@@ -87,7 +87,7 @@ if has profile; then
 fi
 g0=""
 if has train; then
-  bg train predictor 0 --seeds 0 --baselines random norm recent attention attention-k7 oracle
+  bg train predictor 0 --seeds 0 --baselines random norm recent attention attention-mean-k15 oracle
   [ "$DEVICE" = cuda ] && g0=$!
 fi
 [ -n "${prof:-}" ] && wait $prof

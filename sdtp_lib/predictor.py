@@ -59,7 +59,8 @@ class TokenPredictor(nn.Module):
         if attn_window < 0:
             raise ValueError(f"TokenPredictor: attn_window must be >= 0 (0: no attention feature), got {attn_window}")
         self.attn_window, self.attn_kernel = int(attn_window), int(attn_kernel)
-        self.attention = WindowAttentionScorer(self.attn_window, self.attn_kernel) if self.attn_window else None
+        self.attention = (WindowAttentionScorer(self.attn_window, self.attn_kernel, heads="mean")  # as trained
+                          if self.attn_window else None)
         extra = 1 if self.attention is not None else 0
         self.stages = nn.ModuleList(StageMLP(self.hidden_size, self.width, extra) for _ in self.stage_layers)
 

@@ -126,7 +126,8 @@ def test_bad_settings_are_refused(tiny_sdpa):
         WindowAttentionScorer(window=0)
     with pytest.raises(ValueError, match="heads"):
         WindowAttentionScorer(heads="sum")
-    assert make_scorer("attention-max").heads == "max"
+    assert make_scorer("attention-max").heads == make_scorer("attention").heads == "max"
+    assert make_scorer("attention-mean").heads == "mean"
     from sdtp_lib.masked import masked_pruning
     cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
     with pytest.raises(ValueError, match="needs a TokenPredictor"):  # training masks need logits
@@ -158,7 +159,8 @@ def test_rowwise_window_equals_the_compacted_sequence(eager, kernel):
             end = 70 if b == 0 else T
             keep = (alive[b] & (torch.arange(T) < end)).nonzero().flatten()  # the compacted window's sequence
             tail = (alive[b] & (torch.arange(T) >= end)).nonzero().flatten()  # present, after every query: 0
-            raw = window_attention(layer, hs[l][b:b + 1, keep], tuple(t[:, keep] for t in cos_sin), 12)[0]
+            raw = window_attention(layer, hs[l][b:b + 1, keep], tuple(t[:, keep] for t in cos_sin), 12,
+                                       heads=sc.heads)[0]
             raw = torch.cat([raw, torch.zeros(len(tail))])  # the present tokens, in order
             ref = raw if kernel == 1 else torch.nn.functional.max_pool1d(
                 raw[None, None], kernel, 1, kernel // 2)[0, 0] + TIE_BREAK * raw
@@ -247,20 +249,22 @@ def test_oracle_in_the_suite_and_in_longbench(tiny_sdpa, tmp_path, monkeypatch):
 
 
 def test_attention_settings_by_name(tiny_sdpa):
-    """attention[-max][-w<window>][-k<kernel>] names a WindowAttentionScorer wherever a policy name is taken."""
+    """attention[-mean|-max][-w<window>][-k<kernel>] names a WindowAttentionScorer wherever a policy name is taken."""
     from sdtp_lib.predictor import resolve_scorer
     from sdtp_lib.training_run import _check_baselines
     model, _ = tiny_sdpa
-    got = make_scorer("attention-max-w64-k15")
-    assert (got.window, got.kernel, got.heads) == (64, 15, "max")
+    got = make_scorer("attention-mean-w64-k15")
+    assert (got.window, got.kernel, got.heads) == (64, 15, "mean")
     assert (make_scorer("attention-k1").window, make_scorer("attention-k1").kernel) == (32, 1)
-    assert make_scorer("attention-w8").kernel == WindowAttentionScorer().kernel == 15
+    assert make_scorer("attention-w8").kernel == WindowAttentionScorer().kernel == 31
     assert make_scorer("attention-w8").window == 8
     cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
     assert resolve_scorer("attention-k15", model, cfg) == ("attention-k15", "attention-k15 policy")
     _check_baselines(["attention-max-k3", "oracle"])
     with pytest.raises(ValueError, match="unknown pruning policy 'attention-k'"):
         make_scorer("attention-k")
+    with pytest.raises(ValueError, match="unknown pruning policy 'attention-max-mean'"):
+        make_scorer("attention-max-mean")
     with pytest.raises(ValueError, match="odd kernel"):
         make_scorer("attention-k14")
     with pytest.raises(ValueError, match="unknown baseline"):

@@ -77,7 +77,7 @@ def test_lab_registers_this_python_as_kernel_and_serves_notebooks(tmp_path, monk
     assert lab_argv(["--ServerApp.root_dir", "/x"])[4:] == ["--ServerApp.root_dir", "/x"]  # the user's root wins
 
 
-def test_synthetic_command_writes_results_and_heatmaps(tmp_path, capsys):
+def test_synthetic_command_writes_results_and_figures(tmp_path, capsys):
     out = tmp_path / "syn"
     args = ["synthetic", "--model", "tiny-qwen2", "--tasks", "passkey", "--lengths", "256", "--n-samples", "1",
             "--scorers", "dense", "sdtp:norm", "--device", "cpu", "--out", str(out)]
@@ -85,6 +85,7 @@ def test_synthetic_command_writes_results_and_heatmaps(tmp_path, capsys):
     assert "| passkey | 256 | question_first |" in capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
     assert res["n_rows"] == 2 * 2 and res["git_commit"]  # 2 layouts x 2 scorers
-    assert (out / "heatmap_sdtp_norm.png").stat().st_size > 5_000
+    for png in ("heatmap_sdtp_norm", "heatmap_dense", "accuracy_vs_length", "accuracy_vs_length_by_layout"):
+        assert (out / f"{png}.png").stat().st_size > 5_000
     assert main(args[:-1] + [str(out)]) == 0  # resumed: nothing left to generate, same results
     assert json.loads((out / "results.json").read_text())["summary"] == res["summary"]

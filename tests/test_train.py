@@ -141,6 +141,7 @@ def test_hybrid_predictor_roundtrip_and_flops(tmp_path):
     assert not plain.needs_layer and plain.header()["version"] == 1  # plain files stay readable by older versions
     back = S.TokenPredictor.load(hyb.save(tmp_path / "h.safetensors"), model=model, config=conf)
     assert (back.attn_window, back.attn_kernel) == (16, 5)
+    assert back.attention.heads == hyb.attention.heads == "mean"  # every hybrid was trained on the heads' mean
     assert all(torch.equal(a, b) for a, b in zip(hyb.state_dict().values(), back.state_dict().values()))
     ids = torch.randint(0, 200, (1, 64))
     with torch.no_grad(), S.pruning(model, back, conf) as st:

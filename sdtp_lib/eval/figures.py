@@ -16,7 +16,7 @@ __all__ = ["longbench_figure", "lmeval_figure", "accuracy_vs_length_figure", "fi
 
 def _palette(names):
     import seaborn as sns
-    return dict(zip(names, sns.color_palette("tab10", len(names))))
+    return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "tab20", len(names))))
 
 
 def _bars(ax, rows, x_order, hue_order, colours, ylabel, ylim=None):
@@ -104,7 +104,8 @@ def accuracy_vs_length_figure(summary: list[dict], by: str = "task"):
     lengths = sorted({s["length"] for s in summary})
     colours = _palette(names)
     panels = [(f"all {by}s", groups)] + ([(g, [g]) for g in groups] if len(groups) > 1 else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 3.4), squeeze=False, sharey=True)
+    width = 3.2 * len(panels) + 1
+    fig, axes = plt.subplots(1, len(panels), figsize=(width + 2.4, 3.4), squeeze=False, sharey=True)
     for ax, (title, members) in zip(axes[0], panels):
         for n in names:
             ys = [np.mean([s["accuracy"] for s in summary if s["scorer"] == n and s[by] in members and
@@ -119,6 +120,8 @@ def accuracy_vs_length_figure(summary: list[dict], by: str = "task"):
         ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy %")
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
+    right = width / (width + 2.4)  # the panels on the left, one legend in the strip on the right (none covered)
+    fig.tight_layout(rect=(0, 0, right, 1))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(right, 0.5), frameon=False)
     return fig
