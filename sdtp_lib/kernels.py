@@ -47,13 +47,17 @@ def _fn(fn, compiled: bool):
     return _COMPILED[fn]
 
 
+def rms_norm(norm: nn.Module, x):  # (B, T, C): an HF RMSNorm module's maths as torch's fused F.rms_norm
+    return F.rms_norm(x, x.shape[-1:], norm.weight, norm.variance_epsilon)
+
+
 class FusedRMSNorm(nn.Module):
     def __init__(self, norm: nn.Module):
         super().__init__()
         self.inner = norm
 
     def forward(self, x):  # (B, T, C)
-        return F.rms_norm(x, x.shape[-1:], self.inner.weight, self.inner.variance_epsilon)
+        return rms_norm(self.inner, x)
 
 
 class FusedMLP(ChunkedMLP):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .kernels import FusedRMSNorm, _is_rmsnorm, rms_norm
+
 
 @dataclass
 class RandomScorer:
@@ -152,13 +154,11 @@ def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: i
 
 
 def normed_proj(norm, proj, hidden: torch.Tensor) -> torch.Tensor:
-    """proj(norm(hidden)), (B, T, out). An RMSNorm (a `weight` and a `variance_epsilon`, as HF's Qwen2 / Llama
-    norms, also inside sdtp_lib.kernels' fused wrapper) runs as torch's fused F.rms_norm: one pass, where HF's
-    module runs six with float32 intermediates. Any other norm runs as it is."""
-    base = getattr(norm, "inner", norm)  # kernels.FusedRMSNorm wraps the model's own norm
-    if not (hasattr(base, "weight") and hasattr(base, "variance_epsilon")) or base.weight.shape != hidden.shape[-1:]:
-        return proj(norm(hidden))
-    return proj(F.rms_norm(hidden, hidden.shape[-1:], base.weight, base.variance_epsilon))
+    """proj(norm(hidden)), (B, T, out). An HF RMSNorm (kernels._is_rmsnorm; also inside kernels.FusedRMSNorm)
+    runs as torch's fused F.rms_norm: one pass, where HF's module runs six with float32 intermediates. Any other
+    norm runs as it is."""
+    base = norm.inner if isinstance(norm, FusedRMSNorm) else norm
+    return proj(rms_norm(base, hidden) if _is_rmsnorm(base) else norm(hidden))
 
 
 def max_pool_alive(x: torch.Tensor, kernel: int, alive=None) -> torch.Tensor:

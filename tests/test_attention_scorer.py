@@ -18,7 +18,7 @@ from .conftest import FAMILIES, prompt_ids
 def eager(request):
     torch.manual_seed(0)
     model, tok = S.load_model(request.param, dtype=torch.float32, device="cpu", attn_implementation="eager")
-    with torch.no_grad():  # norms away from their all-ones initialisation: window_attention folds them into k_proj
+    with torch.no_grad():  # norms away from their all-ones initialisation: window_attention runs the norm itself
         for layer in model.get_decoder().layers:
             layer.input_layernorm.weight.uniform_(0.5, 1.5)
     return model, tok
