@@ -43,7 +43,6 @@ from IPython.display import Markdown, display
 
 import sdtp_lib as S
 from sdtp_lib.eval import synthetic as SY
-from sdtp_lib.eval.figures import accuracy_vs_length_figure, file_stem
 
 torch.manual_seed(seed)
 out = Path(run_dir)
@@ -69,13 +68,18 @@ display(Markdown(SY.markdown(summary)))
 display(Markdown("| scorer | mean compression |\n|---|---|\n" +
                  "\n".join(f"| {s} | {c:.2f}x |" for s, c in SY.compression_by_scorer(rows).items())))
 
-# %%
-fig = accuracy_vs_length_figure(summary)
-fig.savefig(out / "accuracy_vs_length.png", dpi=120)
-fig = accuracy_vs_length_figure(summary, by="layout")  # question before vs after the context
-fig.savefig(out / "accuracy_vs_length_by_layout.png", dpi=120)
+# %% [markdown]
+# Every scorer against dense, per layout: accuracy, its share of dense, the worst length, and the difference to
+# dense over the same prompts with a 95% bootstrap interval (also in `results.md` / `results.json`).
 
 # %%
-for s in cfg.scorers:
-    SY.heatmap_figure(summary, s).savefig(out / f"heatmap_{file_stem(s)}.png", dpi=110)
-print("wrote", out / "results.json", out / "results.md", "and the figures in", out)
+if "dense" in cfg.scorers:
+    display(Markdown(SY.comparison_markdown(SY.compare(rows))))
+
+# %% [markdown]
+# Accuracy against length per task and per layout (question before vs after the context), and a heatmap per scorer;
+# written to `run_dir` as the CLI writes them.
+
+# %%
+paths = SY.write_figures(out, summary, cfg.scorers, close=False)
+print("wrote", out / "results.json", out / "results.md", "and", ", ".join(p.name for p in paths), "in", out)

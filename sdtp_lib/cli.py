@@ -359,7 +359,6 @@ def cmd_models(args) -> int:
 def cmd_synthetic(args) -> int:
     from .eval import synthetic as SY
     from .eval.distributed import launched
-    from .eval.scorers import file_stem
     from .models import resolve_device
     given = dict(tasks=args.tasks, lengths=args.lengths, layouts=args.layouts, scorers=args.scorers)
     cfg = SY.SuiteConfig(**{k: tuple(v) for k, v in given.items() if v}, n_samples=args.n_samples, seed=args.seed,
@@ -376,23 +375,8 @@ def cmd_synthetic(args) -> int:
         log.info("merged the predictions of %d processes into %s", shard.world_size, args.out)
     print((Path(args.out) / "results.md").read_text())
     summary = SY.summarise(rows)
-    write_synthetic_figures(Path(args.out), summary, cfg.scorers)
+    SY.write_figures(args.out, summary, cfg.scorers)
     return 0
-
-
-def write_synthetic_figures(out: Path, summary: list[dict], scorers) -> None:
-    """The suite's figures beside its results: accuracy vs length per task and per layout, a heatmap per scorer."""
-    import matplotlib.pyplot as plt
-    from .eval import synthetic as SY
-    from .eval.figures import accuracy_vs_length_figure
-    from .eval.scorers import file_stem
-    figs = {"accuracy_vs_length.png": lambda: accuracy_vs_length_figure(summary),
-            "accuracy_vs_length_by_layout.png": lambda: accuracy_vs_length_figure(summary, by="layout")}
-    figs.update({f"heatmap_{file_stem(s)}.png": (lambda s=s: SY.heatmap_figure(summary, s)) for s in scorers})
-    for name, make in figs.items():
-        fig = make()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

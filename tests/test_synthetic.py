@@ -284,6 +284,60 @@ def test_reports(first_run):
     assert "| sdtp:norm | " + f"{comp['sdtp:norm']:.2f}x |" in (first_run[0] / "results.md").read_text()
 
 
+def _rows(scores: dict, lengths=(1024, 2048), layouts=("question_first", "question_last"), n=4):
+    """Fabricated suite rows: scores[scorer](length, layout, i) -> score, for one task."""
+    return [{"id": f"passkey/{L}/{lay}/{i}", "task": "passkey", "length": L, "layout": lay, "scorer": s,
+             "score": float(f(L, lay, i)), "compression": 1.0}
+            for s, f in scores.items() for L in lengths for lay in layouts for i in range(n)]
+
+
+def test_compare_against_dense():
+    rows = _rows({"dense": lambda L, lay, i: i < 3,                         # 75% everywhere
+                  "same": lambda L, lay, i: i < 3,                          # = dense on every prompt
+                  "loses_2k": lambda L, lay, i: i < 3 and not (L == 2048 and lay == "question_last" and i > 0),
+                  "zero": lambda L, lay, i: 0})
+    t = {(r["layout"], r["scorer"]): r for r in Y.compare(rows, n_boot=2000)}
+    assert len(t) == 2 * 4 and all(r["n"] == 8 and r["baseline_accuracy"] == 0.75 for r in t.values())
+    same = t["question_last", "same"]
+    assert same["share"] == 1.0 and same["worst_share"] == 1.0 and same["diff"] == same["diff_lo"] == same["diff_hi"] == 0
+    lo = t["question_last", "loses_2k"]  # 2 of 3 correct answers lost at 2K only: 4/8 correct
+    assert lo["accuracy"] == 0.5 and lo["share"] == pytest.approx(0.5 / 0.75)
+    assert (lo["worst_length"], lo["worst_share"], lo["worst_accuracy"]) == (2048, pytest.approx(1 / 3), 0.25)
+    assert lo["diff"] == -0.25 and lo["diff_lo"] < -0.25 < lo["diff_hi"] <= 0  # the interval holds the mean
+    assert t["question_first", "loses_2k"]["diff"] == 0 and t["question_first", "loses_2k"]["share"] == 1.0
+    assert t["question_first", "zero"]["share"] == 0 and t["question_first", "zero"]["diff"] == -0.75
+    assert t["question_first", "dense"]["worst_length"] is None  # the baseline is not compared with itself
+    md = Y.comparison_markdown(Y.compare(rows, n_boot=200))
+    assert "| question_last | loses_2k | 50.0 | 67% | 2K: 33% (25 vs 75) | -25.0 [" in md
+    assert "| question_first | dense | 75.0 | 100% | - | - |" in md
+
+
+def test_compare_refuses_what_it_cannot_pair():
+    rows = _rows({"dense": lambda L, lay, i: 1, "a": lambda L, lay, i: 0})
+    with pytest.raises(ValueError, match="no results for the baseline 'full'"):
+        Y.compare(rows, baseline="full")
+    with pytest.raises(ValueError, match="no results for scorer 'b'"):
+        Y.paired_difference(rows, "b")
+    with pytest.raises(ValueError, match="not run on the same prompts .1 only in the first, 0 only in the second"):
+        Y.paired_difference(rows + _rows({"a": lambda L, lay, i: 0}, lengths=(4096,), n=1, layouts=("question_last",)),
+                            "a")
+
+
+def test_results_and_figures_of_a_folder(first_run, tmp_path):
+    out, rows = first_run
+    res = json.loads((out / "results.json").read_text())
+    assert res["comparison"] == json.loads(json.dumps(Y.compare(rows)))  # the same table, seeded bootstrap
+    assert "## Against dense, per layout" in (out / "results.md").read_text()
+    import matplotlib.pyplot as plt
+    paths = Y.write_figures(tmp_path, Y.summarise(rows), ["dense", "sdtp:norm"], close=False)
+    assert [p.name for p in paths] == ["accuracy_vs_length.png", "accuracy_vs_length_by_layout.png",
+                                       "heatmap_dense.png", "heatmap_sdtp_norm.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths) and len(plt.get_fignums()) >= 4  # left open for inline display
+    plt.close("all")
+    Y.write_figures(tmp_path, Y.summarise(rows), ["dense"])
+    assert plt.get_fignums() == []
+
+
 def test_static_decode_loop_gives_the_same_predictions_as_generate(tiny, tmp_path):
     model, tok = tiny
     base = dict(tasks=("passkey", "variable_tracking"), lengths=(256,), layouts=("question_last",), n_samples=2,

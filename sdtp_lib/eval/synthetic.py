@@ -517,6 +517,86 @@ def markdown(summary: list[dict]) -> str:
                               "examples per cell\n"
 
 
+def paired_difference(rows: list[dict], scorer: str, baseline: str = "dense", layout: str | None = None,
+                      n_boot: int = 10_000, seed: int = 0) -> dict:
+    """Mean accuracy difference scorer - baseline over the same prompts (paired by example id), with a 95% bootstrap
+    interval (prompts resampled): {"diff", "lo", "hi", "n"} in accuracy units (0..1)."""
+    import numpy as np
+    by: dict = {}
+    for r in rows:
+        if layout is None or r["layout"] == layout:
+            by.setdefault(r["scorer"], {})[r["id"]] = r["score"]
+    for s in (scorer, baseline):
+        if s not in by:
+            raise ValueError(f"paired_difference: no results for scorer {s!r}"
+                             + (f" in layout {layout!r}" if layout else "") + f"; have {sorted(by)}")
+    a, b = by[scorer], by[baseline]
+    if a.keys() != b.keys():
+        raise ValueError(f"paired_difference: {scorer!r} and {baseline!r} were not run on the same prompts "
+                         f"({len(a.keys() - b.keys())} only in the first, {len(b.keys() - a.keys())} only in the "
+                         "second); compare scorers of one results folder")
+    ids = sorted(a)
+    x = np.array([a[i] - b[i] for i in ids], dtype=np.float64)  # (n,)
+    boot = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(axis=1)  # (n_boot,)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"diff": float(x.mean()), "lo": float(lo), "hi": float(hi), "n": len(x)}
+
+
+def compare(rows: list[dict], baseline: str = "dense", n_boot: int = 10_000, seed: int = 0) -> list[dict]:
+    """Every scorer against the baseline, per layout: accuracy, its share of the baseline's, the worst length (the
+    lowest share among lengths where the baseline scores) and the paired difference with its 95% bootstrap interval.
+    Shares are None where the baseline scores 0."""
+    summary = summarise(rows)
+    layouts, scorers = list(dict.fromkeys(r["layout"] for r in rows)), list(dict.fromkeys(r["scorer"] for r in rows))
+    if baseline not in scorers:
+        raise ValueError(f"compare: no results for the baseline {baseline!r}; have {scorers}")
+    out = []
+    for layout in layouts:
+        acc: dict = {}  # (scorer, length) -> [accuracy of each task]
+        for s in summary:
+            if s["layout"] == layout:
+                acc.setdefault((s["scorer"], s["length"]), []).append(s["accuracy"])
+        mean = lambda s, n: sum(acc[s, n]) / len(acc[s, n])  # noqa: E731 - tasks weigh equally, as in the figures
+        lengths = sorted({n for _, n in acc})
+        share = lambda a, b: a / b if b > 0 else None  # noqa: E731
+        for s in scorers:
+            a = [r["score"] for r in rows if r["layout"] == layout and r["scorer"] == s]
+            b = [r["score"] for r in rows if r["layout"] == layout and r["scorer"] == baseline]
+            per = [(share(mean(s, n), mean(baseline, n)), n) for n in lengths
+                   if (s, n) in acc and (baseline, n) in acc and mean(baseline, n) > 0]
+            worst = min(per, default=(None, None)) if s != baseline else (None, None)
+            d = paired_difference(rows, s, baseline, layout, n_boot, seed)
+            out.append({"layout": layout, "scorer": s, "n": len(a), "accuracy": sum(a) / len(a),
+                        "baseline": baseline, "baseline_accuracy": sum(b) / len(b),
+                        "share": share(sum(a) / len(a), sum(b) / len(b)),
+                        "worst_length": worst[1], "worst_share": worst[0],
+                        "worst_accuracy": mean(s, worst[1]) if worst[1] else None,
+                        "worst_baseline": mean(baseline, worst[1]) if worst[1] else None,
+                        "diff": d["diff"], "diff_lo": d["lo"], "diff_hi": d["hi"]})
+    return out
+
+
+def comparison_markdown(table: list[dict]) -> str:
+    """compare()'s table: one row per layout and scorer, in %."""
+    if not table:
+        return ""
+    b = table[0]["baseline"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    lines = [f"| layout | scorer | accuracy | % of {b} | worst length: % of {b} (accuracy vs {b}) | "
+             f"minus {b} [95% CI] |", "|---|---|---|---|---|---|"]
+    for t in table:
+        worst = "-" if t["worst_length"] is None else (
+            f"{length_label(t['worst_length'])}: {pct(t['worst_share'])} "
+            f"({100 * t['worst_accuracy']:.0f} vs {100 * t['worst_baseline']:.0f})")
+        diff = "-" if t["scorer"] == b else \
+            f"{100 * t['diff']:+.1f} [{100 * t['diff_lo']:+.1f}, {100 * t['diff_hi']:+.1f}]"
+        lines.append(f"| {t['layout']} | {t['scorer']} | {100 * t['accuracy']:.1f} | {pct(t['share'])} | {worst} | "
+                     f"{diff} |")
+    return "\n".join(lines) + (f"\n\naccuracy in %, mean over the layout's prompts; the worst length weighs tasks "
+                               f"equally; the difference is paired over the same prompts (bootstrap, "
+                               f"{table[0]['n']} prompts per scorer and layout)\n")
+
+
 def heatmap_figure(summary: list[dict], scorer: str):
     """Accuracy heatmap (tasks x lengths) for one scorer, one panel per layout (seaborn)."""
     import matplotlib.pyplot as plt
@@ -540,18 +620,40 @@ def heatmap_figure(summary: list[dict], scorer: str):
     return fig
 
 
+def write_figures(out_dir, summary: list[dict], scorers, dpi: int = 110, close: bool = True) -> list[Path]:
+    """The suite's figures into out_dir: accuracy vs length per task and per layout, a heatmap per scorer. close=False
+    leaves them open (a notebook shows them inline)."""
+    import matplotlib.pyplot as plt
+    from .figures import accuracy_vs_length_figure
+    from .scorers import file_stem
+    out = Path(out_dir)
+    figs = {"accuracy_vs_length.png": lambda: accuracy_vs_length_figure(summary),
+            "accuracy_vs_length_by_layout.png": lambda: accuracy_vs_length_figure(summary, by="layout")}
+    figs.update({f"heatmap_{file_stem(s)}.png": (lambda s=s: heatmap_figure(summary, s)) for s in scorers})
+    paths = []
+    for name, make in figs.items():
+        fig = make()
+        fig.savefig(out / name, dpi=dpi)
+        paths.append(out / name)
+        if close:
+            plt.close(fig)
+    return paths
+
+
 def write_results(out_dir, rows: list[dict]) -> dict:
     """results.json (config, versions, commit, skipped lengths, summary) and results.md, written atomically."""
     out = Path(out_dir)
     meta, summary = _load_meta(out), summarise(rows)
     comp = compression_by_scorer(rows)
+    table = compare(rows) if "dense" in comp else []  # every scorer against dense, per layout
     res = {"config": meta, **provenance(), "skipped": meta["skipped"], "n_rows": len(rows), "summary": summary,
-           "compression": comp}
+           "compression": comp, "comparison": table}
     atomic_write_text(out / "results.json", json.dumps(res, indent=2) + "\n")
     skipped = "".join(f"- skipped length {s['length']}: {s['reason']}\n" for s in meta["skipped"]) + "".join(
         f"- length {length_label(f['length'])} fitted to {f['tokens']} prompt tokens (room for the longest answer)\n"
         for f in meta.get("fitted", []))
     head = f"# Synthetic long-context suite: {meta['model']} (commit {res['git_commit'] or 'unknown'})\n\n"
     eff = "\n| scorer | mean compression |\n|---|---|\n" + "".join(f"| {k} | {v:.2f}x |\n" for k, v in comp.items())
-    atomic_write_text(out / "results.md", head + markdown(summary) + eff + ("\n" + skipped if skipped else ""))
+    vs = "\n## Against dense, per layout\n\n" + comparison_markdown(table) if table else ""
+    atomic_write_text(out / "results.md", head + markdown(summary) + eff + vs + ("\n" + skipped if skipped else ""))
     return res
