@@ -184,12 +184,18 @@ def test_hybrid_feature_is_the_attention_standardised_over_present_tokens():
             assert (f[b][~present[b]] == 0).all()
 
 
-def test_shipped_qwen2_predictor_fits_the_engine_placement():
-    """The Qwen2.5-Coder-0.5B predictor (issue 11) has SDTP's 10 stages and, as their prefix, SDTP-low's 5 for a
-    model of its depth (24 layers, hidden 896), and refuses a model whose config is not the one it was trained on."""
+@pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-hybrid"])
+def test_shipped_qwen2_predictor_fits_the_engine_placement(name):
+    """The Qwen2.5-Coder-0.5B predictor and hybrid (issue 11) have SDTP's 10 stages and, as their prefix, SDTP-low's
+    5 for a model of its depth (24 layers, hidden 896), and refuse a model whose config is not the one they were
+    trained on. The hybrid reads the window attention it was trained with (window 32, heads' mean, kernel 15)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
-    pred = S.load_predictor("qwen2.5-coder-0.5b")
-    assert pred.hidden_size == 896 and pred.attn_window == 0 and pred.model_id == "qwen2.5-coder-0.5b"
+    pred = S.load_predictor(name)
+    assert pred.hidden_size == 896 and pred.model_id == "qwen2.5-coder-0.5b"
+    if name.endswith("-hybrid"):
+        assert pred.attn_window == 32 and pred.attention.heads == "mean" and pred.attention.kernel == 15
+    else:
+        assert pred.attn_window == 0
     cfg = Qwen2Config(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
                       intermediate_size=32, vocab_size=64, max_position_embeddings=64)
     model = Qwen2ForCausalLM(cfg).eval()
