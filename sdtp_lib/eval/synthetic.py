@@ -592,9 +592,10 @@ def comparison_markdown(table: list[dict]) -> str:
             f"{100 * t['diff']:+.1f} [{100 * t['diff_lo']:+.1f}, {100 * t['diff_hi']:+.1f}]"
         lines.append(f"| {t['layout']} | {t['scorer']} | {100 * t['accuracy']:.1f} | {pct(t['share'])} | {worst} | "
                      f"{diff} |")
+    n = ", ".join(f"{lay} {k}" for lay, k in {t["layout"]: t["n"] for t in table}.items())
     return "\n".join(lines) + (f"\n\naccuracy in %, mean over the layout's prompts; the worst length weighs tasks "
-                               f"equally; the difference is paired over the same prompts (bootstrap, "
-                               f"{table[0]['n']} prompts per scorer and layout)\n")
+                               f"equally; the difference is paired over the same prompts (bootstrap; prompts per "
+                               f"scorer: {n})\n")
 
 
 def heatmap_figure(summary: list[dict], scorer: str):
