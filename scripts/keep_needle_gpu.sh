@@ -4,19 +4,21 @@
 # compression on the synthetic suite (1K-32K, both layouts), LongBench and lm-eval (fixtures). Resumable: a step
 # whose results exist is skipped, so run it again after an interruption.
 #
-#   bash scripts/keep_needle_gpu.sh OUT                 # everything (about 25 min on 2 x H200)
+#   bash scripts/keep_needle_gpu.sh OUT                 # everything (an estimated 45 min on 2 x H200; run 2, with
+#                                                       # n = 5, 200 long samples and 2 epochs: 25 min)
 #   ONLY="train profile" bash scripts/keep_needle_gpu.sh OUT
 #
-# Env: MODEL (default qwen2.5-coder-0.5b), N_SAMPLES (synthetic examples per task x length x layout, default 5),
-# LONG_RECORDS (long retrieval samples added to the default data, default 200), EPOCHS (default 2), LENGTHS
+# Env: MODEL (default qwen2.5-coder-0.5b), N_SAMPLES (synthetic examples per task x length x layout, default 10),
+# LONG_RECORDS (long retrieval samples added to the default data, default 400), EPOCHS (default 3; these three are
+# run 5's, the shipped predictor's recipe), LENGTHS
 # (synthetic prompt lengths, default the suite's 1K-32K), PROFILE_MODEL (default qwen2-7b-random), and for a CPU
 # dry run of the plumbing: DEVICE=cpu DTYPE=float32 NUM_GPUS=1 (everything then runs one after the other).
 set -euo pipefail
 OUT=$(realpath -m "${1:?usage: bash scripts/keep_needle_gpu.sh OUT}")
 MODEL=${MODEL:-qwen2.5-coder-0.5b}
-N_SAMPLES=${N_SAMPLES:-5}
-LONG_RECORDS=${LONG_RECORDS:-200}
-EPOCHS=${EPOCHS:-2}
+N_SAMPLES=${N_SAMPLES:-10}
+LONG_RECORDS=${LONG_RECORDS:-400}
+EPOCHS=${EPOCHS:-3}
 DEVICE=${DEVICE:-cuda}
 DTYPE=${DTYPE:-bfloat16}
 NUM_GPUS=${NUM_GPUS:-2}
@@ -108,7 +110,8 @@ if [ -f "$PRED" ] && [ -f "$HYB" ]; then  # ship the seed-0 predictor and hybrid
   cp "$HYB" "$SHIPPED/$MODEL-hybrid.safetensors"
 fi
 [ -n "$sb" ] && wait $sb
-if has synthetic; then synthetic "${SCORERS[@]}"; fi  # adds the trained scorers to the folder
+S1=(); [ -d "$OUT/train/predictor_s1/seed1" ] && S1=("sdtp:$OUT/train/predictor_s1")  # seed 1 beside the shipped seed 0
+if has synthetic; then synthetic "${SCORERS[@]}" "${S1[@]}"; fi  # adds the trained scorers to the folder
 
 if has longbench; then
   say "LongBench fixture"
