@@ -36,6 +36,7 @@ keep_ratio = 0.9  # r of the scorers without their own "@ratio"
 dtype = None  # None: float32 on CPU, bfloat16 on GPU
 
 # %%
+import json
 from pathlib import Path
 
 import torch
@@ -73,8 +74,8 @@ display(Markdown("| scorer | mean compression |\n|---|---|\n" +
 # dense over the same prompts with a 95% bootstrap interval (also in `results.md` / `results.json`).
 
 # %%
-if "dense" in cfg.scorers:
-    display(Markdown(SY.comparison_markdown(SY.compare(rows))))
+table = json.loads((out / "results.json").read_text())["comparison"]  # written by run_suite (empty without dense)
+display(Markdown(SY.comparison_markdown(table) or "(no dense scorer in this run: nothing to compare with)"))
 
 # %% [markdown]
 # Accuracy against length per task and per layout (question before vs after the context), and a heatmap per scorer;

@@ -517,29 +517,38 @@ def markdown(summary: list[dict]) -> str:
                               "examples per cell\n"
 
 
-def paired_difference(rows: list[dict], scorer: str, baseline: str = "dense", layout: str | None = None,
-                      n_boot: int = 10_000, seed: int = 0) -> dict:
-    """Mean accuracy difference scorer - baseline over the same prompts (paired by example id), with a 95% bootstrap
-    interval (prompts resampled): {"diff", "lo", "hi", "n"} in accuracy units (0..1)."""
-    import numpy as np
+def _scores_by_scorer(rows: list[dict], layout: str | None = None) -> dict:
+    """{scorer: {example id: score}} over the rows of `layout` (None: all)."""
     by: dict = {}
     for r in rows:
         if layout is None or r["layout"] == layout:
             by.setdefault(r["scorer"], {})[r["id"]] = r["score"]
+    return by
+
+
+def _paired(a: dict, b: dict, names: tuple[str, str], n_boot: int, seed: int) -> dict:
+    """Mean of a - b over the same example ids, with a 95% bootstrap interval (ids resampled)."""
+    import numpy as np
+    if a.keys() != b.keys():
+        raise ValueError(f"paired_difference: {names[0]!r} and {names[1]!r} were not run on the same prompts "
+                         f"({len(a.keys() - b.keys())} only in the first, {len(b.keys() - a.keys())} only in the "
+                         "second); compare scorers of one results folder")
+    x = np.array([a[i] - b[i] for i in sorted(a)], dtype=np.float64)  # (n,)
+    boot = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(axis=1)  # (n_boot,)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"diff": float(x.mean()), "lo": float(lo), "hi": float(hi), "n": len(x)}
+
+
+def paired_difference(rows: list[dict], scorer: str, baseline: str = "dense", layout: str | None = None,
+                      n_boot: int = 10_000, seed: int = 0) -> dict:
+    """Mean accuracy difference scorer - baseline over the same prompts (paired by example id), with a 95% bootstrap
+    interval (prompts resampled): {"diff", "lo", "hi", "n"} in accuracy units (0..1)."""
+    by = _scores_by_scorer(rows, layout)
     for s in (scorer, baseline):
         if s not in by:
             raise ValueError(f"paired_difference: no results for scorer {s!r}"
                              + (f" in layout {layout!r}" if layout else "") + f"; have {sorted(by)}")
-    a, b = by[scorer], by[baseline]
-    if a.keys() != b.keys():
-        raise ValueError(f"paired_difference: {scorer!r} and {baseline!r} were not run on the same prompts "
-                         f"({len(a.keys() - b.keys())} only in the first, {len(b.keys() - a.keys())} only in the "
-                         "second); compare scorers of one results folder")
-    ids = sorted(a)
-    x = np.array([a[i] - b[i] for i in ids], dtype=np.float64)  # (n,)
-    boot = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(axis=1)  # (n_boot,)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"diff": float(x.mean()), "lo": float(lo), "hi": float(hi), "n": len(x)}
+    return _paired(by[scorer], by[baseline], (scorer, baseline), n_boot, seed)
 
 
 def compare(rows: list[dict], baseline: str = "dense", n_boot: int = 10_000, seed: int = 0) -> list[dict]:
@@ -550,25 +559,29 @@ def compare(rows: list[dict], baseline: str = "dense", n_boot: int = 10_000, see
     layouts, scorers = list(dict.fromkeys(r["layout"] for r in rows)), list(dict.fromkeys(r["scorer"] for r in rows))
     if baseline not in scorers:
         raise ValueError(f"compare: no results for the baseline {baseline!r}; have {scorers}")
+    share = lambda a, b: a / b if b > 0 else None  # noqa: E731
     out = []
     for layout in layouts:
+        by = _scores_by_scorer(rows, layout)  # {scorer: {id: score}}
         acc: dict = {}  # (scorer, length) -> [accuracy of each task]
         for s in summary:
             if s["layout"] == layout:
                 acc.setdefault((s["scorer"], s["length"]), []).append(s["accuracy"])
         mean = lambda s, n: sum(acc[s, n]) / len(acc[s, n])  # noqa: E731 - tasks weigh equally, as in the figures
         lengths = sorted({n for _, n in acc})
-        share = lambda a, b: a / b if b > 0 else None  # noqa: E731
+        missing = [s for s in scorers if s not in by]
+        if missing:
+            raise ValueError(f"compare: no results for {missing} in layout {layout!r}; have {sorted(by)}")
+        base = by[baseline]
+        base_acc = sum(base.values()) / len(base)
         for s in scorers:
-            a = [r["score"] for r in rows if r["layout"] == layout and r["scorer"] == s]
-            b = [r["score"] for r in rows if r["layout"] == layout and r["scorer"] == baseline]
             per = [(share(mean(s, n), mean(baseline, n)), n) for n in lengths
                    if (s, n) in acc and (baseline, n) in acc and mean(baseline, n) > 0]
             worst = min(per, default=(None, None)) if s != baseline else (None, None)
-            d = paired_difference(rows, s, baseline, layout, n_boot, seed)
-            out.append({"layout": layout, "scorer": s, "n": len(a), "accuracy": sum(a) / len(a),
-                        "baseline": baseline, "baseline_accuracy": sum(b) / len(b),
-                        "share": share(sum(a) / len(a), sum(b) / len(b)),
+            d = _paired(by[s], base, (s, baseline), n_boot, seed)
+            accuracy = sum(by[s].values()) / len(by[s])
+            out.append({"layout": layout, "scorer": s, "n": d["n"], "accuracy": accuracy,
+                        "baseline": baseline, "baseline_accuracy": base_acc, "share": share(accuracy, base_acc),
                         "worst_length": worst[1], "worst_share": worst[0],
                         "worst_accuracy": mean(s, worst[1]) if worst[1] else None,
                         "worst_baseline": mean(baseline, worst[1]) if worst[1] else None,
