@@ -39,11 +39,11 @@ from pathlib import Path
 from IPython.display import HTML, Image, Markdown, display
 
 import sdtp_lib as S
-from sdtp_lib import data as D
-from sdtp_lib import viz
+from sdtp_lib.training import data as D
+from sdtp_lib.workspace import explorer
 from sdtp_lib.compare import encode_prompt, greedy_answer
 from sdtp_lib.io import atomic_write_text
-from sdtp_lib.predictor import resolve_scorer
+from sdtp_lib.scorers import resolve_scorer
 
 out = Path(run_dir)
 m, tok = S.load_model(model, device=S.resolve_device(device))
@@ -78,16 +78,16 @@ traces = {}
 for name, text in prompts.items():
     ids = encode_prompt(tok, text)
     answer = cmp.dense.answer_ids if name == "prompt" else greedy_answer(m, tok, ids, max_new_tokens)
-    traces[name] = viz.trace_prompt(m, tok, ids, scorer, conf, answer_ids=answer or None, title=name)
-viz.explorer(traces)
+    traces[name] = explorer.trace_prompt(m, tok, ids, scorer, conf, answer_ids=answer or None, title=name)
+explorer.explorer(traces)
 
 # %% [markdown]
 # Static copy (for papermill output and the run folder): the prompt after the last stage.
 
 # %%
 for i, (name, tr) in enumerate(traces.items()):
-    html_path, png_path = viz.save_static(tr, out, name=f"explore_{i}")
+    html_path, png_path = explorer.save_static(tr, out, name=f"explore_{i}")
     if i == 0:
-        display(HTML(viz.render_html(tr, tr.num_stages, "kept")))
+        display(HTML(explorer.render_html(tr, tr.num_stages, "kept")))
         display(Image(filename=str(png_path)))
 print("static views:", ", ".join(p.name for p in sorted(out.glob("explore_*"))))

@@ -35,10 +35,10 @@ import torch
 from IPython.display import Markdown, display
 
 import sdtp_lib as S
-from sdtp_lib import data as D
-from sdtp_lib import saliency as SA
-from sdtp_lib.plots import saliency_sparsity_figure
-from sdtp_lib.training_run import TrainingRunConfig, training_samples
+from sdtp_lib.training import data as D
+from sdtp_lib.training import saliency as SA
+from sdtp_lib.workspace.plots import saliency_sparsity_figure
+from sdtp_lib.training.run import TrainingRunConfig, training_samples
 
 out = Path(run_dir)
 m, tok = S.load_model(model, device=S.resolve_device(device))

@@ -11,7 +11,7 @@
 # %% [markdown]
 # # 02 · Stage 2: predictor training and validation
 #
-# The training run (`sdtp_lib.training_run`): saliency (notebook 01's file when `saliency` names it, else
+# The training run (`sdtp_lib.training.run`): saliency (notebook 01's file when `saliency` names it, else
 # computed here), then one predictor per seed trained on the frozen model with pruning simulated by attention
 # masks, then held-out validation against `random`, `norm` and `recent` at the same keep schedule, with the
 # physical engine and the masked simulation. Full settings (all samples, on a GPU):
@@ -38,10 +38,10 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 import sdtp_lib as S
-from sdtp_lib import data as D
-from sdtp_lib.plots import training_curves
-from sdtp_lib.train import TrainConfig, format_rows
-from sdtp_lib.training_run import TrainingRunConfig, run_training
+from sdtp_lib.training import data as D
+from sdtp_lib.workspace.plots import training_curves
+from sdtp_lib.training.train import TrainConfig, format_rows
+from sdtp_lib.training.run import TrainingRunConfig, run_training
 
 cfg = TrainingRunConfig(model=model, data=data or str(D.DEFAULT_DATA), samples=n_samples, seq_len=seq_len,
                         keep_ratio=keep_ratio, stages=stages, seeds=tuple(seeds), device=S.resolve_device(device),

@@ -35,8 +35,8 @@ import torch
 from IPython.display import Markdown, display
 
 import sdtp_lib as S
-from sdtp_lib import profiling as P
-from sdtp_lib.plots import latency_figure
+from sdtp_lib.speed import profiling as P
+from sdtp_lib.workspace.plots import latency_figure
 
 torch.manual_seed(seed)
 m, weights = P.load_profile_model(model, device=S.resolve_device(device))
@@ -66,8 +66,8 @@ fig.savefig(path.with_suffix(".png"), dpi=120)
 print("wrote", path, "and", path.with_suffix(".png"))
 
 # %% [markdown]
-# For comparison: the committed H200 run behind the README (`reports/results/latency_h200.json`, Qwen2-7B
-# architecture, 4K-128K; reproduce with `scripts/profile_h200.sh`, see `reports/results/latency_h200_run/`).
+# For comparison: the committed H200 run behind the README (`reports/results/2026-11-29_qwen2-7b-shape_latency_h200/latency.json`, Qwen2-7B
+# architecture, 4K-128K; reproduce with `scripts/profile_h200.sh`, see that folder's README).
 
 # %%
 import json

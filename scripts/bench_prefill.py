@@ -14,7 +14,7 @@ import json
 import torch
 
 import sdtp_lib as S
-from sdtp_lib.profiling import host_sync_in_prefill, qwen2_7b_random, timed
+from sdtp_lib.speed.profiling import host_sync_in_prefill, qwen2_7b_random, timed
 
 
 @torch.no_grad()

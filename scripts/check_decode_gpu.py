@@ -13,9 +13,9 @@ import sys
 import torch
 
 import sdtp_lib as S
-from sdtp_lib.decode import greedy_generate
-from sdtp_lib.kernels import fast_prefill
-from sdtp_lib.profiling import host_sync_in_prefill, qwen2_7b_random
+from sdtp_lib.speed.decode import greedy_generate
+from sdtp_lib.speed.kernels import fast_prefill
+from sdtp_lib.speed.profiling import host_sync_in_prefill, qwen2_7b_random
 
 
 @torch.no_grad()

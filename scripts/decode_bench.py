@@ -3,7 +3,7 @@
     python scripts/decode_bench.py --lengths 4096 32768 131072 --new-tokens 32
 
 For each prompt length: ms/token of the CUDA-graph loop, dense and SDTP (predictor, r = 0.9), with the split-K
-P @ V of sdtp_lib.decode on and off (off: SPLIT_MIN set above every cache length). Each figure is the second
+P @ V of sdtp_lib.speed.decode on and off (off: SPLIT_MIN set above every cache length). Each figure is the second
 of two identical calls (the first is the warm-up).
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 import torch
 
 import sdtp_lib as S
-from sdtp_lib import decode
-from sdtp_lib.profiling import qwen2_7b_random
+from sdtp_lib.speed import decode
+from sdtp_lib.speed.profiling import qwen2_7b_random
 
 
 @torch.no_grad()

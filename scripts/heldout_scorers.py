@@ -1,5 +1,5 @@
 """Held-out response loss of policies (no training): a training run's validation split, scored by each policy at
-the same schedule beside dense, with 95% bootstrap intervals (sdtp_lib.validate). For settings a run did not cover.
+the same schedule beside dense, with 95% bootstrap intervals (sdtp_lib.training.validate). For settings a run did not cover.
 
     python scripts/heldout_scorers.py --model qwen2.5-coder-0.5b --data train.jsonl --seq-len 3072 \
         --scorers attention attention-mean-k15 --out runs/heldout
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import sdtp_lib as S
 from sdtp_lib.io import atomic_write_text, provenance
-from sdtp_lib.training_run import TrainingRunConfig, _check_baselines, training_samples
-from sdtp_lib.validate import format_rows, validate
+from sdtp_lib.training.run import TrainingRunConfig, _check_baselines, training_samples
+from sdtp_lib.training.validate import format_rows, validate
 
 
 def main(argv=None) -> int:

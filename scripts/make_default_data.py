@@ -8,7 +8,7 @@ services), so the answers are right by construction and nothing is copied from a
 context passage holds several records of one kind; the question needs only ONE record (often one sentence)
 of it: the rest is realistic distraction for token pruning. Each line is
 {"instruction", "context", "response", "category", "layout"}; `layout` ("instruction_first" or
-"context_first") tells the prompt builder (sdtp_lib.data.build_samples) where the instruction goes.
+"context_first") tells the prompt builder (sdtp_lib.training.data.build_samples) where the instruction goes.
 Only the standard library is used for generation, with one seeded random.Random: same seed, same file.
 """
 from __future__ import annotations
@@ -661,7 +661,7 @@ def token_stats(path: Path) -> None:
     import statistics
     import sys
     sys.path.insert(0, str(ROOT))
-    from sdtp_lib.data import build_samples, load_instructions
+    from sdtp_lib.training.data import build_samples, load_instructions
     from sdtp_lib.models import load_model
     _, tok = load_model("smollm2-135m")
     recs = load_instructions(path)

@@ -8,7 +8,7 @@ Prints (and writes as JSON):
 2. GEMM TFLOP/s at the MLP shapes;
 3. elementwise pieces at full length: HF's RMSNorm vs F.rms_norm, silu(gate) * up, rotary;
 4. a torch.profiler breakdown of one prefill, dense and SDTP (predictor, r = 0.9), each with HF's own modules
-   and inside sdtp_lib.kernels.fast_prefill: kernel time by category (GEMM, attention, other) against wall
+   and inside sdtp_lib.speed.kernels.fast_prefill: kernel time by category (GEMM, attention, other) against wall
    time; the gap is time with no kernel running.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import sdtp_lib as S
-from sdtp_lib.profiling import qwen2_7b_random, timed
+from sdtp_lib.speed.profiling import qwen2_7b_random, timed
 
 HQ, HKV, D = 28, 4, 128
 
@@ -160,7 +160,7 @@ def main(argv=None):
     ap.add_argument("--attention-only", action="store_true", help="only the attention microbenchmark")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    from sdtp_lib.kernels import fast_prefill
+    from sdtp_lib.speed.kernels import fast_prefill
     result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
               "transformers": __import__("transformers").__version__, "weights": "random"}
     if not a.skip_micro:

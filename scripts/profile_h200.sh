@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU profile behind reports/results/latency_h200.json, in resumable parts that fill one JSON file (a device
+# The GPU profile behind reports/results/2026-11-29_qwen2-7b-shape_latency_h200/latency.json, in resumable parts that fill one JSON file (a device
 # call may last at most 10 minutes; the whole profile takes about 19). How the committed run was made:
 #
 #   SDTP_GIT_COMMIT=<commit> timeout 575 bash scripts/profile_h200.sh "1 4"

@@ -21,7 +21,7 @@ import torch
 
 import sdtp_lib as S
 from sdtp_lib.io import atomic_write_text, provenance
-from sdtp_lib.profiling import load_profile_model, profile_scorer
+from sdtp_lib.speed.profiling import load_profile_model, profile_scorer
 
 
 def _time(fn, repeats: int, cuda: bool) -> float:

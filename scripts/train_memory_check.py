@@ -14,8 +14,8 @@ import time
 import torch
 
 import sdtp_lib as S
-from sdtp_lib.profiling import qwen2_7b_random
-from sdtp_lib.train import TrainConfig, step_losses
+from sdtp_lib.speed.profiling import qwen2_7b_random
+from sdtp_lib.training.train import TrainConfig, step_losses
 
 
 def main(argv=None):

@@ -15,8 +15,8 @@ from .config import SDTPConfig
 from .engine import PruningError
 from .io import atomic_write_text
 from .models import UnsupportedModelError, load_model
-from .policies import POLICY_NAMES, is_policy
-from .predictor import load_predictor
+from .scorers.registry import POLICY_NAMES, is_policy
+from .scorers.predictor import load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +228,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .training_run import TrainingRunConfig, run_training
-    from .train import TrainConfig
-    from .data import DEFAULT_DATA
+    from .training.run import TrainingRunConfig, run_training
+    from .training.train import TrainConfig
+    from .training.data import DEFAULT_DATA
     cfg = TrainingRunConfig(model=args.model, data=args.data or str(DEFAULT_DATA), samples=args.samples,
                          seq_len=args.seq_len, val_frac=args.val_frac, keep_ratio=args.keep_ratio, stages=args.stages,
                          seeds=tuple(args.seeds), engines=tuple(args.engines), device=args.device, dtype=args.dtype,
@@ -238,7 +238,7 @@ def cmd_train(args) -> int:
                          train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                            attention_window=args.attention_window, cls_balance=args.cls_balance))
     summary = run_training(cfg, args.out, tensorboard=args.tensorboard, saliency_file=args.saliency)
-    from .train import format_rows
+    from .training.train import format_rows
     print(format_rows(summary["validation"]))
     sp = summary["speed"]
     print(f"{summary['num_train']} train / {summary['num_val']} val samples on {summary['device']} | saliency "
@@ -248,7 +248,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from . import profiling as P
+    from .speed import profiling as P
     model, weights = P.load_profile_model(args.model, dtype=args.dtype, device=args.device)
     cfg = P.ProfileConfig(lengths=tuple(args.lengths), variants=tuple(args.variants), engines=tuple(args.engines),
                           new_tokens=args.new_tokens, repeats=args.repeats, scorer=args.scorer,
@@ -283,12 +283,12 @@ def _no_cell_banners(record) -> bool:
 
 
 def cmd_pipeline(args) -> int:
-    from . import notebook_pipeline as NP
+    from .workspace import pipeline as NP
     if args.list:
         for name in NP.available_profiles():
             print(f"{name:12s} {NP.load_profile(name).description}")
         return 0
-    logging.getLogger("sdtp_lib.notebook_pipeline").setLevel(logging.INFO)
+    logging.getLogger("sdtp_lib.workspace.pipeline").setLevel(logging.INFO)
     logging.getLogger("papermill").setLevel(logging.INFO)  # cell outputs stream to the console: progress
     for h in logging.getLogger().handlers:  # papermill's per-cell banners stay in pipeline.log only
         if _no_cell_banners not in h.filters:
@@ -322,7 +322,7 @@ def register_kernel(user: bool = True) -> Path:
 
 def lab_argv(extra: list[str]) -> list[str]:
     """JupyterLab on notebooks/ with this Python (unless `extra` names another root); `extra` goes to jupyter lab."""
-    from .notebook_pipeline import NOTEBOOKS_DIR
+    from .workspace.pipeline import NOTEBOOKS_DIR
     own_root = any(a.startswith(("--ServerApp.root_dir", "--notebook-dir")) for a in extra)
     return [sys.executable, "-m", "jupyter", "lab", *([] if own_root else [f"--ServerApp.root_dir={NOTEBOOKS_DIR}"]),
             *extra]

@@ -21,13 +21,14 @@ import torch.nn.functional as F
 
 from .config import SDTPConfig
 from .flops import prefill_flops
-from .policies import make_scorer
-from .predictor import TokenPredictor
+from ._active import ACTIVE as _ACTIVE
+from .models import check_supported
+from .scorers.predictor import TokenPredictor
+from .scorers.registry import make_scorer
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_ATTN = ("sdpa", "eager", "flash_attention_2")
-_ACTIVE: "weakref.WeakSet" = weakref.WeakSet()  # models inside a pruning block (no nesting)
 
 
 class PruningError(RuntimeError):
@@ -292,7 +293,6 @@ class _Session:
 
 
 def _check_model(model, config: SDTPConfig) -> None:
-    from .models import check_supported
     check_supported(model)
     cfg = model.config
     config.validate(cfg.num_hidden_layers)

@@ -33,7 +33,7 @@ def provenance() -> dict:
     """Library versions and the git commit ($SDTP_GIT_COMMIT where the code travelled without its .git)."""
     import transformers
 
-    from . import __version__
+    from ._version import __version__
     commit = os.environ.get("SDTP_GIT_COMMIT")
     if commit is None:
         try:

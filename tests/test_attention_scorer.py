@@ -9,7 +9,7 @@ import torch
 
 import sdtp_lib as S
 from sdtp_lib.engine import forced_mask, select_tokens
-from sdtp_lib.policies import TIE_BREAK, WindowAttentionScorer, make_scorer, window_attention
+from sdtp_lib.scorers import TIE_BREAK, WindowAttentionScorer, make_scorer, window_attention
 
 from .conftest import FAMILIES, prompt_ids
 
@@ -51,8 +51,8 @@ def test_window_attention_equals_the_full_attention_matrix(eager, window):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_normed_proj_equals_the_norm_then_the_projection(eager, dtype):
-    from sdtp_lib.kernels import FusedRMSNorm
-    from sdtp_lib.policies import normed_proj
+    from sdtp_lib.ops import FusedRMSNorm
+    from sdtp_lib.scorers import normed_proj
     model, _ = eager
     layer = model.get_decoder().layers[1]
     norm, k = layer.input_layernorm, layer.self_attn.k_proj
@@ -128,7 +128,7 @@ def test_bad_settings_are_refused(tiny_sdpa):
         WindowAttentionScorer(heads="sum")
     assert make_scorer("attention-max").heads == make_scorer("attention").heads == "max"
     assert make_scorer("attention-mean").heads == "mean"
-    from sdtp_lib.masked import masked_pruning
+    from sdtp_lib.training.masked import masked_pruning
     cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
     with pytest.raises(ValueError, match="needs a TokenPredictor"):  # training masks need logits
         with masked_pruning(model, WindowAttentionScorer(), cfg, torch.ones(1, 32, dtype=torch.long), mode="st_topk"):
@@ -193,8 +193,8 @@ def test_engine_window_skips_protected_tokens(tiny_sdpa):
 
 # ------------------------------------------------------------------ the saliency oracle (an upper bound)
 def test_oracle_keeps_the_top_k_of_the_answer_saliency(tiny_sdpa):
-    from sdtp_lib.policies import SaliencyOracle
-    from sdtp_lib.saliency import token_saliency
+    from sdtp_lib.scorers import SaliencyOracle
+    from sdtp_lib.scorers import token_saliency
     model, _ = tiny_sdpa
     cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
     ids, answer = prompt_ids(70, seed=8), prompt_ids(5, seed=9)
@@ -225,7 +225,7 @@ def test_oracle_in_the_suite_and_in_longbench(tiny_sdpa, tmp_path, monkeypatch):
 
     from sdtp_lib.eval import longbench as L
     from sdtp_lib.eval import synthetic as Y
-    from sdtp_lib.policies import SaliencyOracle
+    from sdtp_lib.scorers import SaliencyOracle
     model, tok = tiny_sdpa
     cfg = Y.SuiteConfig(tasks=("passkey", "variable_tracking"), lengths=(256,), layouts=("question_first",),
                         n_samples=1, scorers=("sdtp:oracle", "sdtp:norm"))
@@ -250,8 +250,8 @@ def test_oracle_in_the_suite_and_in_longbench(tiny_sdpa, tmp_path, monkeypatch):
 
 def test_attention_settings_by_name(tiny_sdpa):
     """attention[-mean|-max][-w<window>][-k<kernel>] names a WindowAttentionScorer wherever a policy name is taken."""
-    from sdtp_lib.predictor import resolve_scorer
-    from sdtp_lib.training_run import _check_baselines
+    from sdtp_lib.scorers import resolve_scorer
+    from sdtp_lib.training.run import _check_baselines
     model, _ = tiny_sdpa
     got = make_scorer("attention-mean-w64-k15")
     assert (got.window, got.kernel, got.heads) == (64, 15, "mean")

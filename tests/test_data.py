@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from sdtp_lib.data import (DEFAULT_DATA, Sample, build_samples, collate, load_instructions, split,
+from sdtp_lib.training.data import (DEFAULT_DATA, Sample, build_samples, collate, load_instructions, split,
                            user_message)
 from sdtp_lib.models import load_model, tiny_tokenizer
 
@@ -137,7 +137,7 @@ def test_truncation_cuts_the_context_not_the_response(tok, layout, caplog):
     (full,) = build_samples([long], tok, seq_len=10_000)
     seq_len = 400
     assert len(full.input_ids) > seq_len
-    with caplog.at_level(logging.INFO, logger="sdtp_lib.data"):
+    with caplog.at_level(logging.INFO, logger="sdtp_lib.training.data"):
         (s,) = build_samples([long], tok, seq_len=seq_len)
     assert len(s.input_ids) <= seq_len
     assert len(s.input_ids) >= seq_len - 5                                 # cut no more than needed
@@ -152,7 +152,7 @@ def test_truncation_cuts_the_context_not_the_response(tok, layout, caplog):
 
 def test_samples_whose_response_does_not_fit_are_dropped_and_counted(tok, caplog):
     rows = [rec(0), rec(1, response="x" * 500), rec(2)]
-    with caplog.at_level(logging.INFO, logger="sdtp_lib.data"):
+    with caplog.at_level(logging.INFO, logger="sdtp_lib.training.data"):
         samples = build_samples(rows, tok, seq_len=300)
     assert [s.source_index for s in samples] == [0, 2]
     assert "1 dropped" in caplog.text

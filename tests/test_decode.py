@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import sdtp_lib as S
-from sdtp_lib.decode import greedy_generate
+from sdtp_lib.speed.decode import greedy_generate
 
 from .conftest import prompt_ids
 
@@ -39,7 +39,7 @@ def test_fast_loop_bad_input(tiny_sdpa):
 @pytest.mark.parametrize("S", [30, 64])  # 64 slots with SPLIT_* lowered: the split-K path
 def test_decode_attention_equals_eager_gqa(S, monkeypatch):
     from transformers.models.llama.modeling_llama import eager_attention_forward
-    from sdtp_lib import decode
+    from sdtp_lib.speed import decode
     monkeypatch.setattr(decode, "SPLIT_SLOTS", 16)
     monkeypatch.setattr(decode, "SPLIT_MIN", 64)
     g = torch.Generator().manual_seed(0)
@@ -56,7 +56,7 @@ def test_decode_attention_equals_eager_gqa(S, monkeypatch):
 @torch.no_grad()
 def test_split_k_loop_matches_hf_generate(tiny_sdpa, monkeypatch):
     """Caches long enough for the split-K decode path (thresholds lowered) and rounded-up static slots."""
-    from sdtp_lib import decode
+    from sdtp_lib.speed import decode
     monkeypatch.setattr(decode, "SPLIT_SLOTS", 32)
     monkeypatch.setattr(decode, "SPLIT_MIN", 64)
     model, _ = tiny_sdpa
@@ -71,7 +71,7 @@ def test_split_k_loop_matches_hf_generate(tiny_sdpa, monkeypatch):
 
 @torch.no_grad()
 def test_chunked_mlp_same_outputs_and_restored(tiny):
-    from sdtp_lib.memory import ChunkedMLP, chunked_mlp
+    from sdtp_lib.speed.memory import ChunkedMLP, chunked_mlp
     model, _ = tiny
     ids = prompt_ids(100, B=2)
     ref = model(ids).logits
@@ -108,7 +108,7 @@ def test_teacher_forced_logits_equal_full_forward(tiny_sdpa):
 def test_decode_attention_bf16_as_accurate_as_hf_eager(split, monkeypatch):
     """In bf16 the decode attention (split-K or not) is as close to a float32 reference as HF's eager one."""
     from transformers.models.llama.modeling_llama import eager_attention_forward
-    from sdtp_lib import decode
+    from sdtp_lib.speed import decode
     monkeypatch.setattr(decode, "SPLIT_SLOTS", 64)
     monkeypatch.setattr(decode, "SPLIT_MIN", 256 if split else 1 << 40)
     g = torch.Generator().manual_seed(1)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import sdtp_lib as S
-from sdtp_lib.decode import greedy_generate
-from sdtp_lib.kernels import FusedMLP, FusedRMSNorm, fast_prefill, rope, silu_mul
+from sdtp_lib.speed.decode import greedy_generate
+from sdtp_lib.speed.kernels import FusedMLP, FusedRMSNorm, fast_prefill, rope, silu_mul
 
 from .conftest import prompt_ids
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import sdtp_lib as S
-from sdtp_lib.masked import masked_pruning
+from sdtp_lib.training.masked import masked_pruning
 
 from .conftest import cfg, prompt_ids
 
@@ -79,7 +79,7 @@ def test_training_masks_train_the_predictor_only(tiny_sdpa, mode):
     for a, b in zip(st.masks, st.masks[1:]):
         assert bool((b <= a).all())  # dropped once, dropped after
     if mode == "st_topk":  # exactly the inference budget at every stage
-        from sdtp_lib.masked import forced_mask, stage_budget
+        from sdtp_lib.training.masked import forced_mask, stage_budget
         f = forced_mask(c, am, protect)
         for s_, m in enumerate(st.masks):
             assert int(m.sum()) == int(stage_budget(c, s_, am.sum(-1), f.sum(-1))[0])

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import yaml
 
-from sdtp_lib import notebook_pipeline as NP
+from sdtp_lib.workspace import pipeline as NP
 from sdtp_lib.cli import main
 
 

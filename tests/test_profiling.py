@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sdtp_lib import profiling as P
+from sdtp_lib.speed import profiling as P
 from sdtp_lib.cli import main
 
 ROW_FIELDS = {"prompt_len", "variant", "engine", "prefill_s", "e2e_s", "decode_ms_per_token", "peak_mem_gib", "flops",
@@ -71,7 +71,7 @@ def test_timed_window_attention_is_transparent_and_timed(tiny_sdpa, tmp_path):
     import torch
 
     import sdtp_lib as S
-    from sdtp_lib.policies import WindowAttentionScorer
+    from sdtp_lib.scorers import WindowAttentionScorer
     model, _ = tiny_sdpa
     conf = S.SDTPConfig.for_model(model, keep_ratio=0.7)
     ids = torch.randint(0, 256, (1, 80), generator=torch.Generator().manual_seed(0))
@@ -108,7 +108,8 @@ def test_profile_resume_keeps_rows_and_refuses_other_config(tmp_path, capsys):
     assert "different variants" in capsys.readouterr().err
 
 
-COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "results" / "latency_h200.json"
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "reports" / "results" / "2026-11-29_qwen2-7b-shape_latency_h200" / "latency.json"
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +122,11 @@ def qwen2_7b_meta():
 
 
 def test_committed_h200_profile_is_complete_and_consistent(qwen2_7b_meta):
-    """reports/results/latency_h200.json: the full grid, every field, FLOPs = the counter on Qwen2-7B's shapes,
-    kept tokens = the schedule, KV bytes in proportion to the tokens kept, and the README quotes its summary."""
+    """The committed H200 latency run: the full grid, every field, FLOPs = the counter on Qwen2-7B's shapes, kept
+    tokens = the schedule, KV bytes in proportion to the tokens kept, and docs/speed.md quotes its summary."""
     from sdtp_lib.config import SDTPConfig
     from sdtp_lib.flops import prefill_flops
-    from sdtp_lib.predictor import TokenPredictor
+    from sdtp_lib.scorers.predictor import TokenPredictor
     d = json.loads(COMMITTED.read_text())
     h, rows = d["header"], d["rows"]
     assert h["complete"] is True and "H200" in h["gpu"] and h["weights"].startswith("random")
@@ -147,6 +148,7 @@ def test_committed_h200_profile_is_complete_and_consistent(qwen2_7b_meta):
         assert r["flops"] == prefill_flops(qwen2_7b_meta, kept, predictor_flops=pred)
         dense = next(x for x in rows if (x["prompt_len"], x["variant"], x["engine"]) == (T, "dense", r["engine"]))
         assert r["kv_cache_gib"] / dense["kv_cache_gib"] == pytest.approx(sum(r["kept_per_layer"]) / (28 * T))
-    readme = (COMMITTED.parents[2] / "README.md").read_text()
-    for line in P.summary(rows, "sdtp").splitlines()[2:]:
-        assert line in readme, f"README's profile table is not the committed run's: {line}"
+    doc = (ROOT / "docs" / "speed.md").read_text()
+    for variant in ("sdtp", "sdtp-low"):
+        for line in P.summary(rows, variant).splitlines()[2:]:
+            assert line in doc, f"docs/speed.md's {variant} table is not the committed run's: {line}"

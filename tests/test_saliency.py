@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import sdtp_lib as S
-from sdtp_lib.saliency import (PARTIAL_NAME, SaliencyFileError, SaliencyStore, compute_saliency, format_stats,
+from sdtp_lib.training.saliency import (PARTIAL_NAME, SaliencyFileError, SaliencyStore, compute_saliency, format_stats,
                                saliency_stats, spearman, token_saliency)
 
 from .conftest import FAMILIES, prompt_ids
@@ -197,7 +197,7 @@ def test_bad_files_fail_clearly(tmp_path):
 
 # ------------------------------------------------------------------ the run, resume
 @dataclass
-class Rec:  # duck-typed like sdtp_lib.data.Sample
+class Rec:  # duck-typed like sdtp_lib.training.data.Sample
     input_ids: list
     labels: list
     prompt_len: int

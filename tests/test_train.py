@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import sdtp_lib as S
-from sdtp_lib import data as D
-from sdtp_lib import saliency as SA
-from sdtp_lib.train import TrainConfig, rank_loss, step_losses, train, collate_store
+from sdtp_lib.training import data as D
+from sdtp_lib.training import saliency as SA
+from sdtp_lib.training.train import TrainConfig, rank_loss, step_losses, train, collate_store
 
 
 def test_rank_loss_orders():
@@ -94,7 +94,7 @@ def test_shipped_predictor_loads():
 
 
 def test_training_run_end_to_end_tiny(tmp_path):
-    from sdtp_lib.training_run import TrainingRunConfig, run_training
+    from sdtp_lib.training.run import TrainingRunConfig, run_training
     cfg = TrainingRunConfig(model="tiny-qwen2", samples=16, seq_len=200, seeds=(0, 1),
                          train=TrainConfig(epochs=1, batch_size=4))
     summary = run_training(cfg, tmp_path, progress=False)
@@ -116,7 +116,7 @@ def test_training_run_end_to_end_tiny(tmp_path):
 def test_hybrid_training_run_and_question_aware_baselines(tmp_path):
     """The hybrid (window attention as a further input) trains through the masked simulation; it, the attention
     policy and the saliency oracle give the same held-out loss in both engines (deterministic scorers)."""
-    from sdtp_lib.training_run import TrainingRunConfig, run_training
+    from sdtp_lib.training.run import TrainingRunConfig, run_training
     cfg = TrainingRunConfig(model="tiny-qwen2", samples=12, seq_len=200, seeds=(0,), baselines=("attention", "oracle"),
                             train=TrainConfig(epochs=1, batch_size=4, attention_window=8))
     summary = run_training(cfg, tmp_path, progress=False)
@@ -208,7 +208,7 @@ def test_shipped_qwen2_predictor_fits_the_engine_placement(name):
 
 def test_hybrid_stage_mlp_is_fc1_of_the_concatenated_input():
     """The hybrid's stage MLP is fc1 over [x, feature] (its feature column kept apart from a contiguous fc1)."""
-    from sdtp_lib.predictor import StageMLP
+    from sdtp_lib.scorers.predictor import StageMLP
     torch.manual_seed(0)
     mlp = StageMLP(16, 8, extra=1)
     assert mlp.fc1.weight.is_contiguous() and mlp.fc1.weight.shape == (8, 16)
@@ -225,7 +225,7 @@ def test_hybrid_stage_mlp_is_fc1_of_the_concatenated_input():
 def test_cls_balance_caps_the_lm_gradient(tiny_store, tmp_path):
     """Training first scales w_cls so that L_cls's gradient is at most k x the saliency terms' (median over a few
     batches); never up; 0 turns it off."""
-    from sdtp_lib.train import grad_norms, measure_balance
+    from sdtp_lib.training.train import grad_norms, measure_balance
     model, conf, store = tiny_store
     pred = S.TokenPredictor.for_model(model, conf)
     batches = [[0, 1], [2, 3], [4, 5]]

@@ -1,4 +1,4 @@
-"""The saliency explorer (sdtp_lib.viz): traces agree with the engine, HTML is escaped and self-contained."""
+"""The saliency explorer (sdtp_lib.workspace.explorer): traces agree with the engine, HTML is escaped and self-contained."""
 import re
 from html.parser import HTMLParser
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import sdtp_lib as S
-from sdtp_lib import viz
+from sdtp_lib.workspace import explorer
 from sdtp_lib.engine import forced_mask, select_tokens
-from sdtp_lib.saliency import token_saliency
+from sdtp_lib.scorers import token_saliency
 
 PROMPT = ("Summarise the following note in one line: the meeting moved to Thursday at noon, "
           "bring the budget sheet and the two drafts")
@@ -32,7 +32,7 @@ def qwen():
 def nasty(qwen):
     model, tok, config = qwen
     ids = chat_ids(tok, NASTY * 2)
-    return ids, viz.trace_prompt(model, tok, ids, "norm", config, answer_ids=torch.tensor(tok("ok")["input_ids"]),
+    return ids, explorer.trace_prompt(model, tok, ids, "norm", config, answer_ids=torch.tensor(tok("ok")["input_ids"]),
                                  title="nasty <b>")
 
 
@@ -74,7 +74,7 @@ def test_trace_kept_is_forced_plus_top_k_by_recorded_score(tiny_sdpa):
     with torch.no_grad():
         before = model(ids).logits
         hidden = model(ids, output_hidden_states=True).hidden_states  # hidden[l] enters layer l
-    tr = viz.trace_prompt(model, tok, ids, "norm", config)
+    tr = explorer.trace_prompt(model, tok, ids, "norm", config)
     assert tr.prompt_len == T and tr.token_ids == ids[0].tolist()
     assert tr.score.shape == tr.kept.shape == (config.num_stages, T) and tr.saliency is None
     assert tr.kept_counts == config.keep_schedule(T)
@@ -105,14 +105,14 @@ def test_trace_with_predictor_records_its_scores(tiny_sdpa):
     config = S.SDTPConfig.for_model(model)
     ids = chat_ids(tok, PROMPT)
     pred = S.TokenPredictor.for_model(model, config, seed=0)
-    tr = viz.trace_prompt(model, tok, ids[0], pred, config)
+    tr = explorer.trace_prompt(model, tok, ids[0], pred, config)
     with torch.no_grad():
         h = model(ids, output_hidden_states=True).hidden_states[config.stage_layers[0]]
         ref = pred(h, 0)[0].numpy()
     np.testing.assert_allclose(tr.score[0], ref, rtol=1e-5, atol=1e-6)
     assert not np.isnan(tr.score[1:]).all() and np.isnan(tr.score[1]).sum() == ids.shape[1] - tr.kept_counts[0]
     # the recording wrapper keeps the predictor's FLOPs in the engine's count
-    rec, plain = viz._RecordingScorer(pred), lambda h, s, p: pred(h, s, p)
+    rec, plain = explorer._RecordingScorer(pred), lambda h, s, p: pred(h, s, p)
     with torch.no_grad():
         with S.pruning(model, rec, config) as st_rec:
             model(ids)
@@ -122,7 +122,7 @@ def test_trace_with_predictor_records_its_scores(tiny_sdpa):
             model(ids)
     assert st_rec.flops_pruned == st_pred.flops_pruned > st_plain.flops_pruned
     with pytest.raises(ValueError, match="stages at layers"):
-        viz.trace_prompt(model, tok, ids, pred, S.SDTPConfig(stage_layers=(1, 3), num_layers=4))
+        explorer.trace_prompt(model, tok, ids, pred, S.SDTPConfig(stage_layers=(1, 3), num_layers=4))
 
 
 def test_trace_saliency_equals_token_saliency(tiny_sdpa):
@@ -131,7 +131,7 @@ def test_trace_saliency_equals_token_saliency(tiny_sdpa):
     ids = chat_ids(tok, PROMPT)[0]
     T = len(ids)
     ans = torch.tensor(tok("Meeting: Thursday noon, bring budget and drafts.")["input_ids"])
-    tr = viz.trace_prompt(model, tok, ids, "random", config, answer_ids=ans)
+    tr = explorer.trace_prompt(model, tok, ids, "random", config, answer_ids=ans)
     full = torch.cat([ids, ans])
     labels = full.clone()
     labels[:T] = -100
@@ -147,13 +147,13 @@ def test_nasty_tokens_are_escaped_and_shown(qwen, nasty):
     model, tok, config = qwen
     ids, tr = nasty
     T, sched = ids.shape[1], config.keep_schedule(ids.shape[1])
-    texts, special = viz.token_strings(tok, ids)
+    texts, special = explorer.token_strings(tok, ids)
     assert texts == tr.tokens and special == tr.special and len(texts) == T
     assert "\\xf0\\x9f\\x98\\x80" in "".join(texts) and "\\xc3\\xa9" in "".join(texts)  # 😀 and é, byte by byte
     assert [t for t, sp in zip(texts, special) if sp] == ["<|im_start|>", "<|im_end|>", "<|im_start|>"]
-    for view in viz.VIEWS:
+    for view in explorer.VIEWS:
         for stage in range(1, config.num_stages + 1):
-            out = viz.render_html(tr, stage, view)
+            out = explorer.render_html(tr, stage, view)
             p = Spans(out)
             assert p.opened == p.closed, "unbalanced tags"
             assert "<script" not in out.lower() and ">&lt;</span>" in out and ">&gt;</span>" in out
@@ -186,15 +186,15 @@ def test_token_strings_sentencepiece_byte_fallback():
                                     decoders.Strip(" ", 1, 0)])
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     ids = [1] + tok("a ab é\nb", add_special_tokens=False)["input_ids"]
-    assert viz.token_strings(tok, ids) == (["<s>", " a", " a", "b", " ", "\\xc3", "\\xa9", "\n", "b"],
+    assert explorer.token_strings(tok, ids) == (["<s>", " a", " a", "b", " ", "\\xc3", "\\xa9", "\n", "b"],
                                            [True] + [False] * 8)
 
 
 def test_ascii_tokens_reproduce_decode(qwen):
     model, tok, config = qwen
     ids = chat_ids(tok, ASCII)
-    tr = viz.trace_prompt(model, tok, ids, "recent", config)
-    p = Spans(viz.render_html(tr, 1, "kept"))
+    tr = explorer.trace_prompt(model, tok, ids, "recent", config)
+    p = Spans(explorer.render_html(tr, 1, "kept"))
     shown = "".join(text.replace("↵", "").replace("→", "") for _, text in p.spans)
     assert shown == tok.decode(ids[0])
     assert sum("sdtp-special" in a["class"] for a, _ in p.spans) == 4  # 3 from the template, 1 in the text
@@ -203,10 +203,10 @@ def test_ascii_tokens_reproduce_decode(qwen):
 def test_whole_tag_token_is_escaped_everywhere():
     """A tokenizer with whole-word tokens: the tag must be escaped in the text and in the title attribute."""
     toks = ["<|im_start|>", "<script>alert(1)</script>", ' a & "b"\n', "\tc"]
-    tr = viz.PromptTrace([0, 1, 2, 3], toks, [True, False, False, False], (1,), None,
+    tr = explorer.PromptTrace([0, 1, 2, 3], toks, [True, False, False, False], (1,), None,
                          np.array([[1, 2, 3, 4]], np.float32), np.array([[1, 0, 1, 1]], bool))
-    for view in viz.VIEWS:
-        out = viz.render_html(tr, 1, view)
+    for view in explorer.VIEWS:
+        out = explorer.render_html(tr, 1, view)
         assert "<script" not in out.lower() and "<|" not in out
         assert view == "saliency" or out.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 2  # text + title
         assert view == "saliency" or ('&amp; &quot;b&quot;↵\n</span>' in out and ">→\tc</span>" in out)
@@ -217,17 +217,17 @@ def test_view_colours():
     kept = np.array([[1, 1, 1, 1, 0, 1], [1, 0, 1, 1, 0, 1]], bool)
     score = np.array([[5, 4, 3, 2, 1, 6], [3, 1, 2, 4, np.nan, 5]], np.float32)
     sal = np.array([[-1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], np.float32)
-    tr = viz.PromptTrace(list(range(T)), list("abcdef"), [False] * T, (1, 2), sal, score, kept)
+    tr = explorer.PromptTrace(list(range(T)), list("abcdef"), [False] * T, (1, 2), sal, score, kept)
     bg = lambda out: re.findall(r'class="sdtp-tok" [^>]*style="background:(#[0-9a-f]{6})', out)
-    k2, s2 = bg(viz.render_html(tr, 2, "kept")), bg(viz.render_html(tr, 2, "score"))
-    a1 = bg(viz.render_html(tr, 1, "saliency"))
+    k2, s2 = bg(explorer.render_html(tr, 2, "kept")), bg(explorer.render_html(tr, 2, "score"))
+    a1 = bg(explorer.render_html(tr, 1, "saliency"))
     assert k2[0] == k2[2] != k2[1] != k2[4] != k2[0]  # kept / dropped here / dropped before
-    assert "line-through" in viz.render_html(tr, 2, "kept").split('data-i="4"')[1].split("</span>")[0]
-    assert s2[4] == viz.UNSCORED and len(set(s2) - {viz.UNSCORED}) == 5  # rank colours, distinct
+    assert "line-through" in explorer.render_html(tr, 2, "kept").split('data-i="4"')[1].split("</span>")[0]
+    assert s2[4] == explorer.UNSCORED and len(set(s2) - {explorer.UNSCORED}) == 5  # rank colours, distinct
     assert a1[0] != a1[1] and a1[2] == a1[3]  # useful (negative saliency) vs distractor vs neutral
-    assert "green: useful (removing it raises the loss)" in viz.render_html(tr, 1, "saliency")
-    no_sal = viz.PromptTrace(tr.token_ids, tr.tokens, tr.special, (1, 2), None, score, kept)
-    assert "sdtp-message" in viz.render_html(no_sal, 1, "saliency")
+    assert "green: useful (removing it raises the loss)" in explorer.render_html(tr, 1, "saliency")
+    no_sal = explorer.PromptTrace(tr.token_ids, tr.tokens, tr.special, (1, 2), None, score, kept)
+    assert "sdtp-message" in explorer.render_html(no_sal, 1, "saliency")
     assert tr.kept_counts == [5, 4] and tr.num_stages == 2 and tr.prompt_len == 6
 
 
@@ -237,19 +237,19 @@ def test_bad_input(qwen, nasty):
     S_ = tr.num_stages
     for bad in (0, S_ + 1):
         with pytest.raises(ValueError, match=f"stage {bad} out of range"):
-            viz.render_html(tr, bad, "kept")
+            explorer.render_html(tr, bad, "kept")
         with pytest.raises(ValueError, match="out of range"):
-            viz.heatmap_figure(tr, "kept", bad)
+            explorer.heatmap_figure(tr, "kept", bad)
     with pytest.raises(ValueError, match="unknown view 'foo'"):
-        viz.render_html(tr, 1, "foo")
+        explorer.render_html(tr, 1, "foo")
     with pytest.raises(ValueError, match="unknown view 'foo'"):
-        viz.heatmap_figure(tr, "foo")
+        explorer.heatmap_figure(tr, "foo")
     with pytest.raises(ValueError, match="unknown view"):
-        viz.explorer({"a": tr}, view="foo")
+        explorer.explorer({"a": tr}, view="foo")
     with pytest.raises(ValueError, match="one prompt"):
-        viz.trace_prompt(model, tok, ids.repeat(2, 1), "norm", config)
+        explorer.trace_prompt(model, tok, ids.repeat(2, 1), "norm", config)
     with pytest.raises(ValueError, match="unknown pruning policy"):
-        viz.trace_prompt(model, tok, ids, "nope", config)
+        explorer.trace_prompt(model, tok, ids, "nope", config)
 
 
 # ------------------------------------------------------------------ figure, widget, files
@@ -263,10 +263,10 @@ def test_heatmap_figure_long_prompt():
         kept[s] = kept[s - 1] if s else kept[s]
         kept[s, rng.choice(np.flatnonzero(kept[s]), 100, replace=False)] = False
     score = np.where(np.vstack([np.ones((1, T), bool), kept[:-1]]), rng.normal(size=(3, T)), np.nan).astype(np.float32)
-    tr = viz.PromptTrace(list(range(T)), [f"t{i}$" for i in range(T)], [False] * T, layers,
+    tr = explorer.PromptTrace(list(range(T)), [f"t{i}$" for i in range(T)], [False] * T, layers,
                          rng.normal(size=(3, T)).astype(np.float32), score, kept)
-    for view in viz.VIEWS:
-        fig = viz.heatmap_figure(tr, view, stage=2)
+    for view in explorer.VIEWS:
+        fig = explorer.heatmap_figure(tr, view, stage=2)
         ax = fig.axes[0]
         labels = [t.get_text() for t in ax.get_xticklabels()]
         assert 20 <= len(labels) <= 40 and labels[0] == r"t0\$"
@@ -274,14 +274,14 @@ def test_heatmap_figure_long_prompt():
         assert fig.get_size_inches()[0] <= 14
         assert [p.get_xy() for p in ax.patches if isinstance(p, Rectangle)] == [(0, 1)]
         plt.close(fig)
-    assert len(viz.render_html(tr, 3, "score")) < 400_000
+    assert len(explorer.render_html(tr, 3, "score")) < 400_000
 
 
 def test_explorer_updates(qwen, nasty):
     model, tok, config = qwen
     ids, tr = nasty
-    short = viz.trace_prompt(model, tok, ids, "norm", S.SDTPConfig.for_model(model, num_stages=2), title="2 stages")
-    w = viz.explorer({"nasty": tr, "short": short}, stage=1, view="kept")
+    short = explorer.trace_prompt(model, tok, ids, "norm", S.SDTPConfig.for_model(model, num_stages=2), title="2 stages")
+    w = explorer.explorer({"nasty": tr, "short": short}, stage=1, view="kept")
     c = w.sdtp_controls
     assert "sdtp-explorer" in w._dom_classes and c["stage"].description == "stage"
     assert c["heatmap"].outputs and "image/png" in c["heatmap"].outputs[0]["data"]
@@ -302,21 +302,21 @@ def test_explorer_updates(qwen, nasty):
 
 def test_save_static(tmp_path, nasty):
     ids, tr = nasty
-    html_path, png_path = viz.save_static(tr, tmp_path / "out")
+    html_path, png_path = explorer.save_static(tr, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["explore.html", "explore.png"]
     page = html_path.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>") and '<meta charset="utf-8">' in page
     assert "<title>nasty &lt;b&gt;</title>" in page and "<script" not in page.lower()
-    assert [m for m in re.findall(r'data-view="(\w+)"', page)] == list(viz.VIEWS)
+    assert [m for m in re.findall(r'data-view="(\w+)"', page)] == list(explorer.VIEWS)
     assert page.count(f'data-stage="{tr.num_stages}"') == 3
     p = Spans(page)
     assert p.opened == p.closed and len(p.spans) == 3 * tr.prompt_len
     data = png_path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    html2, _ = viz.save_static(tr, tmp_path / "out", stage=1, name="s1")
+    html2, _ = explorer.save_static(tr, tmp_path / "out", stage=1, name="s1")
     assert html2.name == "s1.html" and 'data-stage="1"' in html2.read_text(encoding="utf-8")
     with pytest.raises(ValueError, match="out of range"):
-        viz.save_static(tr, tmp_path, stage=tr.num_stages + 1)
+        explorer.save_static(tr, tmp_path, stage=tr.num_stages + 1)
 
 
 def test_trace_with_a_layer_reading_scorer(tiny_sdpa):
@@ -325,7 +325,7 @@ def test_trace_with_a_layer_reading_scorer(tiny_sdpa):
     model, tok = tiny_sdpa
     config = S.SDTPConfig.for_model(model, keep_ratio=0.7)
     ids = chat_ids(tok, PROMPT)
-    tr = viz.trace_prompt(model, tok, ids, "attention", config)
+    tr = explorer.trace_prompt(model, tok, ids, "attention", config)
     with torch.no_grad(), S.pruning(model, "attention", config) as st:
         model(ids)
     for s, pos in enumerate(st.stage_positions):

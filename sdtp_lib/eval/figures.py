@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from .scorers import file_stem
 
-__all__ = ["longbench_figure", "lmeval_figure", "accuracy_vs_length_figure", "file_stem"]
+__all__ = ["longbench_figure", "lmeval_figure", "accuracy_vs_length_figure", "file_stem", "length_label"]
+
+
+def length_label(n: int) -> str:  # 4096 -> "4K"
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
 
 def _palette(names):
@@ -94,7 +98,6 @@ def accuracy_vs_length_figure(summary: list[dict], by: str = "task"):
     rows."""
     import matplotlib.pyplot as plt
     import numpy as np
-    from .synthetic import length_label
     if not summary:
         raise ValueError("accuracy_vs_length_figure: empty summary")
     if by not in ("task", "layout"):

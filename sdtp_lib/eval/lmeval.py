@@ -17,7 +17,7 @@ first; this module's __main__ does that and hands every argument to lm-eval's ow
 
 **The model `sdtp`** (`SDTPLM`, an `HFLM` subclass like lm-eval's `steered`: only the model calls change).
 Model args on top of HFLM's: `keep_ratio` (0.9), `stages` (10; 5 = SDTP-low), `predictor` (what
-`sdtp_lib.predictor.resolve_scorer` accepts: "auto", "norm", "random", "recent", a shipped predictor name, a
+`sdtp_lib.scorers.resolve_scorer` accepts: "auto", "norm", "random", "recent", a shipped predictor name, a
 predictor file or a run folder; "dense" = no pruning at all, HFLM's own calls). `pretrained` is a local
 path / hub id (loaded by HFLM), one of this project's specs ("tiny-qwen2", "tiny-llama", "smollm2-135m",
 "qwen2.5-coder-0.5b": loaded by `sdtp_lib.load_model`), or a `PreTrainedModel` (+ `tokenizer=`).
@@ -71,7 +71,7 @@ from ..config import SDTPConfig
 from ..engine import PruningError, pruning
 from ..io import atomic_write_text, provenance
 from ..models import BUILTIN_SPECS, load_model, project_root, resolve_device
-from ..predictor import resolve_scorer
+from ..scorers.registry import resolve_scorer
 from .distributed import launched
 from .scorers import file_stem
 

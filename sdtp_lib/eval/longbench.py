@@ -52,7 +52,7 @@ from ..compare import pad_id
 from ..config import SDTPConfig
 from ..engine import pruning
 from ..io import atomic_write_text, provenance
-from ..policies import SaliencyOracle
+from ..scorers.oracle import SaliencyOracle
 from .scorers import ORACLE, VARIANTS, file_stem, make_scorer_for, parse_scorer
 
 log = logging.getLogger(__name__)
@@ -499,7 +499,7 @@ class _Variant:
 
 def _scorer_id(scorer) -> str:
     """What identifies a scorer across runs: a predictor's weights hash, a policy's name, a callable's name."""
-    from ..predictor import TokenPredictor
+    from ..scorers.predictor import TokenPredictor
     if isinstance(scorer, TokenPredictor):
         h = hashlib.sha256()
         for k, v in sorted(scorer.state_dict().items()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 VARIANTS = {"sdtp": 10, "sdtp-low": 5}  # variant -> number of stages (SDTP / SDTP-low)
-ORACLE = "oracle"  # the stage-1 saliency of the gold answer: an upper bound (policies.SaliencyOracle)
+ORACLE = "oracle"  # the stage-1 saliency of the gold answer: an upper bound (sdtp_lib.scorers.oracle.SaliencyOracle)
 
 
 def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
@@ -30,10 +30,10 @@ def check_scorer_name(name: str, model, spec: str) -> None:
     """Refuse, before anything runs, what the scorer part of a spec cannot mean here: the oracle (it needs each
     sample's answer: the synthetic suite and LongBench build it per sample, lm-eval does not) and "predictor"
     without a shipped predictor for `model` (not checked when model is None)."""
-    from ..predictor import shipped_name, shipped_predictors
+    from ..scorers.predictor import shipped_name, shipped_predictors
     if name == ORACLE:
         raise ValueError(f"scorer {spec!r}: the saliency oracle needs each sample's answer; the synthetic suite and "
-                         "LongBench build it per sample (policies.SaliencyOracle.for_answer), this evaluation does not")
+                         "LongBench build it per sample (sdtp_lib.scorers.SaliencyOracle.for_answer), this evaluation does not")
     if name in ("predictor", "hybrid") and model is not None:
         if shipped_name(model, hybrid=name == "hybrid") not in shipped_predictors():
             raise ValueError(f"scorer {spec!r}: no shipped {name} for model {shipped_name(model) or '?'} (shipped: "
@@ -42,7 +42,7 @@ def check_scorer_name(name: str, model, spec: str) -> None:
 
 def make_scorer_for(name: str, model, config, spec: str):
     """(scorer, label) for the scorer part of a spec; "predictor" demands a shipped predictor for this model."""
-    from ..predictor import resolve_scorer
+    from ..scorers.registry import resolve_scorer
     check_scorer_name(name, model, spec)
     return resolve_scorer(name, model, config)
 

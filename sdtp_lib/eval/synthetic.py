@@ -24,11 +24,12 @@ import torch
 
 from ..compare import answer_tokens, encode_prompt, greedy_answer
 from ..config import SDTPConfig
-from ..decode import greedy_generate
+from ..speed.decode import greedy_generate
 from ..engine import pruning
 from ..io import atomic_write_text, provenance
 from ..models import config_fingerprint
-from ..policies import SaliencyOracle
+from ..scorers.oracle import SaliencyOracle
+from .figures import length_label
 from .scorers import ORACLE, VARIANTS, make_scorer_for, parse_scorer
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ class SuiteConfig:
     scorers: tuple[str, ...] = ("dense", "sdtp:norm", "sdtp:recent", "sdtp:random", "sdtp-low:norm")
     keep_ratio: float = 0.9
     max_positions: int | None = None  # None: model.config.max_position_embeddings
-    decode: str = "auto"  # "hf": model.generate; "static": sdtp_lib.decode's loop (CUDA graphs); auto: static on CUDA
+    decode: str = "auto"  # "hf": model.generate; "static": sdtp_lib.speed.decode's loop (CUDA graphs); auto: static on CUDA
 
     def __post_init__(self):
         self.tasks, self.layouts, self.scorers = tuple(self.tasks), tuple(self.layouts), tuple(self.scorers)
@@ -481,10 +482,6 @@ def merge(out_dir, world_size: int) -> list[dict]:
 
 
 # ------------------------------------------------------------------ reports
-def length_label(n: int) -> str:
-    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
-
-
 def summarise(rows: list[dict]) -> list[dict]:
     """Accuracy (mean score) and n per task x length x layout x scorer, in the rows' order."""
     groups: dict = {}

@@ -1,0 +1,357 @@
+"""Prefill and end-to-end latency, memory and FLOPs: dense vs SDTP vs SDTP-low, HF's loop vs this project's.
+
+    python -m sdtp_lib profile --model qwen2-7b-random --lengths 4096 32768 --out runs/profile
+
+Definitions: prefill = one forward from input ids to the first token's logits (logits_to_keep=1);
+end-to-end = prefill + `new_tokens` greedy tokens (fixed length); every timing follows a discarded warm-up
+of the same shape, CUDA-synchronised, median of `repeats` (min/max kept); peak memory =
+torch.cuda.max_memory_allocated over the end-to-end run. Engines: "hf" = model(...) / model.generate(...);
+"sdtp" = the same prefill + sdtp_lib.speed.decode.greedy_generate (static per-layer caches, CUDA graphs).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import SDTPConfig
+from .decode import greedy_generate
+from ..engine import pruning
+from ..scorers.base import ScorerWrapper
+from ..scorers.registry import make_scorer
+from ..scorers.predictor import TokenPredictor
+
+log = logging.getLogger(__name__)
+
+QWEN2_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                num_key_value_heads=4, vocab_size=152064, max_position_embeddings=131072, rope_theta=1_000_000.0,
+                use_sliding_window=False, tie_word_embeddings=False)
+VARIANTS = {"dense": None, "sdtp": 10, "sdtp-low": 5}  # variant -> number of stages
+
+
+@dataclass
+class ProfileConfig:
+    lengths: tuple[int, ...] = (4096, 8192, 16384, 32768, 65536, 131072)  # prompt lengths
+    variants: tuple[str, ...] = ("dense", "sdtp", "sdtp-low")
+    engines: tuple[str, ...] = ("hf", "sdtp")  # "hf": model/generate; "sdtp": the CUDA-graph loop
+    new_tokens: int = 128  # generated tokens for end-to-end
+    repeats: int = 3  # timed prefill repeats (median reported)
+    keep_ratio: float = 0.9  # r
+    scorer: str = "predictor"  # "predictor" (production width, untrained weights are as fast), "hybrid" (the
+    # same with the window attention as an input) or a policy ("attention": the window attention alone)
+    chunk_tokens: int | None = 32768  # engine "sdtp": prefill MLPs in chunks of this many tokens (memory)
+    fast_kernels: bool = True  # engine "sdtp": fused norms / rotary / SiLU-mul in prefill (sdtp_lib.speed.kernels)
+    meta: dict = field(default_factory=dict)
+
+
+def qwen2_7b_random(device="cuda", dtype=torch.bfloat16, attn="sdpa"):
+    """Qwen2-7B's architecture with random weights (speed does not depend on weight values)."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(Qwen2Config(**QWEN2_7B), dtype=dtype, attn_implementation=attn)
+    model.config.sdtp_model_id = "qwen2-7b-random"
+    return model.eval()
+
+
+def load_profile_model(spec: str, dtype=None, device=None):
+    """(model, weights label) for a profile: "qwen2-7b-random" (GPU), a tiny test model (random weights),
+    or any load_model spec with real weights. The label goes into every output."""
+    from ..models import load_model
+    if spec == "qwen2-7b-random":
+        if not torch.cuda.is_available():
+            raise ValueError("qwen2-7b-random needs a GPU; on CPU profile the default: --model smollm2-135m")
+        return qwen2_7b_random(), "random (Qwen2-7B architecture; speed does not depend on weights)"
+    model, _ = load_model(spec, dtype=dtype, device=device)
+    return model, "random (tiny test model)" if spec in ("tiny-qwen2", "tiny-llama") else "real"
+
+
+def host_sync_in_prefill(model, scorer, config, ids) -> str | None:
+    """Run a pruned prefill with torch.cuda.set_sync_debug_mode("error") around the decoder's layer loop;
+    None when nothing synchronised with the host, else the error message."""
+    dec = model.get_decoder()
+    pre = dec.layers[0].register_forward_pre_hook(lambda *a: torch.cuda.set_sync_debug_mode("error"))
+    post = dec.norm.register_forward_hook(lambda *a: torch.cuda.set_sync_debug_mode("default"))
+    try:
+        with torch.no_grad(), pruning(model, scorer, config):
+            model(ids, logits_to_keep=1)
+        return None
+    except RuntimeError as e:
+        return str(e)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        pre.remove()
+        post.remove()
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int, stats: dict | None = None):
+    """(median, min, max) seconds of fn() after one discarded warm-up call (its time goes to stats["warmup_s"]:
+    a first call at a new shape pays one-off costs, e.g. cuDNN building attention plans)."""
+    _sync()
+    t = time.perf_counter()
+    fn()
+    _sync()
+    if stats is not None:
+        stats["warmup_s"] = time.perf_counter() - t
+    ts = []
+    for _ in range(repeats):
+        _sync()
+        t = time.perf_counter()
+        fn()
+        _sync()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), min(ts), max(ts)
+
+
+def _peak_reset():
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib():
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None  # None on CPU
+
+
+class TimedScorer(ScorerWrapper):
+    """Wraps a scorer and times every call inside a real prefill: CUDA events around it on GPU (no host sync;
+    the sum is the device time the scorer's kernels occupy), wall clock on CPU."""
+
+    def __init__(self, scorer):
+        super().__init__(scorer)
+        self.spans = []
+
+    def __call__(self, hidden, stage, positions=None, **layer_kw):
+        if hidden.is_cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            out = self.inner(hidden, stage, positions, **layer_kw)
+            b.record()
+            self.spans.append((a, b))
+            return out
+        t = time.perf_counter()
+        out = self.inner(hidden, stage, positions, **layer_kw)
+        self.spans.append(time.perf_counter() - t)
+        return out
+
+    def seconds(self) -> float:
+        _sync()
+        return sum(s if isinstance(s, float) else s[0].elapsed_time(s[1]) / 1e3 for s in self.spans)
+
+
+HYBRID_WINDOW = 32  # the hybrid predictor profiled: window attention of the last 32 tokens (as trained)
+
+
+def profile_scorer(model, conf: SDTPConfig, name: str):
+    """The scorer a profile times: an untrained predictor of production width ("predictor", "hybrid": as fast as
+    a trained one) or a policy."""
+    if name in ("predictor", "hybrid"):
+        p = next(model.parameters())
+        return TokenPredictor.for_model(model, conf, attn_window=HYBRID_WINDOW if name == "hybrid" else 0).to(
+            device=p.device, dtype=p.dtype)
+    return make_scorer(name)
+
+
+@torch.no_grad()
+def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict]:
+    """Rows for every (length, variant, engine); on_row(rows) after each one (e.g. to save partial results)."""
+    p = next(model.parameters())
+    dev, t_start = p.device, time.perf_counter()
+    rows = []
+    for T in cfg.lengths:
+        ids = torch.randint(0, model.config.vocab_size - 1, (1, T), device=dev)
+        for variant in cfg.variants:
+            stages = VARIANTS[variant]
+            conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio, num_stages=stages) if stages else None
+            scorer = None
+            if conf is not None:
+                scorer = profile_scorer(model, conf, cfg.scorer)
+            block = (lambda: pruning(model, scorer, conf)) if conf else None
+            for engine in cfg.engines:
+                chunk = cfg.chunk_tokens if engine == "sdtp" else None
+                fast = cfg.fast_kernels and engine == "sdtp"
+                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk, fast_kernels=bool(fast))
+                row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
+                row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast,
+                                row["prefill_s"]))
+                rows.append(row)
+                if on_row is not None:
+                    on_row(rows)
+                progress(f"{T:>7} {variant:>8} {engine:>4}: prefill {row['prefill_s']:.3f} s | e2e "
+                         f"{row['e2e_s']:.2f} s | decode {row['decode_ms_per_token']:.1f} ms/tok | peak "
+                         f"{_fmt(row['peak_mem_gib'])} GiB | compression {row['compression']:.2f}x | "
+                         f"{time.perf_counter() - t_start:.0f} s elapsed")
+        del ids
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=False) -> dict:
+    from ..flops import prefill_flops
+    from .kernels import prefill_kernels
+    T = ids.shape[1]
+
+    def fwd():
+        with prefill_kernels(model, chunk, fast):
+            return model(ids, logits_to_keep=1)
+    w: dict = {}
+    if block is None:
+        med, lo, hi = timed(fwd, repeats, w)
+        kept = [T] * model.config.num_hidden_layers
+        flops, pred_s = prefill_flops(model, kept), 0.0
+    else:  # a predictor or a layer-reading scorer (window attention) is timed inside the timed prefills themselves
+        timed_scorer = isinstance(scorer, TokenPredictor) or getattr(scorer, "needs_layer", False)  # (CUDA events)
+        ts = TimedScorer(scorer) if timed_scorer else None
+        with (pruning(model, ts, conf) if ts else block()) as st:
+            med, lo, hi = timed(fwd, repeats, w)
+        kept, flops = st.kept_per_layer, st.flops_pruned
+        pred_s = ts.seconds() / (repeats + 1) if ts else 0.0  # per prefill (warm-up + repeats)
+    return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, prefill_warmup_s=w["warmup_s"], flops=flops,
+                tflops_per_s=flops / med / 1e12, kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
+                kv_cache_gib=kv_cache_bytes(model, kept) / 2**30, predictor_overhead_pct=100 * pred_s / med)
+
+
+def kv_cache_bytes(model, tokens_per_layer: list[int]) -> int:
+    """Bytes of K and V held after a prefill where layer l cached tokens_per_layer[l] tokens."""
+    from ..flops import attention_dims
+    per_token = 2 * model.config.num_key_value_heads * attention_dims(model)[1] * next(model.parameters()).element_size()
+    return per_token * sum(tokens_per_layer)
+
+
+def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=False, prefill_s=None) -> dict:
+    """End-to-end on the engine; HF's decode ms/token = (e2e - the row's prefill median) / (new_tokens - 1)."""
+    if engine == "sdtp":
+        run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf, chunk_tokens=chunk,
+                                      fast_kernels=fast)
+        warm = run().timings["e2e_s"]  # warm-up of the same shape
+        _peak_reset()
+        res = run()
+        t = res.timings
+        return dict(e2e_s=t["e2e_s"], e2e_warmup_s=warm, decode_ms_per_token=t["decode_ms_per_token"],
+                    peak_mem_gib=_peak_gib())
+    gen = lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    ctx = block() if block else contextlib.nullcontext()
+    with ctx:
+        _sync()
+        t0 = time.perf_counter()
+        gen()  # warm-up of the same shape
+        _sync()
+        warm = time.perf_counter() - t0
+        _peak_reset()
+        _sync()
+        t0 = time.perf_counter()
+        gen()
+        _sync()
+        e2e = time.perf_counter() - t0
+    return dict(e2e_s=e2e, e2e_warmup_s=warm, decode_ms_per_token=1000 * (e2e - prefill_s) / max(1, new_tokens - 1),
+                peak_mem_gib=_peak_gib())
+
+
+def header(model, cfg: ProfileConfig, weights: str, check_sync: bool = True) -> dict:
+    import transformers
+
+    from ..io import provenance
+    sync = None
+    if check_sync and next(model.parameters()).is_cuda:  # proof that the pruned prefill's layer loop never syncs with the host
+        conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio)
+        ids = torch.randint(0, model.config.vocab_size - 1, (1, 2048), device=next(model.parameters()).device)
+        pred = profile_scorer(model, conf, cfg.scorer)  # the scorer this profile times
+        from .kernels import prefill_kernels
+        with prefill_kernels(model, cfg.chunk_tokens, cfg.fast_kernels):
+            if cfg.fast_kernels:
+                model(ids, logits_to_keep=1)  # compile the fused kernels before the check
+            err = host_sync_in_prefill(model, pred, conf, ids)
+        where = "fast_prefill" if cfg.fast_kernels else "HF modules"
+        sync = (f"no host sync ({where}, scorer {cfg.scorer}, set_sync_debug_mode('error'))" if err is None
+                else f"host sync ({cfg.scorer}): {err}")
+    return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "host_sync_check": sync,
+            "weights": weights, "model": getattr(model.config, "sdtp_model_id", model.config.name_or_path),
+            "dtype": str(next(model.parameters()).dtype), "attn": model.config._attn_implementation,
+            "profile_config": asdict(cfg), "transformers": transformers.__version__, **provenance()}
+
+
+def resume(path, head: dict, cfg: ProfileConfig) -> tuple[dict, list[dict]]:
+    """(header, rows) of an unfinished profile at `path`; refuses one made with another configuration, model
+    or GPU. Rows of a length with fewer than variants x engines rows are dropped (that length reruns)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no profile at {path}")
+    data = json.loads(path.read_text())
+    h = data["header"]
+    keep = ("gpu", "model", "weights", "dtype", "attn", "versions", "git_commit")  # same code, same machine
+    mine = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k != "lengths"}  # tuples as lists
+    theirs = {k: v for k, v in h.get("profile_config", {}).items() if k != "lengths"}
+    diff = [k for k in keep if h.get(k) != head.get(k)] + [k for k in mine if mine[k] != theirs.get(k)]
+    if diff:
+        raise ValueError(f"--resume: {path} was made with a different {', '.join(diff)}; start a new run")
+    per_len: dict = {}
+    for r in data["rows"]:
+        per_len.setdefault(r["prompt_len"], []).append(r)
+    need = len(cfg.variants) * len(cfg.engines)
+    rows = [r for rs in per_len.values() if len(rs) == need for r in rs]
+    h = {**h, "resumed": h.get("resumed", 0) + 1}
+    return h, rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """Table: per prompt length and variant, both engines; speedups vs HF dense of the same length."""
+    base = {(r["prompt_len"]): r for r in rows if r["variant"] == "dense" and r["engine"] == "hf"}
+    out = ["| prompt | variant | engine | prefill s (min-max) | prefill x | e2e s | e2e x | decode ms/tok | "
+           "peak GiB | TFLOPs | TFLOP/s | compression | predictor % |", "|" + "---|" * 13]
+    for r in rows:
+        b = base.get(r["prompt_len"])
+        px = f"{b['prefill_s'] / r['prefill_s']:.2f}x" if b else "-"
+        ex = f"{b['e2e_s'] / r['e2e_s']:.2f}x" if b else "-"
+        out.append(f"| {_len_label(r['prompt_len'])} | {r['variant']} | {r['engine']} | {r['prefill_s']:.3f} "
+                   f"({r['prefill_min_s']:.3f}-{r['prefill_max_s']:.3f}) | {px} | {r['e2e_s']:.2f} | {ex} | "
+                   f"{r['decode_ms_per_token']:.1f} | {_fmt(r['peak_mem_gib'])} | {r['flops'] / 1e12:.1f} | "
+                   f"{r['tflops_per_s']:.3g} | {r['compression']:.2f}x | {r['predictor_overhead_pct']:.2f} |")
+    return "\n".join(out)
+
+
+def summary(rows: list[dict], variant: str = "sdtp") -> str:
+    """The issue's two questions per prompt length, for one variant: (1) what pruning buys on this project's
+    engine (speedup vs its own dense, against the FLOPs ratio; KV bytes vs tokens kept; predictor share) and
+    (2) what a user gets (this project's SDTP vs plain HF dense: prefill, end-to-end, peak memory)."""
+    by = {(r["prompt_len"], r["variant"], r["engine"]): r for r in rows}
+    out = [f"| prompt | {variant} prefill vs own dense (FLOPs ratio) | KV bytes / dense (tokens kept / dense) | "
+           "predictor % | prefill vs HF dense | e2e vs HF dense | decode ms/tok HF dense -> SDTP | "
+           "peak GiB HF dense -> SDTP |", "|" + "---|" * 8]
+    for T in sorted({r["prompt_len"] for r in rows}):
+        hf, dn, sp = by.get((T, "dense", "hf")), by.get((T, "dense", "sdtp")), by.get((T, variant, "sdtp"))
+        if not (hf and sp):
+            continue
+        own = f"{dn['prefill_s'] / sp['prefill_s']:.2f}x ({dn['flops'] / sp['flops']:.2f}x)" if dn else "-"
+        kv = f"{sp['kv_cache_gib'] / hf['kv_cache_gib']:.3f} ({sum(sp['kept_per_layer']) / sum(hf['kept_per_layer']):.3f})"
+        mem = "-"
+        if hf["peak_mem_gib"] is not None:
+            less = 100 * (1 - sp["peak_mem_gib"] / hf["peak_mem_gib"])
+            mem = f"{hf['peak_mem_gib']:.1f} -> {sp['peak_mem_gib']:.1f} ({f'{less:.0f}% less' if less >= 0.5 else 'same'})"
+        out.append(f"| {_len_label(T)} | {own} | {kv} | {sp['predictor_overhead_pct']:.2f} | {hf['prefill_s'] / sp['prefill_s']:.2f}x | "
+                   f"{hf['e2e_s'] / sp['e2e_s']:.2f}x | {hf['decode_ms_per_token']:.1f} -> {sp['decode_ms_per_token']:.1f} | {mem} |")
+    return "\n".join(out)
+
+
+def _len_label(n: int) -> str:  # 4096 -> "4K"; other lengths as they are
+    return f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)
+
+
+def _fmt(x, spec=".1f"):
+    return "-" if x is None else format(x, spec)
+
+
+def write(path, head: dict, rows: list[dict], partial_ok: bool = False) -> Path:
+    """Atomic JSON write; an existing file is only replaced by the same run's update (partial_ok)."""
+    from ..io import atomic_write_text
+    return atomic_write_text(path, json.dumps({"header": head, "rows": rows}, indent=1) + "\n", overwrite=partial_ok)
