@@ -66,14 +66,14 @@ fig.savefig(path.with_suffix(".png"), dpi=120)
 print("wrote", path, "and", path.with_suffix(".png"))
 
 # %% [markdown]
-# For comparison: the committed H200 run behind the README (`reports/results/2026-11-29_qwen2-7b-shape_latency_h200/latency.json`, Qwen2-7B
+# For comparison: the committed H200 run behind docs/speed.md (`reports/results/2026-11-29_qwen2-7b-shape_latency_h200/latency.json`, Qwen2-7B
 # architecture, 4K-128K; reproduce with `scripts/profile_h200.sh`, see that folder's README).
 
 # %%
 import json
 
-ref = Path("..") / "reports" / "results" / "latency_h200.json"
-ref = ref if ref.exists() else Path("reports") / "results" / "latency_h200.json"  # run from the repo root
+root = S.models.project_root() or Path(".")  # the checkout this library lives in
+ref = root / "reports" / "results" / "2026-11-29_qwen2-7b-shape_latency_h200" / "latency.json"
 if ref.exists():
     h200 = json.loads(ref.read_text())
     print(h200["header"]["gpu"], "| weights:", h200["header"]["weights"], "| commit", h200["header"]["git_commit"][:7])
