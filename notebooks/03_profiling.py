@@ -24,7 +24,7 @@ n_samples = None  # one prompt per length: profile the first n_samples of `lengt
 device = "auto"  # "auto": the GPU when there is one
 seed = 0  # the random prompt tokens
 lengths = [256, 512, 1024]  # prompt lengths (GPU: 4096 ... 131072)
-new_tokens = 32  # generated tokens for end-to-end (the definition: 128)
+new_tokens = 32  # generated tokens for end-to-end (the committed H200 run: 128)
 repeats = 2  # timed prefill repeats after a warm-up
 
 # %%
@@ -53,7 +53,7 @@ P.write(path, {**head, "complete": True}, rows, partial_ok=True)
 display(Markdown(P.markdown(rows)))
 
 # %% [markdown]
-# The two questions, per length: what pruning buys on this project's engine (against its own dense
+# Two questions, per length: what pruning buys on this project's engine (against its own dense
 # and the FLOPs ratio), and what a user gets against plain HF dense.
 
 # %%

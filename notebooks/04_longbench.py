@@ -15,7 +15,8 @@
 # generation lengths, middle truncation to `max_length`, the chat template except for trec / triviaqa / samsum /
 # lcc / repobench-p, greedy decoding, first-line post-processing, the official metrics), once per scorer. Shows
 # the per-task scores, the category averages, the compression and the measured prefill speedup over dense.
-# Every prediction is saved (`run_dir/<scorer>/<task>.jsonl`) and a re-run with the same `run_dir` resumes.
+# Every prediction is saved (`run_dir/<scorer>/<task>.jsonl`, gzipped to `.jsonl.gz` once the task is done)
+# and a re-run with the same `run_dir` resumes.
 # `data=None` runs the project's own fixture (2 invented samples per task: it checks the protocol, its scores
 # say nothing about long-context ability); for real numbers give a folder with the official `<task>.jsonl`
 # files (LongBench's data.zip unpacked) or `"hub"`.

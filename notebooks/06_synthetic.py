@@ -17,7 +17,7 @@
 # (chat template included; lengths the model cannot hold are skipped and said so). Greedy answers per scorer:
 # dense, SDTP / SDTP-low with the shipped predictor (`auto`, else norm) and the baseline policies. Shows the
 # accuracy table, a heatmap (tasks x lengths) per scorer and accuracy against length. A re-run with the same
-# `run_dir` resumes (`run_dir/predictions.jsonl`).
+# `run_dir` resumes (`run_dir/predictions.jsonl`, gzipped to `.jsonl.gz` once the run is done).
 # Run headlessly: `papermill notebooks/06_synthetic.ipynb runs/<name>/06_synthetic.ipynb -p model qwen2.5-coder-0.5b
 # -p n_samples 10 -p run_dir runs/<name>/06_synthetic`.
 

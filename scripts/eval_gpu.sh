@@ -34,12 +34,12 @@ for step in $ONLY; do
       "${RUN[@]}" -m sdtp_lib synthetic --model "$MODEL" --dtype bfloat16 --device cuda --n-samples "$N_SAMPLES" \
         --scorers "${SCORERS[@]}" --out "$OUT/synthetic" ;;
     longbench)
-      "${RUN[@]}" -m sdtp_lib.eval.longbench run --model "$MODEL" --dtype bfloat16 --device cuda \
+      "${RUN[@]}" -m sdtp_lib longbench run --model "$MODEL" --dtype bfloat16 --device cuda \
         --data "${LONGBENCH:-data/longbench_fixture}" --scorers "${SCORERS[@]}" --out "$OUT/longbench" ;;
     lmeval)
       for v in "dense:dense:10" "sdtp:$SCORER:10" "sdtp-low:$SCORER:5"; do
         IFS=: read -r name pred stages <<< "$v"
-        "${RUN[@]}" -m sdtp_lib.eval.lmeval --model sdtp \
+        "${RUN[@]}" -m sdtp_lib lmeval --model sdtp \
           --model_args "pretrained=$MODEL,dtype=bfloat16,predictor=$pred,stages=$stages,keep_ratio=0.9" \
           --tasks sdtp_paper --num_fewshot 5 --batch_size 1 --device cuda --log_samples \
           ${LMEVAL_DATA:+--metadata "{\"sdtp_lmeval_data\": \"$LMEVAL_DATA\"}"} --output_path "$OUT/lmeval/$name"

@@ -11,13 +11,13 @@ cd "$(dirname "$0")/.."
 mkdir -p "$OUT/logs" "$OUT/lmeval"
 say() { echo "== $* ($(date -u +%H:%M:%S))"; }
 say "LongBench fixture: dense ${SCORERS[*]}"
-python -m sdtp_lib.eval.longbench run --model "$MODEL" --dtype float32 --device cpu --data data/longbench_fixture \
+python -m sdtp_lib longbench run --model "$MODEL" --dtype float32 --device cpu --data data/longbench_fixture \
   --scorers dense "${SCORERS[@]/#/sdtp:}" --out "$OUT/longbench" > "$OUT/logs/longbench.log" 2>&1
 for name in dense "${SCORERS[@]}"; do
   stem=${name//\//_}
   [ -d "$OUT/lmeval/$stem" ] && continue
   say "lm-eval fixture: $name"
-  python -m sdtp_lib.eval.lmeval --model sdtp \
+  python -m sdtp_lib lmeval --model sdtp \
     --model_args "pretrained=$MODEL,dtype=float32,predictor=$name,stages=10,keep_ratio=0.9" \
     --tasks sdtp_paper --num_fewshot 5 --batch_size 1 --device cpu --log_samples \
     --output_path "$OUT/lmeval/$stem.tmp" > "$OUT/logs/lmeval_$stem.log" 2>&1

@@ -115,7 +115,7 @@ if has synthetic; then synthetic "${SCORERS[@]}" "${S1[@]}"; fi  # adds the trai
 
 if has longbench; then
   say "LongBench fixture"
-  "${DP[@]}" -m sdtp_lib.eval.longbench run --model "$MODEL" --dtype "$DTYPE" --device "$DEVICE" \
+  "${DP[@]}" -m sdtp_lib longbench run --model "$MODEL" --dtype "$DTYPE" --device "$DEVICE" \
     --data data/longbench_fixture --scorers "${SCORERS[@]}" --out "$OUT/longbench" > "$OUT/logs/longbench.log" 2>&1
 fi
 
@@ -127,7 +127,7 @@ if has lmeval; then  # one process per scorer, spread over the two GPUs (the ora
            "low-hybrid:hybrid:5"; do
     IFS=: read -r name pred stages <<< "$v"
     [ -d "$OUT/lmeval/$name" ] && continue
-    CUDA_VISIBLE_DEVICES=$((i % NUM_GPUS)) python -m sdtp_lib.eval.lmeval --model sdtp \
+    CUDA_VISIBLE_DEVICES=$((i % NUM_GPUS)) python -m sdtp_lib lmeval --model sdtp \
       --model_args "pretrained=$MODEL,dtype=$DTYPE,predictor=$pred,stages=$stages,keep_ratio=0.9" \
       --tasks sdtp_paper --num_fewshot 5 --batch_size 1 --device "$DEVICE" --log_samples ${LMEVAL_LIMIT:+--limit $LMEVAL_LIMIT} \
       --output_path "$OUT/lmeval/$name" > "$OUT/logs/lmeval_$name.log" 2>&1 &

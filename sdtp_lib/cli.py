@@ -1,4 +1,8 @@
-"""Command line: `python -m sdtp_lib generate ...` (installed as `sdtp`): pruned greedy generation + timings."""
+"""The command line: `sdtp <verb> ...` (also `python -m sdtp_lib <verb> ...`): generate, train, profile, pipeline,
+models, and the evaluations synthetic, longbench, lmeval; lab starts JupyterLab. `sdtp --help` lists them.
+
+Bad input (a library ValueError, FileNotFoundError, ... see EXPECTED_ERRORS) is one line `error: ...` on stderr and
+exit code 2; argparse's usage errors are exit code 2 too."""
 from __future__ import annotations
 
 import argparse
@@ -146,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.epilog = ("Data parallel: accelerate launch --multi_gpu --num_processes N -m sdtp_lib synthetic ... (each process "
                  "runs its share of the examples; rank 0 merges and writes the results).")
 
+    # the evaluations with their own command lines: everything after the verb goes to them (their --help too)
+    lb = sub.add_parser("longbench", add_help=False, help="LongBench v1 (16 English tasks, official protocol), dense "
+                        "and pruned: run | merge | score (see: sdtp longbench --help)")
+    lb.set_defaults(func=cmd_longbench)
+    lm = sub.add_parser("lmeval", add_help=False, help="lm-eval-harness with the pruned model `sdtp` and the "
+                        "project's paper tasks; lm-eval's own arguments (see: sdtp lmeval --help)")
+    lm.set_defaults(func=cmd_lmeval)
+
     lab = sub.add_parser("lab", help="register the project's Jupyter kernel and start JupyterLab on notebooks/")
     lab.set_defaults(func=cmd_lab)
     lab.add_argument("--no-kernel", action="store_true", help="do not (re)register the 'sdtp' kernel")
@@ -249,10 +261,10 @@ def cmd_train(args) -> int:
 
 def cmd_profile(args) -> int:
     from .speed import profiling as P
-    model, weights = P.load_profile_model(args.model, dtype=args.dtype, device=args.device)
     cfg = P.ProfileConfig(lengths=tuple(args.lengths), variants=tuple(args.variants), engines=tuple(args.engines),
                           new_tokens=args.new_tokens, repeats=args.repeats, scorer=args.scorer,
-                          chunk_tokens=args.chunk_tokens, fast_kernels=not args.no_fast_kernels)
+                          chunk_tokens=args.chunk_tokens, fast_kernels=not args.no_fast_kernels)  # checked here,
+    model, weights = P.load_profile_model(args.model, dtype=args.dtype, device=args.device)  # before the model loads
     head = P.header(model, cfg, weights, check_sync=not args.resume)  # a resumed run keeps its header's check
     print(f"{head['gpu']} | {head['model']} | weights: {weights} | transformers {head['transformers']}")
     old: list[dict] = []
@@ -320,19 +332,30 @@ def register_kernel(user: bool = True) -> Path:
     return Path(install(user=user, kernel_name=KERNEL_NAME, display_name="Python (sdtp)"))
 
 
+ROOT_OPTIONS = ("--ServerApp.root_dir", "--notebook-dir")
+
+
 def lab_argv(extra: list[str]) -> list[str]:
-    """JupyterLab on notebooks/ with this Python (unless `extra` names another root); `extra` goes to jupyter lab."""
+    """JupyterLab on notebooks/ with this Python (unless `extra` names another root); `extra` goes to jupyter lab.
+    A root folder given in `extra` that does not exist is a FileNotFoundError (before anything starts)."""
     from .workspace.pipeline import NOTEBOOKS_DIR
-    own_root = any(a.startswith(("--ServerApp.root_dir", "--notebook-dir")) for a in extra)
+    own_root = any(a.startswith(ROOT_OPTIONS) for a in extra)
+    for k, a in enumerate(extra):
+        opt, eq, value = a.partition("=")
+        if opt in ROOT_OPTIONS:
+            value = value if eq else (extra[k + 1] if k + 1 < len(extra) else "")
+            if not value or not Path(value).expanduser().is_dir():
+                raise FileNotFoundError(f"{opt} {value!r}: no such folder (JupyterLab's root must be an existing "
+                                        "folder; leave it out to serve notebooks/)")
     return [sys.executable, "-m", "jupyter", "lab", *([] if own_root else [f"--ServerApp.root_dir={NOTEBOOKS_DIR}"]),
             *extra]
 
 
 def cmd_lab(args) -> int:
     import os
+    cmd = lab_argv(args.rest)  # checks the arguments before the kernel is registered
     if not args.no_kernel:
         print(f"registered the Jupyter kernel 'Python (sdtp)' in {register_kernel()}")
-    cmd = lab_argv(args.lab_args)
     print("starting:", " ".join(cmd), flush=True)
     os.execv(sys.executable, cmd)  # JupyterLab takes over this process (Ctrl-C stops it)
 
@@ -379,13 +402,38 @@ def cmd_synthetic(args) -> int:
     return 0
 
 
+def _delegate(entry, argv: list[str]) -> int:
+    """Run a command line of its own (LongBench's, lm-eval's) on `argv`; its --help and usage errors end in
+    SystemExit (argparse has printed them), which becomes the exit code."""
+    try:
+        return entry(argv)
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(f"error: {e.code}", file=sys.stderr)
+        return 1
+
+
+def cmd_longbench(args) -> int:
+    from .eval import longbench as LB
+    return _delegate(LB.main, args.rest)
+
+
+def cmd_lmeval(args) -> int:
+    from .eval import lmeval as LM  # registers the model `sdtp` with lm-eval
+    return _delegate(LM.cli, args.rest)
+
+
+PASS_THROUGH = ("longbench", "lmeval", "lab")  # verbs whose other arguments go on (to their parser, jupyter lab)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
-        if rest and args.command != "lab":
+        if rest and args.command not in PASS_THROUGH:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        args.lab_args = rest
+        args.rest = rest
     except SystemExit as e:  # --help or a usage error (argparse has printed it)
         return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

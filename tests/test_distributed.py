@@ -12,6 +12,7 @@ import pytest
 
 from sdtp_lib.eval import longbench as L
 from sdtp_lib.eval import synthetic as Y
+from sdtp_lib.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
@@ -41,11 +42,10 @@ def test_synthetic_two_processes_equal_one(tmp_path):
             "cpu"]
     _launch(args + ["--out", str(tmp_path / "dp")], tmp_path)
     _single(args + ["--out", str(tmp_path / "one")], tmp_path)
-    rank_ids = [{r["id"] for r in map(json.loads, (tmp_path / "dp" / f"predictions.rank{k}.jsonl").open())}
-                for k in (0, 1)]
+    rank_ids = [{r["id"] for r in read_jsonl(tmp_path / "dp" / f"predictions.rank{k}.jsonl.gz")} for k in (0, 1)]
     assert rank_ids[0] and rank_ids[1] and not rank_ids[0] & rank_ids[1]  # both worked, on different examples
     merged = Y.merge(tmp_path / "dp", 2)
-    one = [json.loads(x) for x in (tmp_path / "one" / "predictions.jsonl").open()]
+    one = read_jsonl(tmp_path / "one" / "predictions.jsonl.gz")  # finished runs leave gzipped predictions
     key = lambda r: {k: v for k, v in r.items() if k not in ("index",)}  # noqa: E731
     assert [key(r) for r in merged] == [key(r) for r in one]  # same rows, same canonical order
     res = {d: json.loads((tmp_path / d / "results.json").read_text()) for d in ("dp", "one")}
@@ -53,7 +53,7 @@ def test_synthetic_two_processes_equal_one(tmp_path):
 
 
 def test_longbench_two_processes_equal_one(tmp_path):
-    args = ["sdtp_lib.eval.longbench", "run", "--model", "tiny-qwen2", "--data", str(ROOT / "data" /
+    args = ["sdtp_lib", "longbench", "run", "--model", "tiny-qwen2", "--data", str(ROOT / "data" /
             "longbench_fixture"), "--tasks", "hotpotqa", "trec", "--max-length", "300",
             "--scorers", "dense", "sdtp:norm", "--device", "cpu", "--dtype", "float32", "--warmup", "none"]
     out = _launch(args + ["--out", str(tmp_path / "dp")], tmp_path)
@@ -75,7 +75,7 @@ def test_longbench_two_processes_equal_one(tmp_path):
 def test_lmeval_two_processes_equal_one(tmp_path):
     # zero-shot: lm-eval draws each rank's few-shot examples from one sequence, so with shots the contexts (and so
     # the scores) depend on the number of processes; that is lm-eval's behaviour, not the model's
-    args = ["sdtp_lib.eval.lmeval", "--model", "sdtp", "--model_args",
+    args = ["sdtp_lib", "lmeval", "--model", "sdtp", "--model_args",
             "pretrained=tiny-qwen2,keep_ratio=0.9,predictor=norm", "--tasks", "sdtp_copa", "--num_fewshot", "0",
             "--limit", "6", "--log_samples"]
     _launch(args + ["--output_path", str(tmp_path / "dp")], tmp_path)

@@ -18,6 +18,7 @@ import sdtp_lib as S  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 from sdtp_lib.eval import lmeval as L  # noqa: E402
+from sdtp_lib.io import read_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "data" / "lmeval_fixture"
@@ -205,16 +206,34 @@ def test_run_lmeval_two_tasks(tiny, tmp_path):
         assert res["lm_eval"]["n-shot"] == {t: 5 for t in TASKS} and res["n_samples"] == {t: 4 for t in TASKS}
         assert saved["provenance"]["lm_eval"] == lm_eval.__version__ and "git_commit" in saved["provenance"]
         assert saved["lm_eval"]["config"]["model_args"]["pretrained"] == "tiny-qwen2"
+        assert sorted(p.name for p in (out / name / "samples").iterdir()) == sorted(f"{t}.jsonl.gz" for t in TASKS)
         for t in TASKS:
-            recs = [json.loads(x) for x in (out / name / "samples" / f"{t}.jsonl").read_text().splitlines()]
+            assert saved["samples"][t] == str(out / name / "samples" / f"{t}.jsonl.gz")  # written gzipped
+            recs = read_jsonl(out / name / "samples" / f"{t}.jsonl.gz")
             assert len(recs) == 4 and all(len(r["resps"]) == len(r["arguments"]) for r in recs)
     assert by["dense"]["sdtp"] is None and by["dense"]["lm_eval"]["config"]["model"] == "hf"
     assert by["sdtp"]["sdtp"]["prefills"] > 0 and by["sdtp"]["sdtp"]["flops_reduction"] > 0
     table = (out / "results.md").read_text()
     assert "| task | n | dense | sdtp | sdtp-low |" in table and "| copa | 4 |" in table and "| boolq | 4 |" in table
-    dense_ll = [json.loads(x)["filtered_resps"] for x in (out / "dense/samples/sdtp_boolq.jsonl").read_text().splitlines()]
-    sdtp_ll = [json.loads(x)["filtered_resps"] for x in (out / "sdtp/samples/sdtp_boolq.jsonl").read_text().splitlines()]
+    dense_ll = [r["filtered_resps"] for r in read_jsonl(out / "dense/samples/sdtp_boolq.jsonl")]
+    sdtp_ll = [r["filtered_resps"] for r in read_jsonl(out / "sdtp/samples/sdtp_boolq.jsonl")]
     assert dense_ll != sdtp_ll  # the 5-shot boolq prompts (> 1000 tokens) are pruned
+
+
+def test_compress_samples_of_a_command_line_run(tmp_path):
+    """lm-eval's --log_samples files (samples_<task>_<date>.jsonl) are gzipped once the run is done; its results
+    files are left alone, and a second call finds nothing to do."""
+    run = tmp_path / "out" / "model"
+    run.mkdir(parents=True)
+    recs = {t: [{"doc_id": i, "resps": [[["-1.5", False]]]} for i in range(3)] for t in TASKS}
+    for t in TASKS:
+        (run / f"samples_{t}_2026-11-30T14-21-50.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[t]))
+    (run / "results_2026-11-30T14-21-50.json").write_text("{}")
+    gz = L.compress_samples(tmp_path / "out")
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        [f"samples_{t}_2026-11-30T14-21-50.jsonl.gz" for t in TASKS] + ["results_2026-11-30T14-21-50.json"])
+    assert [read_jsonl(p) for p in gz] == [recs[t] for t in sorted(TASKS)]
+    assert L.compress_samples(tmp_path / "out") == []
 
 
 def _start(args, cwd, out):
@@ -224,14 +243,14 @@ def _start(args, cwd, out):
                             text=True)
 
 
-def _check(proc, out):
+def _check(proc, out, suffix):
     log = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, log[-6000:]
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     for t in TASKS:
         assert 0.0 <= results["results"][t]["acc,none"] <= 1.0 and results["n-shot"][t] == 5
-        samples = list(out.rglob(f"samples_{t}_*.jsonl"))
-        assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 4
+        samples = list(out.rglob(f"samples_{t}_*.jsonl*"))
+        assert [s.name.endswith(suffix) for s in samples] == [True] and len(read_jsonl(samples[0])) == 4
     assert results["config"]["model"] == "sdtp" and results["config"]["sdtp"]["prefills"] > 0
     return results
 
@@ -240,14 +259,15 @@ def test_command_line(tmp_path):
     """Both forms at once (each spends ~15 s indexing lm-eval's 14k built-in tasks)."""
     model_args = "pretrained=tiny-qwen2,keep_ratio=0.9,predictor=norm"
     # the documented form: registers `sdtp`, then lm-eval's own CLI (--include_path added for the project's tasks)
-    wrapped = _start(["-m", "sdtp_lib.eval.lmeval", "--model", "sdtp", "--model_args", model_args,
+    wrapped = _start(["-m", "sdtp_lib", "lmeval", "--model", "sdtp", "--model_args", model_args,
                       "--tasks", ",".join(TASKS)], tmp_path, tmp_path / "wrapped")
     # plain `python -m lm_eval`: given task YAML paths, loading them imports sdtp_lib.eval.lmeval (their
     # custom_dataset) before lm-eval builds the model, so `sdtp` is registered in time
     yamls = ",".join(str(L.TASKS_DIR / f"{t}.yaml") for t in TASKS)
     plain = _start(["-m", "lm_eval", "--model", "sdtp", "--model_args", model_args, "--tasks", yamls], tmp_path,
                    tmp_path / "plain")
-    a, b = _check(wrapped, tmp_path / "wrapped"), _check(plain, tmp_path / "plain")
+    # `sdtp lmeval` gzips its samples once lm-eval is done; plain lm-eval leaves them as it writes them
+    a, b = _check(wrapped, tmp_path / "wrapped", ".jsonl.gz"), _check(plain, tmp_path / "plain", ".jsonl")
     assert a["results"] == b["results"]  # same tasks, same pruned model, same few-shot seed
 
 

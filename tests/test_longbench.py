@@ -11,8 +11,10 @@ import torch
 
 import sdtp_lib as S
 from sdtp_lib.eval import longbench as L
+from sdtp_lib.io import write_jsonl
 
-FIXTURE = Path(__file__).resolve().parent.parent / "data" / "longbench_fixture"
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "data" / "longbench_fixture"
 RUN_TASKS = ["hotpotqa", "trec"]  # a chat-templated QA task (32 new tokens), a raw few-shot one with all_classes
 MAX_LEN = 400  # prompt tokens: the tiny byte-level model runs fast, and the fixture's prompts get truncated
 TIMING = ("prefill_s", "gen_s")
@@ -28,7 +30,12 @@ def _strip(rows):
 
 
 def _rows(path):
-    return L.read_predictions(path)
+    return L.read_predictions(path)  # path or path.gz
+
+
+def _files(out):
+    """The prediction files of a run folder, relative to it."""
+    return sorted(str(p.relative_to(out)) for p in out.glob("*/*.jsonl*"))
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
@@ -259,7 +266,8 @@ def test_run_writes_every_prediction(run1):
     assert cfg["scorers"]["sdtp"]["keep_ratio"] == 0.9 and cfg["scorers"]["sdtp"]["scorer"] == "norm policy"
     for name in SCORERS:
         for task in RUN_TASKS:
-            assert summary[name][task] == {"generated": 2, "skipped": 0, "file": str(out / name / f"{task}.jsonl")}
+            assert summary[name][task] == {"generated": 2, "skipped": 0,
+                                           "file": str(out / name / f"{task}.jsonl.gz")}
             rows = _rows(out / name / f"{task}.jsonl")
             ids = [r["_id"] for r in L.load_task(FIXTURE, task)]
             assert [r["_id"] for r in rows] == ids
@@ -269,28 +277,49 @@ def test_run_writes_every_prediction(run1):
                 assert r["prefill_s"] > 0 and isinstance(r["pred"], str)
                 assert r["prompt_len"] <= MAX_LEN + 40
                 assert (r["compression"] == 1.0) == (name == "dense")
+    assert _files(out) == sorted(f"{n}/{t}.jsonl.gz" for n in SCORERS for t in RUN_TASKS)  # finished: only .gz
 
 
 def test_resume_regenerates_only_the_missing_sample(run1, tiny, tmp_path):
     model, tok = tiny
     out = tmp_path / "resume"
     shutil.copytree(run1[0], out)
-    path = out / "sdtp" / "hotpotqa.jsonl"
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text(lines[1])  # the first sample's line deleted
+    path, gz = out / "sdtp" / "hotpotqa.jsonl", out / "sdtp" / "hotpotqa.jsonl.gz"
+    rows = _rows(gz)
+    gz.unlink()
+    path.write_text(json.dumps(rows[1], ensure_ascii=False) + "\n")  # an interrupted run that lost the first sample
     summary = L.run_longbench(model, tok, RUN_TASKS, FIXTURE, out, scorers=SCORERS, limit=2, max_length=MAX_LEN,
                               progress=False)
-    assert summary["sdtp"]["hotpotqa"] == {"generated": 1, "skipped": 1, "file": str(path)}
+    assert summary["sdtp"]["hotpotqa"] == {"generated": 1, "skipped": 1, "file": str(gz)}
     assert all(summary[n][t]["generated"] == 0 for n in SCORERS for t in RUN_TASKS if (n, t) != ("sdtp", "hotpotqa"))
-    new = path.read_text().splitlines(keepends=True)
-    assert new[1] == lines[1]  # the kept line is untouched, and the regenerated one is back in first place
-    assert _strip([json.loads(new[0])]) == _strip([json.loads(lines[0])])
+    new = _rows(gz)
+    assert new[1] == rows[1]  # the kept record is untouched, and the regenerated one is back in first place
+    assert _strip(new[:1]) == _strip(rows[:1]) and not path.exists()
     # an interrupted write (a cut last line) is dropped and redone
-    path.write_text(lines[0] + lines[1][:20])
+    gz.unlink()
+    path.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n" + json.dumps(rows[1])[:20])
     summary = L.run_longbench(model, tok, RUN_TASKS, FIXTURE, out, scorers=SCORERS, limit=2, max_length=MAX_LEN,
                               progress=False)
     assert summary["sdtp"]["hotpotqa"]["generated"] == 1
-    assert _strip(_rows(path)) == _strip(_rows(run1[0] / "sdtp" / "hotpotqa.jsonl"))
+    assert _strip(_rows(gz)) == _strip(rows) and _files(out) == _files(run1[0])
+
+
+def test_a_finished_task_resumes_from_its_gzipped_file(run1, tiny, tmp_path):
+    """A run of the first sample leaves <task>.jsonl.gz; asked for both samples, the next run reads the .gz, answers
+    only the second one, and gives exactly the records of the uninterrupted run (run1), the first one unchanged."""
+    model, tok = tiny
+    out = tmp_path / "more"
+    first = L.run_longbench(model, tok, ["hotpotqa"], FIXTURE, out, scorers={"sdtp": "norm"}, limit=1,
+                            max_length=MAX_LEN, progress=False)
+    gz = out / "sdtp" / "hotpotqa.jsonl.gz"
+    assert first["sdtp"]["hotpotqa"] == {"generated": 1, "skipped": 0, "file": str(gz)} and _files(out) == [
+        "sdtp/hotpotqa.jsonl.gz"]
+    stored = _rows(gz)
+    more = L.run_longbench(model, tok, ["hotpotqa"], FIXTURE, out, scorers={"sdtp": "norm"}, limit=2,
+                           max_length=MAX_LEN, progress=False)
+    assert more["sdtp"]["hotpotqa"] == {"generated": 1, "skipped": 1, "file": str(gz)}
+    assert _files(out) == ["sdtp/hotpotqa.jsonl.gz"] and _rows(gz)[:1] == stored
+    assert _strip(_rows(gz)) == _strip(_rows(run1[0] / "sdtp" / "hotpotqa.jsonl"))
 
 
 def test_other_settings_are_refused(run1, tiny, tmp_path):
@@ -315,7 +344,7 @@ def test_sharded_run_merges_to_the_single_run(run1, tiny, tmp_path):
         summary = L.run_longbench(model, tok, RUN_TASKS, FIXTURE, out, scorers=SCORERS, limit=2,
                                   max_length=MAX_LEN, rank=rank, world_size=2, progress=False)
         assert summary["dense"]["hotpotqa"]["generated"] == 1
-        assert (out / "dense" / f"hotpotqa.rank{rank}.jsonl").exists()
+        assert (out / "dense" / f"hotpotqa.rank{rank}.jsonl.gz").exists()  # this rank's share done: gzipped
     with pytest.raises(ValueError, match="merge"):
         L.score_longbench(out)
     merged = L.merge(out)
@@ -323,16 +352,18 @@ def test_sharded_run_merges_to_the_single_run(run1, tiny, tmp_path):
     for name in SCORERS:
         for task in RUN_TASKS:
             assert _strip(_rows(out / name / f"{task}.jsonl")) == _strip(_rows(run1[0] / name / f"{task}.jsonl"))
+    assert _files(out) == sorted(f"{n}/{t}{r}.jsonl.gz" for n in SCORERS for t in RUN_TASKS
+                                 for r in ("", ".rank0", ".rank1"))  # merged files written gzipped
     # a duplicated and a missing sample are errors
     r0, r1 = out / "dense" / "trec.rank0.jsonl", out / "dense" / "trec.rank1.jsonl"
-    saved = r1.read_text()
-    r1.write_text(saved + r0.read_text())
+    saved = _rows(r1)
+    write_jsonl(r1, saved + _rows(r0))
     with pytest.raises(ValueError, match="appears in both"):
         L.merge(out)
-    r1.write_text("")
+    write_jsonl(r1, [])
     with pytest.raises(ValueError, match="lacks 1 of 2"):
         L.merge(out)
-    r1.unlink()
+    (out / "dense" / "trec.rank1.jsonl.gz").unlink()
     with pytest.raises(ValueError, match="rank 1 of 2"):
         L.merge(out)
 
@@ -384,11 +415,25 @@ def test_score_refuses_an_unfinished_task(run1, tmp_path):
     out = tmp_path / "partial"
     shutil.copytree(run1[0], out)
     path = out / "dense" / "trec.jsonl"
-    path.write_text(path.read_text().splitlines(keepends=True)[0])
+    write_jsonl(path, _rows(path)[:1])
     with pytest.raises(ValueError, match="1 of 2"):
         L.score_longbench(out, write=False)
     res = L.score_longbench(out, partial=True, write=False)
     assert res["scorers"]["dense"]["partial"] and "(1/2)" in L.markdown(res)
+
+
+def test_committed_scores_reproduce_from_the_gzipped_predictions(tmp_path):
+    """The eval-baselines LongBench folder holds only gzipped predictions; scoring a copy of it gives its committed
+    results.json (but where and with what it was scored) and results.md, byte for byte."""
+    run = ROOT / "reports" / "results" / "2026-11-30_qwen2.5-0.5b_eval-baselines_h200x2" / "longbench"
+    out = tmp_path / "longbench"
+    shutil.copytree(run, out)  # scoring writes results.json / results.md: never into reports/
+    assert not list(out.glob("*/*.jsonl")) and len(list(out.glob("*/*.jsonl.gz"))) == 5 * 16
+    assert L.main(["score", "--out", str(out)]) == 0
+    new, old = (json.loads((d / "results.json").read_text()) for d in (out, run))
+    assert {k: v for k, v in new.items() if k not in ("out_dir", "provenance")} == \
+        {k: v for k, v in old.items() if k not in ("out_dir", "provenance")}
+    assert (out / "results.md").read_bytes() == (run / "results.md").read_bytes()
 
 
 def test_scorer_specs_and_variants():

@@ -1,8 +1,11 @@
 """The synthetic long-context suite (sdtp_lib.eval.synthetic) on the tiny random Qwen2: prompt construction,
 exact scoring, the resumable / sharded runner. Random weights cannot answer: machinery and invariants only."""
+import gzip
 import json
 import re
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +13,9 @@ import torch
 import sdtp_lib as S
 from sdtp_lib.compare import encode_prompt
 from sdtp_lib.eval import synthetic as Y
+from sdtp_lib.io import compress_jsonl, read_jsonl
+
+RESULTS = Path(__file__).resolve().parent.parent / "reports" / "results"
 
 SCORERS = ("dense", "sdtp:norm", "sdtp-low:recent", "sdtp@1.0:random")
 CFG = Y.SuiteConfig(tasks=("passkey", "multikey_niah"), lengths=(256,), n_samples=2, scorers=SCORERS)
@@ -25,6 +31,10 @@ def first_run(tiny, tmp_path_factory):
     """(out_dir, rows) of one full single-process run of CFG."""
     out = tmp_path_factory.mktemp("suite")
     return out, Y.run_suite(*tiny, CFG, out, progress=False)
+
+
+def gz_lines(path) -> list[str]:
+    return gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)
 
 
 def count_generate(monkeypatch, model) -> list:
@@ -139,23 +149,41 @@ def test_run_suite_rows(tiny, first_run):
     assert len(res["summary"]) == 2 * 2 * len(SCORERS) and all(s["n"] == 2 for s in res["summary"])
     md = (out / "results.md").read_text()
     assert "| task | length | layout | dense | sdtp:norm |" in md and "| passkey | 256 | question_first |" in md
+    assert sorted(p.name for p in out.glob("predictions*")) == ["predictions.jsonl.gz"]  # finished: gzipped
+    assert read_jsonl(out / "predictions.jsonl.gz") == rows  # in canonical order, as answered
 
 
 def test_resume_generates_only_the_missing(tiny, first_run, tmp_path, monkeypatch):
     model, tok = tiny
     out = tmp_path / "resume"
     shutil.copytree(first_run[0], out)
-    lines = (out / "predictions.jsonl").read_text().splitlines(keepends=True)
-    (out / "predictions.jsonl").write_text("".join(lines[:-6]) + lines[-6][:40])  # 5 lines gone, 1 cut short
+    plain, gz = out / "predictions.jsonl", out / "predictions.jsonl.gz"
+    lines = gz_lines(gz)
+    gz.unlink()  # an interrupted run: plain lines, the last one cut short
+    plain.write_text("".join(lines[:-6]) + lines[-6][:40])  # 5 lines gone, 1 cut short
     calls = count_generate(monkeypatch, model)
     rows = Y.run_suite(model, tok, CFG, out, progress=False)
     assert len(calls) == 6 and rows == first_run[1]
-    assert (out / "predictions.jsonl").read_text().splitlines(keepends=True) == lines
+    assert not plain.exists() and gz_lines(gz) == lines
+    assert gz.read_bytes() == (first_run[0] / "predictions.jsonl.gz").read_bytes()  # deterministic gzip
     assert Y.run_suite(model, tok, CFG, out, progress=False) == rows and len(calls) == 6  # all done: nothing runs
+    assert not plain.exists()  # ... and the finished file stays gzipped
     for other in (Y.SuiteConfig(**{**CFG.__dict__, "n_samples": 3}), Y.SuiteConfig(**{**CFG.__dict__, "seed": 1})):
         with pytest.raises(ValueError, match="another configuration.*suite"):
             Y.run_suite(model, tok, other, out, progress=False)
     assert len(calls) == 6
+    # a finished (gzipped) run of the first three scorers, resumed with all four: it reads the .gz, answers only
+    # the fourth scorer, and gives exactly the uninterrupted run's rows; the stored lines stay as they were
+    last = SCORERS[-1]
+    kept = [x for x in lines if json.loads(x)["scorer"] != last]
+    meta = json.loads((out / "config.json").read_text())
+    meta["suite"]["scorers"] = list(SCORERS[:-1])
+    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    gz.unlink()
+    plain.write_text("".join(kept))
+    compress_jsonl(plain)
+    assert Y.run_suite(model, tok, CFG, out, progress=False) == first_run[1] and len(calls) == 6 + 8
+    assert not plain.exists() and gz_lines(gz) == kept + [x for x in lines if json.loads(x)["scorer"] == last]
 
 
 def test_scorers_can_be_added_not_removed(tiny, first_run, tmp_path, monkeypatch):
@@ -171,6 +199,9 @@ def test_scorers_can_be_added_not_removed(tiny, first_run, tmp_path, monkeypatch
     assert [r for r in rows if r["scorer"] != "sdtp:recent"] == [old[r["id"], r["scorer"]] for r in rows
                                                                   if r["scorer"] != "sdtp:recent"]
     assert Y._load_meta(out)["suite"]["scorers"] == list(more.scorers)
+    old_lines = gz_lines(first_run[0] / "predictions.jsonl.gz")  # resumed from the .gz: its lines kept as they were
+    assert gz_lines(out / "predictions.jsonl.gz")[:len(old_lines)] == old_lines
+    assert not (out / "predictions.jsonl").exists()
     assert "sdtp:recent" in (out / "results.md").read_text()
     with pytest.raises(ValueError, match=r"also holds scorers \['sdtp:recent'\]"):
         Y.run_suite(model, tok, CFG, out, progress=False)
@@ -219,7 +250,10 @@ def test_shards_merge_to_the_single_process_run(tiny, first_run, tmp_path):
     assert not (out / "results.json").exists() and not (out / "predictions.jsonl").exists()
     assert Y.merge(out, 2) == first_run[1]
     assert Y.write_results(out, Y.merge(out, 2))["summary"] == Y.summarise(first_run[1])
-    r0, r1 = (out / "predictions.rank0.jsonl").read_text(), (out / "predictions.rank1.jsonl").read_text()
+    assert sorted(p.name for p in out.glob("predictions*")) == ["predictions.rank0.jsonl.gz",
+                                                                 "predictions.rank1.jsonl.gz"]  # each rank's, gzipped
+    r0, r1 = ("".join(gz_lines(out / f"predictions.rank{k}.jsonl.gz")) for k in (0, 1))
+    (out / "predictions.rank1.jsonl.gz").unlink()  # rank 1 as plain lines (as while it runs); merge reads both forms
     first = json.loads(r0.splitlines()[0])
     (out / "predictions.rank1.jsonl").write_text(r1 + r0.splitlines(keepends=True)[0])  # a duplicate across ranks
     with pytest.raises(ValueError, match=re.escape(f"example {first['id']} / scorer dense appears twice")):
@@ -228,6 +262,8 @@ def test_shards_merge_to_the_single_process_run(tiny, first_run, tmp_path):
     missing = json.loads(r1.splitlines()[0])
     with pytest.raises(ValueError, match=re.escape(f"e.g. example {missing['id']} / scorer {missing['scorer']}")):
         Y.merge(out, 2)
+    (out / "predictions.rank1.jsonl").write_text(r1)
+    assert Y.merge(out, 2) == first_run[1]
     (out / "predictions.rank1.jsonl").unlink()
     with pytest.raises(ValueError, match=r"predictions\.rank1\.jsonl is missing"):
         Y.merge(out, 2)
@@ -336,6 +372,26 @@ def test_results_and_figures_of_a_folder(first_run, tmp_path):
     plt.close("all")
     Y.write_figures(tmp_path, Y.summarise(rows), ["dense"])
     assert plt.get_fignums() == []
+
+
+def test_committed_comparison_reproduces_from_the_gzipped_predictions():
+    """Run 5's comparison.md (written from its predictions with compare()) and its results.json summary come back
+    from the committed predictions.rank*.jsonl.gz alone, read by merge()."""
+    run = RESULTS / "2026-11-30_qwen2.5-0.5b_scorers_h200x2" / "synthetic"
+    assert sorted(p.name for p in run.glob("predictions*")) == ["predictions.rank0.jsonl.gz",
+                                                                 "predictions.rank1.jsonl.gz"]
+    rows = Y.merge(run, 2)
+    head = "# Against dense, per layout (run 5, n = 10)\n\n"  # the file's title, given by hand
+    assert head + Y.comparison_markdown(Y.compare(rows)) == (run / "comparison.md").read_text()
+    res = json.loads((run / "results.json").read_text())
+    summary, comp = json.loads(json.dumps(Y.summarise(rows))), Y.compression_by_scorer(rows)
+    assert len(rows) == res["n_rows"] == 3360 and Y.markdown(summary) in (run / "results.md").read_text()
+    if sys.version_info >= (3, 12):
+        assert summary == res["summary"] and comp == res["compression"]
+    else:  # the run's Python 3.12 sums floats with compensation (sum() changed in 3.12): the last bit may differ
+        assert [{**s, "accuracy": pytest.approx(s["accuracy"], rel=1e-12, abs=1e-15)} for s in res["summary"]] \
+            == summary
+        assert comp == pytest.approx(res["compression"], rel=1e-12)
 
 
 def test_static_decode_loop_gives_the_same_predictions_as_generate(tiny, tmp_path):

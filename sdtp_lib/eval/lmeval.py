@@ -8,10 +8,10 @@
     print(markdown(by_scorer))
 
 Command line (lm-eval 0.4.x has no plugin discovery, so the module that registers `sdtp` must be imported
-first; this module's __main__ does that and hands every argument to lm-eval's own CLI, adding
-`--include_path` for the project's tasks when it is not given):
+first; the verb `lmeval` does that and hands every argument to lm-eval's own CLI, adding `--include_path` for the
+project's tasks when it is not given; `sdtp lmeval --help` shows lm-eval's arguments):
 
-    python -m sdtp_lib.eval.lmeval --model sdtp --model_args pretrained=tiny-qwen2,keep_ratio=0.9,predictor=norm \
+    python -m sdtp_lib lmeval --model sdtp --model_args pretrained=tiny-qwen2,keep_ratio=0.9,predictor=norm \
         --tasks sdtp_copa --limit 4 --device cpu --output_path runs/lmeval_cli --log_samples
     python -c "import sdtp_lib.eval.lmeval, lm_eval.__main__ as m; m.cli_evaluate()" --model sdtp ...   # the same
 
@@ -54,7 +54,11 @@ if __name__ == "__main__":  # register through the importable module (one class,
     import sys as _sys
 
     from sdtp_lib.eval.lmeval import cli as _cli
-    _sys.exit(_cli())
+    try:  # the old entry (commands in saved run folders): now `sdtp lmeval ...`
+        _sys.exit(_cli())
+    except (ValueError, FileNotFoundError) as _e:  # bad input: one line, exit code 2 (as the command line does)
+        print(f"error: {_e}", file=_sys.stderr)
+        _sys.exit(2)
 
 import json
 import logging
@@ -69,7 +73,7 @@ from lm_eval.models.huggingface import HFLM
 
 from ..config import SDTPConfig
 from ..engine import PruningError, pruning
-from ..io import atomic_write_text, provenance
+from ..io import atomic_write_text, compress_jsonl, provenance, write_jsonl
 from ..models import BUILTIN_SPECS, load_model, project_root, resolve_device
 from ..scorers.registry import resolve_scorer
 from .distributed import launched
@@ -340,8 +344,8 @@ def run_lmeval(model_spec, tasks=(GROUP,), out_dir: str | Path | None = None, ke
     """One lm-eval run. scorer="sdtp": `simple_evaluate(model="sdtp")` (keep_ratio, stages, predictor);
     scorer="dense": `model="hf"`, plain HFLM on the same loaded model. model_spec: a `load_model` spec / local
     path, or a loaded (model, tokenizer). Writes out_dir/results.json (this dict: accuracy per task, lm-eval's
-    results, the run's configuration, the pruning totals, provenance) and out_dir/samples/<task>.jsonl
-    (lm-eval's per-sample records), atomically; returns the dict."""
+    results, the run's configuration, the pruning totals, provenance) and out_dir/samples/<task>.jsonl.gz
+    (lm-eval's per-sample records, gzipped JSON lines: sdtp_lib.io.read_jsonl), atomically; returns the dict."""
     import lm_eval
 
     if scorer not in ("sdtp", "dense"):
@@ -388,12 +392,20 @@ def run_lmeval(model_spec, tasks=(GROUP,), out_dir: str | Path | None = None, ke
         out_dir = Path(out_dir)
         paths = {}
         for task, recs in samples.items():
-            p = out_dir / "samples" / f"{task}.jsonl"
-            atomic_write_text(p, "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in recs))
+            p = write_jsonl(out_dir / "samples" / f"{task}.jsonl", (_jsonable(r) for r in recs))
             paths[task] = str(p)
         out["samples"] = paths
         atomic_write_text(out_dir / "results.json", json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     return out
+
+
+def compress_samples(folder) -> list[Path]:
+    """Gzip the per-sample files of a finished lm-eval command-line run (`--log_samples`: samples_<task>_<date>.jsonl
+    under --output_path) and any plain samples/<task>.jsonl: each X.jsonl becomes X.jsonl.gz
+    (sdtp_lib.io.compress_jsonl); returns the .gz files. Run it once lm-eval has finished."""
+    folder = Path(folder)
+    plain = sorted(set(folder.rglob("samples_*.jsonl")) | set(folder.rglob("samples/*.jsonl")))
+    return [compress_jsonl(p) for p in plain]
 
 
 def run_lmeval_suite(model_spec, tasks=(GROUP,), out_dir: str | Path | None = None, variants: dict | None = None,
@@ -491,19 +503,54 @@ def pruning_markdown(results_by_scorer: dict) -> str:
                      f"{p['compression']:.2f}x | {100 * p['flops_reduction']:.1f}% | {r['time_s']} |")
     return "\n".join(lines)
 
-def cli(argv: list[str] | None = None) -> int:
-    """lm-eval's own CLI with `sdtp` registered (and --include_path for the project's tasks unless given)."""
+PROG = "sdtp lmeval"  # the command line's verb (python -m sdtp_lib lmeval ...)
+
+
+def cli(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """`sdtp lmeval <lm-eval's own arguments>`: lm-eval's own CLI with `sdtp` registered (and --include_path for the
+    project's tasks unless given). argv: the arguments after the verb (None: sys.argv[1:]). `--help` alone (or no
+    argument) shows lm-eval's `run` help, what `sdtp lmeval --model sdtp ...` runs, after a line saying so."""
     import sys
 
+    import lm_eval
     from lm_eval.__main__ import cli_evaluate
     args = list(sys.argv[1:] if argv is None else argv)
-    has = lambda opt: any(a == opt or a.startswith(opt + "=") for a in args)  # noqa: E731
-    if has("--tasks") and not has("--include_path"):
+    if args in ([], ["-h"], ["--help"]):
+        print(f"{prog}: lm-eval {lm_eval.__version__}'s own command line with the model `sdtp` registered and the "
+              f"project's tasks (--include_path {TASKS_DIR} is added when --tasks is given). Where lm-eval's help "
+              f"below says `lm-eval run`, type `{prog}`; `{prog} ls tasks` and `{prog} validate --tasks ...` work "
+              "too.\n", flush=True)
+        args = ["run", "--help"]
+    has = lambda *opts: any(a == o or a.startswith(o + "=") for a in args for o in opts)  # noqa: E731
+    running = args[0] not in ("ls", "validate") and not has("-h", "--help")  # lm-eval's `run`, named or implied
+    if running and not has("--tasks", "-t", "--config", "-C"):  # lm-eval would load the model first, then say so
+        raise ValueError(f"{prog}: no --tasks given: name the lm-eval tasks to run, e.g. --tasks {GROUP} (the "
+                         f"project's {len(PAPER_TASKS)} paper tasks) or --tasks sdtp_copa; `{prog} ls tasks` lists "
+                         "them")
+    if has("--tasks", "-t") and not has("--include_path"):
         args += ["--include_path", str(TASKS_DIR)]
-    sys.argv = ["lm-eval", *args]
-    cli_evaluate()
+    saved, sys.argv = sys.argv, ["lm-eval", *args]  # lm-eval's CLI reads sys.argv
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved
+    out = _option(args, "--output_path", "-o")
+    if running and out and has("--log_samples", "-s") and int(os.environ.get("RANK", "0")) == 0:
+        compress_samples(out)  # lm-eval writes the samples on rank 0 only, before cli_evaluate returns there
     return 0
 
 
+def _option(args: list[str], *names: str) -> str | None:
+    """The value of the last of `names` in a command line (`--opt value` or `--opt=value`), or None."""
+    value = None
+    for i, a in enumerate(args):
+        for n in names:
+            if a == n and i + 1 < len(args):
+                value = args[i + 1]
+            elif a.startswith(n + "="):
+                value = a.split("=", 1)[1]
+    return value
+
+
 __all__ = ["SDTPLM", "run_lmeval", "run_lmeval_suite", "markdown", "pruning_markdown", "task_manager", "load_fixture",
-           "data_dir", "cli", "TASKS_DIR", "PAPER_TASKS", "GROUP", "VARIANTS"]
+           "data_dir", "cli", "compress_samples", "TASKS_DIR", "PAPER_TASKS", "GROUP", "VARIANTS"]

@@ -10,7 +10,9 @@ greedy generation, post-processing and metrics as in THUDM/LongBench (`LongBench
     print(markdown(res))
 
 Prediction files: `out_dir/<scorer, ':' as '_'>/<task>.jsonl` (rank r of w > 1: `<task>.rank<r>.jsonl`, then `merge(out_dir)`),
-one JSON line per sample, appended and flushed as it is made; a re-run skips the samples already there.
+one JSON line per sample, appended and flushed as it is made; a re-run skips the samples already there. A file
+is gzipped (`<task>[.rank<r>].jsonl.gz`) once its scorer has answered every sample of the task the run asked for
+(merge writes the joined file gzipped); a re-run asking for more continues it, and every reader takes either form.
 `out_dir/config.json` records what the predictions depend on (model, tokenizer, max_length, keep ratio, scorers)
 and a folder written with other settings is refused; `out_dir/tasks/<task>.json` records each task's sample ids
 in the official order.
@@ -51,7 +53,8 @@ import torch
 from ..compare import pad_id
 from ..config import SDTPConfig
 from ..engine import pruning
-from ..io import atomic_write_text, provenance
+from ..io import (atomic_write_text, compress_jsonl, decompress_jsonl, find_jsonl, provenance, read_jsonl,
+                  write_jsonl)
 from ..scorers.oracle import SaliencyOracle
 from .scorers import ORACLE, VARIANTS, file_stem, make_scorer_for, parse_scorer
 
@@ -266,6 +269,36 @@ def _check_tasks(tasks) -> tuple[str, ...]:
     return tasks
 
 
+def task_file(folder, task: str) -> Path | None:
+    """Where load_task reads `task` in a data folder: `<folder>/<task>.jsonl`, else `<folder>/data/<task>.jsonl`
+    (the official data.zip unpacked); None when neither is there."""
+    folder = Path(folder).expanduser()
+    return next((p for p in (folder / f"{task}.jsonl", folder / "data" / f"{task}.jsonl") if p.is_file()), None)
+
+
+def check_source(source, tasks=None) -> None:
+    """Refuse a data source that cannot give every one of `tasks` (default: all 16), before a model is loaded or
+    anything is written: a FileNotFoundError naming the folder and what it lacks. "hub" is checked as each task
+    loads (load_task)."""
+    tasks = _check_tasks(tasks)
+    if isinstance(source, str) and source == "hub":
+        return
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"LongBench data folder not found: {folder} (expected a folder with one <task>.jsonl "
+                                "per task, e.g. the official data.zip unpacked, or 'hub')")
+    missing = [t for t in tasks if task_file(folder, t) is None]
+    have = [t for t in TASKS if task_file(folder, t) is not None]
+    if missing and not have:
+        raise FileNotFoundError(f"LongBench data folder {folder} holds no task file (expected one <task>.jsonl per "
+                                "task, e.g. hotpotqa.jsonl, there or under data/): give the folder of the official "
+                                "data.zip unpacked, or 'hub'")
+    if missing:
+        raise FileNotFoundError(f"LongBench data folder {folder} has no {', '.join(f'{t}.jsonl' for t in missing)} "
+                                f"(nor under data/), expected for the tasks asked for; it has {', '.join(have)}: ask "
+                                "only for those, or give the folder of the official data.zip unpacked")
+
+
 def _from_hub(task: str) -> list[dict]:
     try:
         from datasets import load_dataset
@@ -306,12 +339,10 @@ def load_task(source, task: str, limit: int | None = None) -> list[dict]:
         if not folder.is_dir():
             raise FileNotFoundError(f"LongBench data folder not found: {folder} (give a folder with <task>.jsonl "
                                     "files, e.g. the official data.zip unpacked, or source='hub')")
-        path = folder / f"{task}.jsonl"
-        if not path.is_file() and (folder / "data" / f"{task}.jsonl").is_file():
-            path = folder / "data" / f"{task}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"LongBench task file not found: {path} (the folder {folder} has no "
-                                    f"{task}.jsonl)")
+        path = task_file(folder, task)
+        if path is None:
+            raise FileNotFoundError(f"LongBench task file not found: {folder / f'{task}.jsonl'} (the folder {folder} "
+                                    f"has no {task}.jsonl)")
         rows, where = _read_jsonl(path), str(path)
     if not rows:
         raise ValueError(f"{where}: no samples")
@@ -586,21 +617,14 @@ def pred_path(out_dir, scorer: str, task: str, rank: int = 0, world_size: int = 
 
 
 def read_predictions(path, repair: bool = False) -> list[dict]:
-    """The records of a prediction file; a last line cut short by a crash is dropped (repair) or refused."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if text and not text.endswith("\n"):
-        if not repair:
-            raise ValueError(f"{path} ends in an incomplete line (an interrupted run): re-run to repair it")
-        log.warning("%s: dropping an incomplete last line (an interrupted write)", path)
-        text = atomic_write_text(path, text[:text.rfind("\n") + 1]).read_text(encoding="utf-8")
-    rows = []
-    for k, line in enumerate(text.splitlines(), 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}:{k} is not a JSON line") from None
-    return rows
+    """The records of a prediction file, `path` or its gzipped `path.gz` (neither: []); a last line cut short by a
+    crash is dropped (repair) or refused."""
+    return read_jsonl(path, repair=repair, missing_ok=True)
+
+
+def _rank_files(out: Path, scorer: str, task: str) -> list[Path]:
+    folder = out / scorer_dir(scorer)
+    return sorted(folder.glob(f"{task}.rank*.jsonl")) + sorted(folder.glob(f"{task}.rank*.jsonl.gz"))
 
 
 def _index(rows: list[dict], path: Path, allowed) -> dict:
@@ -636,7 +660,7 @@ def _check_config(out: Path, settings: dict) -> dict:
     """Write config.json, or check the folder's: refuse other settings; new scorers are added."""
     path = out / "config.json"
     if not path.exists():
-        if any(out.glob("*/*.jsonl")):
+        if any(out.glob("*/*.jsonl")) or any(out.glob("*/*.jsonl.gz")):
             raise ValueError(f"{out} holds prediction files but no config.json: cannot tell what made them; use "
                              "another out_dir")
         _write_json(path, settings)
@@ -689,10 +713,10 @@ def _append(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _write_ordered(path: Path, rows: list[dict], order: list) -> None:
+def _write_ordered(path: Path, rows: list[dict], order: list) -> Path:
+    """The finished file, in the official order, gzipped (path + ".gz", replacing path)."""
     pos = {i: k for k, i in enumerate(order)}
-    rows = sorted(rows, key=lambda r: pos[r["_id"]])
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return write_jsonl(path, sorted(rows, key=lambda r: pos[r["_id"]]))
 
 
 # ======================================================================= runner
@@ -712,6 +736,7 @@ def run_longbench(model, tok, tasks, source, out_dir, scorers=None, keep_ratio: 
     Returns {scorer: {task: {"generated": n, "skipped": n, "file": path}}}."""
     from tqdm.auto import tqdm
     tasks = _check_tasks(tasks)
+    check_source(source, tasks)  # every task's file is there: refuse before writing anything
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1 or \
             not isinstance(rank, int) or not 0 <= rank < world_size:
         raise ValueError(f"run_longbench: rank {rank!r} is not in [0, world_size={world_size!r})")
@@ -741,6 +766,7 @@ def run_longbench(model, tok, tasks, source, out_dir, scorers=None, keep_ratio: 
             log.info("longbench %s / %s: rank %d/%d, %d samples, %d done", task, name, rank, world_size, len(mine),
                      len(mine) - len(todo))
             if todo:
+                decompress_jsonl(path)  # a finished (gzipped) file goes on as plain lines
                 with var.context(model) as stats, tqdm(total=len(todo), disable=not progress,
                                                        desc=f"{task} {name}") as bar:
                     for s in todo:
@@ -766,6 +792,8 @@ def run_longbench(model, tok, tasks, source, out_dir, scorers=None, keep_ratio: 
                 rows = read_predictions(path)
                 if [r["_id"] for r in rows] != [i for i in ids_all if i in {r["_id"] for r in rows}]:
                     _write_ordered(path, rows, ids_all)  # a resumed sample went to the end: restore the order
+            if find_jsonl(path) is not None:  # every sample asked for is answered: gzip the file
+                summary[name][task]["file"] = str(compress_jsonl(path))
     return summary
 
 
@@ -784,11 +812,11 @@ def merge(out_dir) -> dict:
             if ids is None or ws == 1:
                 continue
             paths = [pred_path(out, name, task, r, ws) for r in range(ws)]
-            if not any(p.exists() for p in paths):
+            if not any(find_jsonl(p) for p in paths):
                 continue  # this scorer did not run this task
             got, where = {}, {}
             for r, p in enumerate(paths):
-                if not p.exists():
+                if find_jsonl(p) is None:
                     raise ValueError(f"merge: {p} is missing (rank {r} of {ws} has not run {task} for {name})")
                 for i, row in _index(read_predictions(p), p, set(ids)).items():
                     if i in got:
@@ -798,8 +826,7 @@ def merge(out_dir) -> dict:
             if missing:
                 raise ValueError(f"merge: {name}/{task} lacks {len(missing)} of {len(ids)} samples (first: "
                                  f"{missing[:3]}); finish every rank first")
-            path = pred_path(out, name, task)
-            _write_ordered(path, list(got.values()), ids)
+            path = _write_ordered(pred_path(out, name, task), list(got.values()), ids)
             merged.setdefault(name, {})[task] = str(path)
     return merged
 
@@ -830,8 +857,8 @@ def score_longbench(out_dir, partial: bool = False, write: bool = True) -> dict:
         for task in tasks:
             ids = _manifest(out, task)
             path = pred_path(out, name, task)
-            if not path.exists():
-                if any((out / scorer_dir(name)).glob(f"{task}.rank*.jsonl")):
+            if find_jsonl(path) is None:
+                if _rank_files(out, name, task):
                     raise ValueError(f"{path} is missing but rank files exist: run merge({str(out)!r}) first")
                 continue
             rows = list(_index(read_predictions(path), path, set(ids)).values())
@@ -922,11 +949,17 @@ def markdown(result: dict) -> str:
 
 
 # ======================================================================= command line
-def main(argv=None) -> int:
-    """python -m sdtp_lib.eval.longbench {run,merge,score} ..."""
-    p = argparse.ArgumentParser(prog="python -m sdtp_lib.eval.longbench", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="generate predictions (resumable; one rank of a sharded run)")
+PROG = "sdtp longbench"  # the command line's verb (python -m sdtp_lib longbench ...)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The parser of `sdtp longbench {run,merge,score} ...` (the old `python -m sdtp_lib.eval.longbench` too)."""
+    p = argparse.ArgumentParser(prog=prog, description="LongBench v1, the 16 English tasks, with the official "
+                                "protocol (THUDM/LongBench), dense and pruned: run, then score.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{run,merge,score}")
+    r = sub.add_parser("run", help="generate predictions (resumable; one rank of a sharded run)",
+                       epilog="Data parallel: accelerate launch --multi_gpu --num_processes N -m sdtp_lib longbench "
+                              "run ... (every process runs its share of the samples; rank 0 merges and scores).")
     r.add_argument("--model", required=True, help="a load_model spec or a local HF checkpoint")
     r.add_argument("--data", required=True, help="folder with <task>.jsonl (official layout), or 'hub'")
     r.add_argument("--out", required=True)
@@ -947,6 +980,13 @@ def main(argv=None) -> int:
     s = sub.add_parser("score", help="official scores -> results.json / results.md")
     s.add_argument("--out", required=True)
     s.add_argument("--partial", action="store_true")
+    return p
+
+
+def main(argv=None, prog: str = PROG) -> int:
+    """`sdtp longbench {run,merge,score} ...`: argv without the verb (None: sys.argv[1:]). Bad input is a ValueError
+    / FileNotFoundError from the library (the command line prints it as one line), or argparse's SystemExit."""
+    p = build_parser(prog)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.cmd == "run":
@@ -957,6 +997,7 @@ def main(argv=None) -> int:
             p.error(f"--rank {a.rank} --world-size {a.world_size} contradict accelerate launch (rank "
                     f"{shard.rank} of {shard.world_size}); leave them out")
         rank, world = (shard.rank, shard.world_size) if shard.world_size > 1 else (a.rank, a.world_size)
+        check_source(a.data, a.tasks)  # before the model loads
         model, tok = load_model(a.model, dtype=a.dtype, device=shard.device or resolve_device(a.device),
                                 attn_implementation=a.attn)
         run_longbench(model, tok, a.tasks, a.data, a.out, scorers=a.scorers, keep_ratio=a.keep_ratio,
@@ -974,5 +1015,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the old entry (commands in saved run folders): now `sdtp longbench ...`
+    import sys
+    try:
+        raise SystemExit(main())
+    except (ValueError, FileNotFoundError) as e:  # bad input: one line, exit code 2 (as the command line does)
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

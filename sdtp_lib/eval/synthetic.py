@@ -7,6 +7,8 @@
 Prompts are fitted to `length` tokens of the tokenizer, counted on the chat-templated prompt: whole filler units,
 then the best-fitting short tail (a few words, or a shortened JSON pair); never above `length`. Data parallel:
 rank r of w runs examples i % w == r into predictions.rank{r}.jsonl; then write_results(out_dir, merge(out_dir, w)).
+A predictions file is appended to while its run goes on and gzipped (`.jsonl.gz`) when the run has answered all it
+was asked; a resumed run with more to answer (scorers added) continues it, and every reader takes either form.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from ..compare import answer_tokens, encode_prompt, greedy_answer
 from ..config import SDTPConfig
 from ..speed.decode import greedy_generate
 from ..engine import pruning
-from ..io import atomic_write_text, provenance
+from ..io import atomic_write_text, compress_jsonl, decompress_jsonl, find_jsonl, provenance, read_jsonl
 from ..models import config_fingerprint
 from ..scorers.oracle import SaliencyOracle
 from .figures import length_label
@@ -266,12 +268,21 @@ class SuiteConfig:
 def plan_lengths(model, cfg: SuiteConfig) -> tuple[list[int], list[dict], dict[int, int]]:
     """(lengths to run, [{length, reason}] skipped, {length: prompt tokens}). A prompt must leave room for the longest
     generation: a length up to the model's limit whose generation would not fit is fitted to limit - new tokens
-    (RULER's rule: the "32K" row of a 32K model), a length beyond the limit is skipped."""
+    (RULER's rule: the "32K" row of a 32K model), a length beyond the limit is skipped. When no length is left to
+    run: a ValueError that names the lengths and the limit (nothing would be evaluated)."""
     limit = cfg.max_positions or getattr(model.config, "max_position_embeddings", None)
     budget = max(MAX_NEW_TOKENS[t] for t in cfg.tasks)
     if limit is None:
         return list(cfg.lengths), [], {n: n for n in cfg.lengths}
-    targets = {n: min(n, limit - budget) for n in cfg.lengths if n <= limit and limit - budget >= 1}
+    where = (f"SuiteConfig.max_positions {limit}" if cfg.max_positions else
+             f"the model's max_position_embeddings {limit}")
+    if limit - budget < 1:
+        raise ValueError(f"{where} leaves no room for a prompt and the longest answer ({budget} new tokens of the "
+                         f"tasks {list(cfg.tasks)}): nothing to run")
+    targets = {n: min(n, limit - budget) for n in cfg.lengths if n <= limit}
+    if not targets:
+        raise ValueError(f"every requested length ({', '.join(map(str, cfg.lengths))} tokens) exceeds {where}: "
+                         f"nothing to run; ask for lengths up to {limit}")
     return list(targets), [{"length": n, "reason": f"{n} tokens > the model's {limit} positions"}
                            for n in cfg.lengths if n not in targets], targets
 
@@ -293,23 +304,15 @@ def _pred_path(out: Path, rank: int, world_size: int) -> Path:
 
 
 def _read_rows(path: Path, allowed: set, repair: bool) -> dict:
-    """{(id, scorer): row} from a predictions file; a last line cut short by a crash is dropped (repair) or refused;
-    rows of other examples (another configuration or world_size) and repeats are refused."""
-    text = path.read_text() if path.exists() else ""
-    if text and not text.endswith("\n"):
-        if not repair:
-            raise ValueError(f"{path} ends in an incomplete line: re-run that rank to finish it")
-        log.warning("%s: dropping an incomplete last line (an interrupted write)", path)
-        text = atomic_write_text(path, text[:text.rfind("\n") + 1]).read_text()
+    """{(id, scorer): row} from a predictions file (.jsonl or .jsonl.gz; none: {}); a last line cut short by a crash
+    is dropped (repair) or refused; rows of other examples (another configuration or world_size) and repeats are
+    refused."""
+    src = find_jsonl(path) or path
     got = {}
-    for k, line in enumerate(text.splitlines(), 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}:{k} is not a JSON line") from None
+    for k, row in enumerate(read_jsonl(path, repair=repair, missing_ok=True), 1):
         key = (row.get("id"), row.get("scorer"))
         if key not in allowed or key in got:
-            raise ValueError(f"{path}:{k}: example {key[0]} / scorer {key[1]} " + ("appears twice" if key in got else
+            raise ValueError(f"{src}:{k}: example {key[0]} / scorer {key[1]} " + ("appears twice" if key in got else
                              "does not belong here (another configuration or world_size)"))
         got[key] = row
     return got
@@ -324,8 +327,9 @@ def _load_meta(out: Path) -> dict:
 def _check_meta(out: Path, meta: dict, path: Path) -> None:
     """Write config.json, or refuse a folder whose config.json (and so predictions) came from another run."""
     if not (out / "config.json").exists():
-        if path.exists():
-            raise ValueError(f"{path} exists but {out / 'config.json'} does not: cannot tell what produced it")
+        if find_jsonl(path) is not None:
+            raise ValueError(f"{find_jsonl(path)} exists but {out / 'config.json'} does not: cannot tell what "
+                             "produced it")
         atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")  # ranks may start together
         return
     flat = lambda d: {**{k: v for k, v in d.items() if k not in ("suite", "tokenizer")},
@@ -434,8 +438,11 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
     done = _read_rows(path, {(e["id"], s) for e in todo for s in cfg.scorers}, repair=True)
     log.info("synthetic suite: rank %d/%d, %d examples x %d scorers, %d done", rank, world_size, len(todo),
              len(scorers), len(done))
-    with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo) * len(scorers), initial=len(done),
-                                                      disable=not progress, desc="synthetic") as bar:
+    more = len(done) < len(todo) * len(scorers)
+    if more:
+        decompress_jsonl(path)  # a finished (gzipped) file goes on as plain lines
+    with (open(path, "a", encoding="utf-8") if more else contextlib.nullcontext()) as f, \
+            tqdm(total=len(todo) * len(scorers), initial=len(done), disable=not progress, desc="synthetic") as bar:
         for e in todo:
             missing = [s for s in cfg.scorers if (e["id"], s) not in done]
             if not missing:
@@ -453,6 +460,8 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
                 f.flush()
                 bar.update(1)
     rows = [done[e["id"], s] for e in todo for s in cfg.scorers]
+    if find_jsonl(path) is not None:
+        compress_jsonl(path)  # this rank has answered everything it was asked
     if world_size == 1:
         write_results(out, rows)
     return rows
@@ -467,7 +476,7 @@ def merge(out_dir, world_size: int) -> list[dict]:
     got: dict = {}
     for r in range(world_size):
         path = _pred_path(out, r, world_size)
-        if not path.exists():
+        if find_jsonl(path) is None:
             raise ValueError(f"merge: {path} is missing (rank {r} of {world_size} has not run)")
         rows = _read_rows(path, set(keys), repair=False)
         dup = next((k for k in rows if k in got), None)

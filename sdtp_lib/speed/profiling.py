@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import numbers
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,6 +49,35 @@ class ProfileConfig:
     chunk_tokens: int | None = 32768  # engine "sdtp": prefill MLPs in chunks of this many tokens (memory)
     fast_kernels: bool = True  # engine "sdtp": fused norms / rotary / SiLU-mul in prefill (sdtp_lib.speed.kernels)
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        """Refuse a configuration that cannot be profiled (before any model is loaded), naming what and why."""
+        def count(name: str, v, what: str) -> None:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"ProfileConfig.{name} {v!r}: {what}")
+        lengths = list(self.lengths)
+        if not lengths:
+            raise ValueError("ProfileConfig.lengths is empty: give at least one prompt length (tokens)")
+        bad = [T for T in lengths if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1]
+        if bad:
+            raise ValueError(f"ProfileConfig.lengths {lengths}: {', '.join(map(repr, bad))} "
+                             f"{'is not a usable prompt length' if len(bad) == 1 else 'are not usable prompt lengths'}"
+                             " (a prompt length is a whole number of tokens >= 1)")
+        twice = sorted({T for T in lengths if lengths.count(T) > 1})
+        if twice:
+            raise ValueError(f"ProfileConfig.lengths {lengths}: {', '.join(map(str, twice))} given twice (rows are "
+                             "keyed by prompt length)")
+        for name, vals, known in (("variants", self.variants, VARIANTS), ("engines", self.engines, ("hf", "sdtp"))):
+            unknown = [v for v in vals if v not in known]
+            if not vals or unknown or len(set(vals)) != len(vals):
+                raise ValueError(f"ProfileConfig.{name} {list(vals)}: give at least one, without repeats, from "
+                                 f"{list(known)}")
+        count("new_tokens", self.new_tokens, "generate at least 1 token for end-to-end")
+        count("repeats", self.repeats, "time at least 1 repeat")
+        if self.chunk_tokens is not None:
+            count("chunk_tokens", self.chunk_tokens, "a chunk has at least 1 token (or None: no chunking)")
+        if not 0.0 < self.keep_ratio <= 1.0:
+            raise ValueError(f"ProfileConfig.keep_ratio {self.keep_ratio!r}: must be in (0, 1]")
 
 
 def qwen2_7b_random(device="cuda", dtype=torch.bfloat16, attn="sdpa"):
