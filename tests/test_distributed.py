@@ -83,8 +83,9 @@ def test_lmeval_two_processes_equal_one(tmp_path):
     res, samples = {}, {}
     for d in ("dp", "one"):
         (res[d],) = (json.loads(p.read_text()) for p in (tmp_path / d).rglob("results_*.json"))
-        (path,) = (tmp_path / d).rglob("samples_sdtp_copa_*.jsonl")
-        samples[d] = {r["doc_id"]: (r["arguments"], r["resps"]) for r in map(json.loads, path.open())}
+        (path,) = (tmp_path / d).rglob("samples_sdtp_copa_*.jsonl*")  # gzipped by rank 0 once lm-eval is done
+        assert path.name.endswith(".jsonl.gz"), path
+        samples[d] = {r["doc_id"]: (r["arguments"], r["resps"]) for r in read_jsonl(path)}
     assert sorted(samples["dp"]) == sorted(samples["one"]) == list(range(6))  # every doc once
     assert samples["dp"] == samples["one"]  # same prompts, same log-likelihoods
     assert res["dp"]["results"]["sdtp_copa"]["acc,none"] == res["one"]["results"]["sdtp_copa"]["acc,none"]
