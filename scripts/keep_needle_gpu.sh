@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Issue 11 ("keep the needle") on one machine with two GPUs: train the paper's predictor (2 seeds) and the hybrid for
+# The scorer comparison (reports/results/2026-11-30_qwen2.5-0.5b_scorers_h200x2) on one machine with two GPUs: train the paper's predictor (2 seeds) and the hybrid for
 # Qwen2.5-Coder-0.5B, profile the question-aware scorers on the Qwen2-7B shape, then compare every scorer at equal
 # compression on the synthetic suite (1K-32K, both layouts), LongBench and lm-eval (fixtures). Resumable: a step
 # whose results exist is skipped, so run it again after an interruption.
 #
-#   bash scripts/keep_needle_gpu.sh OUT                 # everything (an estimated 45 min on 2 x H200; run 2, with
-#                                                       # n = 5, 200 long samples and 2 epochs: 25 min)
+#   bash scripts/keep_needle_gpu.sh OUT                 # everything (an estimated 45 min on 2 x H200; the earlier
+#                                                       # comparison, n = 5, 200 long samples, 2 epochs: 25 min)
 #   ONLY="train profile" bash scripts/keep_needle_gpu.sh OUT
 #
 # Env: MODEL (default qwen2.5-coder-0.5b), N_SAMPLES (synthetic examples per task x length x layout, default 10),
 # LONG_RECORDS (long retrieval samples added to the default data, default 400), EPOCHS (default 3; these three are
-# run 5's, the shipped predictor's recipe), LENGTHS
+# the shipped predictor's recipe), LENGTHS
 # (synthetic prompt lengths, default the suite's 1K-32K), PROFILE_MODEL (default qwen2-7b-random), and for a CPU
 # dry run of the plumbing: DEVICE=cpu DTYPE=float32 NUM_GPUS=1 (everything then runs one after the other).
 set -euo pipefail

@@ -321,7 +321,8 @@ def prepare_scorer(model, scorer, config: SDTPConfig):
 def pruning(model, scorer="norm", config: SDTPConfig | None = None, protect=None):
     """Prune prefill inside the block; the model is restored exactly on exit.
 
-    scorer: a TokenPredictor, a policy name ("random", "norm", "recent") or callable(hidden, stage, positions).
+    scorer: a TokenPredictor, a policy name ("random", "norm", "recent", "attention[-mean|-max][-w<W>][-k<K>]": see
+    sdtp_lib.scorers) or callable(hidden, stage, positions).
     protect: optional (B, T) or (T,) bool mask of prompt tokens that must survive (a per-call
     `model(..., sdtp_protect=mask)` overrides it).
     """

@@ -145,6 +145,13 @@ def test_old_module_paths_still_import_and_name_the_new_place(old):
 
 
 def test_old_paths_used_by_earlier_notebooks_resolve():
+    """The import lines of notebooks executed before the move (saved in run folders) still run."""
+    from sdtp_lib import data as D, notebook_pipeline as NP, profiling as P, saliency as SA, viz
+    from sdtp_lib.training import data, saliency
+    from sdtp_lib.workspace import explorer, pipeline
+    assert (D.build_samples, SA.compute_saliency, viz.explorer, NP.run_pipeline) == (
+        data.build_samples, saliency.compute_saliency, explorer.explorer, pipeline.run_pipeline)
+    assert P.summary.__module__ == "sdtp_lib.speed.profiling"
     from sdtp_lib.policies import SaliencyOracle, make_scorer  # noqa: F401  (now sdtp_lib.scorers)
     from sdtp_lib.predictor import resolve_scorer
     from sdtp_lib.scorers.registry import resolve_scorer as new

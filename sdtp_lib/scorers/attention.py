@@ -33,8 +33,7 @@ class WindowAttentionScorer:
     kernel: int = 31  # odd; 1 = no smoothing
     heads: str = "max"  # pool the heads' window-mean attention by "max" or "mean"
     # max over heads with kernel 31 kept the most of dense on the synthetic suite (n = 10: 81% / 92% question first
-    # / last, against 81% / 82% for the mean with kernel 15; n = 5: 57% / 75% with kernel 7): README "Keeping the
-    # needle"
+    # / last, against 81% / 82% for the mean with kernel 15; n = 5: 57% / 75% with kernel 7): docs/scorers.md
     needs_layer = True
 
     def __post_init__(self):
