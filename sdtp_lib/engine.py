@@ -60,7 +60,7 @@ class PruningStats:
     def summary(self) -> str:
         return (f"prompt {self.prompt_len} tokens | kept per stage {' '.join(map(str, self.kept_per_stage))} | "
                 f"compression {self.compression:.2f}x | FLOPs {self.flops_dense / 1e9:.2f} -> "
-                f"{self.flops_pruned / 1e9:.2f} GFLOP (-{100 * self.flops_reduction:.1f}%)")
+                f"{self.flops_pruned / 1e9:.2f} GFLOP ({-100 * self.flops_reduction:+.1f}%)")  # +: the scorer's own cost
 
 
 @dataclass

@@ -208,6 +208,9 @@ def test_flops_and_stats(tiny_sdpa):
     assert st.flops_pruned < st.flops_dense
     assert st.compression == pytest.approx(100 / (sum(st.kept_per_layer) / len(st.kept_per_layer)))
     assert "kept per stage" in st.summary()
+    assert f"GFLOP ({-100 * st.flops_reduction:.1f}%)" in st.summary()  # a saving reads "-35.3%"
+    more = S.PruningStats(prompt_len=5, kept_per_layer=[5] * 4, flops_dense=100, flops_pruned=101)
+    assert more.summary().endswith("GFLOP (+1.0%)")  # nothing pruned: the scorer's cost shows as "+"
 
 
 def test_flops_counter_by_hand(tiny_sdpa):
