@@ -18,7 +18,7 @@ from .compare import Comparison, compare, encode_prompt
 from .config import SDTPConfig
 from .engine import PruningError
 from .io import atomic_write_text
-from .models import UnsupportedModelError, load_model
+from .models import ATTN_IMPLEMENTATIONS, UnsupportedModelError, load_model
 from .scorers.registry import POLICY_NAMES, is_policy
 from .scorers.predictor import load_predictor
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: float32 on CPU, bfloat16 on GPU")
     g.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
-    g.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2"), default="sdpa")
+    g.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help="attention backend (transformers' own; flash_attention_4 needs pip install '.[fa4]' and a Hopper GPU)")
     g.add_argument("--compare", action="store_true", help="also run dense generation and report speedups")
     g.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt (no chat template)")
     g.add_argument("--repeats", type=int, default=3, help="timed prefill runs (median reported)")
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--scorer", default="predictor", help="predictor (production width), hybrid (the same reading "
                    "the window attention too) or a policy name (e.g. attention)")
+    p.add_argument("--keep-ratio", type=float, default=0.9, help="r: stage s keeps ceil(r**s * T) tokens (0.8: about twice the compression of 0.9)")
+    p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help="attention backend (transformers' own; flash_attention_4 needs pip install '.[fa4]' and a Hopper GPU)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"))
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--chunk-tokens", type=int, default=32768, help="engine sdtp: prefill MLP chunk (memory)")
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--dtype", choices=("float32", "bfloat16"))
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help="attention backend (transformers' own; flash_attention_4 needs pip install '.[fa4]' and a Hopper GPU)")
     ev.add_argument("--decode", default="auto", choices=("auto", "hf", "static"),
                     help="greedy loop: model.generate, or the project's static-cache loop (auto: static on CUDA)")
     ev.add_argument("--out", required=True, help="results folder (an existing one of the same settings is resumed)")
@@ -263,8 +266,9 @@ def cmd_profile(args) -> int:
     from .speed import profiling as P
     cfg = P.ProfileConfig(lengths=tuple(args.lengths), variants=tuple(args.variants), engines=tuple(args.engines),
                           new_tokens=args.new_tokens, repeats=args.repeats, scorer=args.scorer,
-                          chunk_tokens=args.chunk_tokens, fast_kernels=not args.no_fast_kernels)  # checked here,
-    model, weights = P.load_profile_model(args.model, dtype=args.dtype, device=args.device)  # before the model loads
+                          chunk_tokens=args.chunk_tokens, fast_kernels=not args.no_fast_kernels,
+                          keep_ratio=args.keep_ratio)  # checked here, before the model loads
+    model, weights = P.load_profile_model(args.model, dtype=args.dtype, device=args.device, attn=args.attn)
     head = P.header(model, cfg, weights, check_sync=not args.resume)  # a resumed run keeps its header's check
     print(f"{head['gpu']} | {head['model']} | weights: {weights} | transformers {head['transformers']}")
     old: list[dict] = []
@@ -387,7 +391,8 @@ def cmd_synthetic(args) -> int:
     cfg = SY.SuiteConfig(**{k: tuple(v) for k, v in given.items() if v}, n_samples=args.n_samples, seed=args.seed,
                          keep_ratio=args.keep_ratio, decode=args.decode)
     shard = launched()  # rank / world size under accelerate launch
-    model, tok = load_model(args.model, dtype=args.dtype, device=shard.device or resolve_device(args.device))
+    model, tok = load_model(args.model, dtype=args.dtype, device=shard.device or resolve_device(args.device),
+                            attn_implementation=args.attn)
     rows = SY.run_suite(model, tok, cfg, args.out, progress=shard.main, rank=shard.rank, world_size=shard.world_size)
     shard.wait()
     if not shard.main:

@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from .config import SDTPConfig
 from .flops import prefill_flops
 from ._active import ACTIVE as _ACTIVE
-from .models import check_supported
+from .models import ATTN_IMPLEMENTATIONS, check_supported
 from .scorers.predictor import TokenPredictor
 from .scorers.registry import make_scorer
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_ATTN = ("sdpa", "eager", "flash_attention_2")
+SUPPORTED_ATTN = ATTN_IMPLEMENTATIONS  # every backend load_model offers: the kept tokens need only a causal mask
 
 
 class PruningError(RuntimeError):

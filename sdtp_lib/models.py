@@ -42,11 +42,12 @@ def load_model(spec: str = "smollm2-135m", dtype: torch.dtype | str | None = Non
     spec: "smollm2-135m" | "qwen2.5-coder-0.5b" | "tiny-qwen2" | "tiny-llama" | a local HF directory | a hub id
     (needs network).
     dtype: torch dtype or name ("float32", "bfloat16", "float16"); default float32 on CPU, bfloat16 on GPU.
-    attn_implementation: "sdpa" (default), "eager" or "flash_attention_2"; never switched silently.
+    attn_implementation: one of ATTN_IMPLEMENTATIONS ("sdpa" default, "eager", "flash_attention_2",
+    "flash_attention_4"); an unavailable one is refused (check_attn), never switched silently.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _dtype(dtype, device)
-    _check_attn(attn_implementation)
+    check_attn(attn_implementation, device.split(":")[0])
     if spec in ("tiny-qwen2", "tiny-llama"):
         model, tok = _tiny(spec.split("-")[1], seed, attn_implementation), tiny_tokenizer()
     elif spec in EMBEDDED_SPECS:
@@ -99,13 +100,40 @@ def _dtype(dtype, device) -> torch.dtype:
     return names[dtype]
 
 
-def _check_attn(impl: str) -> None:
-    allowed = ("sdpa", "eager", "flash_attention_2")
-    if impl not in allowed:
-        raise ValueError(f"attn_implementation {impl!r} is not supported; use one of {allowed}")
-    if impl == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-        raise ImportError("attn_implementation='flash_attention_2' needs the flash-attn package, which is not "
-                          "installed (pip install flash-attn); use 'sdpa' instead")
+# attention backends: transformers' own implementations of each (its AttentionInterface); flash_attention_4 is
+# flash-attn 4 (CuTe DSL, Hopper and newer), which transformers calls through flash_attn.cute.flash_attn_func
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_4")
+_ATTN_INSTALL = {
+    "flash_attention_2": "pip install flash-attn --no-build-isolation",
+    "flash_attention_4": "pip install '.[fa4]' (flash-attn-4==4.0.0b36 with its CuTe DSL wheels; see docs/speed.md)",
+}
+
+
+def check_attn(impl: str, device: str | None = None) -> None:
+    """Refuse an attention backend that is unknown, not installed, or (flash-attn 4) asked for off a CUDA GPU,
+    saying how to install it. Never switched silently to another backend."""
+    if impl not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation {impl!r} is not supported; use one of {ATTN_IMPLEMENTATIONS}")
+    if impl == "flash_attention_2" and not _has_distribution("flash_attn", "flash-attn"):
+        raise ImportError(f"attn_implementation='flash_attention_2' needs the flash-attn package, which is not "
+                          f"installed ({_ATTN_INSTALL[impl]}); use 'sdpa' instead")
+    if impl == "flash_attention_4":
+        if not _has_distribution("flash_attn", "flash-attn-4"):
+            raise ImportError(f"attn_implementation='flash_attention_4' needs flash-attn 4, which is not installed: "
+                              f"{_ATTN_INSTALL[impl]}; or use 'sdpa'")
+        if (device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cuda":
+            raise ValueError("attn_implementation='flash_attention_4' runs on a CUDA GPU (Hopper or newer) only; "
+                             "on this device use 'sdpa'")
+
+
+def _has_distribution(module: str, dist: str) -> bool:
+    """`module` is importable and installed by the distribution `dist` (flash-attn 2 and 4 share `flash_attn`)."""
+    from importlib.metadata import packages_distributions
+    if importlib.util.find_spec(module) is None:
+        return False
+    return dist in {d.lower().replace("_", "-") for d in packages_distributions().get(module, [])}
+
+
 
 
 def tiny_config(family: str):

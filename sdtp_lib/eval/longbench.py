@@ -53,6 +53,7 @@ import torch
 from ..compare import pad_id
 from ..config import SDTPConfig
 from ..engine import pruning
+from ..models import ATTN_IMPLEMENTATIONS
 from ..io import (atomic_write_text, compress_jsonl, decompress_jsonl, find_jsonl, provenance, read_jsonl,
                   write_jsonl)
 from ..scorers.oracle import SaliencyOracle
@@ -973,7 +974,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     r.add_argument("--world-size", type=int, default=1, help="shards (default: from accelerate launch, else 1)")
     r.add_argument("--dtype", default=None)
     r.add_argument("--device", default="auto")
-    r.add_argument("--attn", default="sdpa")
+    r.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="attention backend")
     r.add_argument("--warmup", default="sample", choices=WARMUPS)
     m = sub.add_parser("merge", help="join the rank files of a sharded run")
     m.add_argument("--out", required=True)

@@ -89,15 +89,17 @@ def qwen2_7b_random(device="cuda", dtype=torch.bfloat16, attn="sdpa"):
     return model.eval()
 
 
-def load_profile_model(spec: str, dtype=None, device=None):
+def load_profile_model(spec: str, dtype=None, device=None, attn: str = "sdpa"):
     """(model, weights label) for a profile: "qwen2-7b-random" (GPU), a tiny test model (random weights),
-    or any load_model spec with real weights. The label goes into every output."""
-    from ..models import load_model
+    or any load_model spec with real weights, with the attention backend `attn` (models.ATTN_IMPLEMENTATIONS).
+    The label goes into every output."""
+    from ..models import check_attn, load_model
     if spec == "qwen2-7b-random":
         if not torch.cuda.is_available():
             raise ValueError("qwen2-7b-random needs a GPU; on CPU profile the default: --model smollm2-135m")
-        return qwen2_7b_random(), "random (Qwen2-7B architecture; speed does not depend on weights)"
-    model, _ = load_model(spec, dtype=dtype, device=device)
+        check_attn(attn, "cuda")
+        return qwen2_7b_random(attn=attn), "random (Qwen2-7B architecture; speed does not depend on weights)"
+    model, _ = load_model(spec, dtype=dtype, device=device, attn_implementation=attn)
     return model, "random (tiny test model)" if spec in ("tiny-qwen2", "tiny-llama") else "real"
 
 
