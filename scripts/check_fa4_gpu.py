@@ -3,8 +3,9 @@ flash_attn.cute) against SDPA on the Qwen2-7B architecture (random bf16 weights)
 
 1. the bf16 noise floor: HF eager vs SDPA, last-token logits, at 2K and 8K;
 2. flash-attn 4 vs SDPA at 2K / 8K / 32K, dense: the same logits within twice that floor;
-3. pruned (r = 0.9, 10 stages, an untrained production-width predictor): the tokens each stage keeps agree
-   (top-k can swap near-ties when hidden states differ by bf16 rounding), and the last-token logits are as close.
+3. pruned (r = 0.9, 10 stages, an untrained production-width predictor): the tokens each stage keeps agree with
+   SDPA's as well as eager's agree with SDPA's (top-k swaps near-ties when hidden states differ by bf16 rounding),
+   and the last-token logits are as close.
 Exit code 1 if a check fails.   python scripts/check_fa4_gpu.py [--lengths 2048 8192 32768]
 """
 from __future__ import annotations
@@ -38,13 +39,17 @@ def main(argv=None) -> int:
     model = qwen2_7b_random(attn="sdpa")
     conf = S.SDTPConfig.for_model(model)
     pred = S.TokenPredictor.for_model(model, conf).to(device="cuda", dtype=torch.bfloat16)
-    ok, floor = True, 0.0
+    ok, floor, ref = True, 0.0, 1.0
     for T in [t for t in a.lengths if t <= 8192]:
         ids = torch.randint(0, 150000, (1, T), device="cuda")
         e, _ = logits(model, ids, "eager")
         s, _ = logits(model, ids, "sdpa")
         floor = max(floor, (e - s).abs().max().item())
-    print(f"bf16 noise floor (HF eager vs sdpa, last-token logits): {floor:.3f}")
+        _, ke = logits(model, ids, "eager", pred, conf)
+        _, ks = logits(model, ids, "sdpa", pred, conf)
+        ref = min(ref, min(len(set(x) & set(y)) / len(x) for x, y in zip(ke, ks)))
+    print(f"bf16 noise floor (HF eager vs sdpa): last-token logits {floor:.3f}; pruned, kept tokens agree {ref:.4f} "
+          "(worst stage: near-ties of the untrained predictor swap)")
     for T in a.lengths:
         ids = torch.randint(0, 150000, (1, T), device="cuda")
         s, _ = logits(model, ids, "sdpa")
@@ -58,7 +63,7 @@ def main(argv=None) -> int:
         f, kf = logits(model, ids, "flash_attention_4", pred, conf)
         agree = [len(set(x) & set(y)) / len(x) for x, y in zip(ks, kf)]
         d = (f - s).abs().max().item()
-        good = min(agree) >= 0.99 and d <= 2 * floor
+        good = min(agree) >= ref - 0.01 and d <= 2 * floor  # as close as two HF backends are
         ok &= good
         print(f"{T:>6} pruned: kept tokens agree {min(agree):.4f} (worst stage) | fa4 vs sdpa max |diff| {d:.3f} "
               f"{'OK' if good else 'FAIL'}")
