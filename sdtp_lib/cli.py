@@ -23,6 +23,7 @@ from .scorers.registry import POLICY_NAMES, is_policy
 from .scorers.predictor import load_predictor
 
 log = logging.getLogger(__name__)
+ATTN_HELP = "attention backend (transformers' own; flash_attention_4 needs pip install '.[fa4]' and a Hopper GPU)"
 
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PruningError, UnsupportedModelError, ImportError)
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: float32 on CPU, bfloat16 on GPU")
     g.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
-    g.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help="attention backend (transformers' own; flash_attention_4 needs pip install '.[fa4]' and a Hopper GPU)")
+    g.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help=ATTN_HELP)
     g.add_argument("--compare", action="store_true", help="also run dense generation and report speedups")
     g.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt (no chat template)")
     g.add_argument("--repeats", type=int, default=3, help="timed prefill runs (median reported)")
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scorer", default="predictor", help="predictor (production width), hybrid (the same reading "
                    "the window attention too) or a policy name (e.g. attention)")
     p.add_argument("--keep-ratio", type=float, default=0.9, help="r: stage s keeps ceil(r**s * T) tokens (0.8: about twice the compression of 0.9)")
-    p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help="attention backend (transformers' own; flash_attention_4 needs pip install '.[fa4]' and a Hopper GPU)")
+    p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help=ATTN_HELP)
     p.add_argument("--dtype", choices=("float32", "bfloat16"))
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--chunk-tokens", type=int, default=32768, help="engine sdtp: prefill MLP chunk (memory)")
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--dtype", choices=("float32", "bfloat16"))
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help="attention backend (transformers' own; flash_attention_4 needs pip install '.[fa4]' and a Hopper GPU)")
+    ev.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help=ATTN_HELP)
     ev.add_argument("--decode", default="auto", choices=("auto", "hf", "static"),
                     help="greedy loop: model.generate, or the project's static-cache loop (auto: static on CUDA)")
     ev.add_argument("--out", required=True, help="results folder (an existing one of the same settings is resumed)")

@@ -23,16 +23,14 @@ log = logging.getLogger(__name__)
 
 
 def atomic_write_text(path: str | Path, text: str, overwrite: bool = True) -> Path:
-    """Write via a temp file + os.replace; with overwrite=False an existing file is refused. The temp file is the
-    process's own, so processes of one data-parallel run may write the same file at once (the last one wins)."""
+    """Write via a temp file + fsync + os.replace (_atomic_write_bytes); with overwrite=False an existing file is
+    refused. The temp file is the process's own, so processes of one data-parallel run may write the same file at
+    once (the last one wins)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; refusing to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return _atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> Path:

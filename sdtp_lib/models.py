@@ -134,8 +134,6 @@ def _has_distribution(module: str, dist: str) -> bool:
     return dist in {d.lower().replace("_", "-") for d in packages_distributions().get(module, [])}
 
 
-
-
 def tiny_config(family: str):
     """A few-layer random model for tests (hidden 64), built in code: no download."""
     from transformers import LlamaConfig, Qwen2Config

@@ -661,7 +661,7 @@ def _check_config(out: Path, settings: dict) -> dict:
     """Write config.json, or check the folder's: refuse other settings; new scorers are added."""
     path = out / "config.json"
     if not path.exists():
-        if any(out.glob("*/*.jsonl")) or any(out.glob("*/*.jsonl.gz")):
+        if any(out.glob("*/*.jsonl*")):  # plain or gzipped
             raise ValueError(f"{out} holds prediction files but no config.json: cannot tell what made them; use "
                              "another out_dir")
         _write_json(path, settings)

@@ -327,9 +327,9 @@ def _load_meta(out: Path) -> dict:
 def _check_meta(out: Path, meta: dict, path: Path) -> None:
     """Write config.json, or refuse a folder whose config.json (and so predictions) came from another run."""
     if not (out / "config.json").exists():
-        if find_jsonl(path) is not None:
-            raise ValueError(f"{find_jsonl(path)} exists but {out / 'config.json'} does not: cannot tell what "
-                             "produced it")
+        found = find_jsonl(path)
+        if found is not None:
+            raise ValueError(f"{found} exists but {out / 'config.json'} does not: cannot tell what produced it")
         atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")  # ranks may start together
         return
     flat = lambda d: {**{k: v for k, v in d.items() if k not in ("suite", "tokenizer")},
