@@ -5,7 +5,9 @@ flash_attn.cute) against SDPA on the Qwen2-7B architecture (random bf16 weights)
 2. flash-attn 4 vs SDPA at 2K / 8K / 32K, dense: the same logits within twice that floor;
 3. pruned (r = 0.9, 10 stages, an untrained production-width predictor): the tokens each stage keeps agree with
    SDPA's as well as eager's agree with SDPA's (top-k swaps near-ties when hidden states differ by bf16 rounding),
-   and the last-token logits are as close.
+   and the last-token logits are as close;
+4. decode (the project's CUDA-graph loop, teacher-forced, 32 steps at 8K): flash-attn 4's split-KV decode attention
+   against the loop's own "matmul" decode attention, dense and pruned: the same logits within twice the floor.
 Exit code 1 if a check fails.   python scripts/check_fa4_gpu.py [--lengths 2048 8192 32768]
 """
 from __future__ import annotations
@@ -68,6 +70,18 @@ def main(argv=None) -> int:
         print(f"{T:>6} pruned: kept tokens agree {min(agree):.4f} (worst stage) | fa4 vs sdpa max |diff| {d:.3f} "
               f"{'OK' if good else 'FAIL'}")
     model.config._attn_implementation = "sdpa"
+    from sdtp_lib.speed.decode import greedy_generate
+    ids = torch.randint(0, 150000, (1, 8192), device="cuda")
+    forced = torch.randint(0, 150000, (1, 32), device="cuda")
+    for name, scorer, c in (("dense", None, None), ("pruned", pred, conf)):
+        kw = dict(scorer=scorer, config=c, forced=forced, return_logits=True, fast_kernels=True)
+        m = greedy_generate(model, ids, 32, decode_attn="matmul", **kw).logits
+        f = greedy_generate(model, ids, 32, decode_attn="flash_attention_4", **kw).logits
+        d = (f[:, 1:] - m[:, 1:]).abs().max().item()  # step 0 is the prefill's (same backend)
+        good = d <= 2 * floor
+        ok &= good
+        print(f"  8192 decode {name}: fa4 split-KV vs matmul decode attention, 31 teacher-forced steps, max |diff| "
+              f"{d:.3f} {'OK' if good else 'FAIL'}")
     print("ALL CHECKS PASSED" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
 

@@ -126,3 +126,67 @@ def test_decode_attention_bf16_as_accurate_as_hf_eager(split, monkeypatch):
     out, _ = decode.decode_attention(module, *b, bmask, scaling=scale)
     assert out.dtype == torch.bfloat16
     assert (out.float() - ref).abs().max() <= 1.5 * (hf.float() - ref).abs().max() + 1e-4
+
+
+def _reference_varlen(q, k, v, seqused_k=None, softmax_scale=None, causal=False, num_splits=1, pack_gqa=None):
+    """flash_attn.cute.flash_attn_varlen_func's contract for one query token over (B, S, KVH, D) caches, in torch:
+    attention over the first seqused_k[b] slots only. Returns (out (B, 1, H, D), lse) as flash-attn does."""
+    assert not causal and q.shape[1] == 1 and seqused_k.dtype == torch.int32 and seqused_k.shape == (q.shape[0],)
+    B, _, H, D = q.shape
+    outs = []
+    for b in range(B):
+        n = int(seqused_k[b])
+        kk = k[b, :n].repeat_interleave(H // k.shape[2], 1)  # (n, H, D)
+        vv = v[b, :n].repeat_interleave(H // v.shape[2], 1)
+        p = (torch.einsum("hd,nhd->hn", q[b, 0].float(), kk.float()) * softmax_scale).softmax(-1)
+        outs.append(torch.einsum("hn,nhd->hd", p, vv.float()).to(q.dtype))
+    return torch.stack(outs)[:, None], None
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("r", [None, 0.6])
+def test_fa4_decode_path_passes_each_layers_filled_length(tiny_sdpa, monkeypatch, r):
+    """The flash-attn 4 decode path (CPU stand-in for flash_attn_varlen_func with its contract: (B, S, KVH, D)
+    caches, seqused_k) gets each layer's filled length, this step's slot included, and no mask: it decodes the
+    same tokens as the matmul path, dense and pruned (each layer's own cache length)."""
+    import sys
+    import types
+    from sdtp_lib import models
+    from sdtp_lib.speed import decode
+    seen = []
+
+    def fake(q, k, v, seqused_k=None, **kw):
+        seen.append((k.shape[1], int(seqused_k[0])))
+        return _reference_varlen(q, k, v, seqused_k=seqused_k, **kw)
+    cute = types.ModuleType("flash_attn.cute")
+    cute.flash_attn_varlen_func = fake
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
+    monkeypatch.setattr(models, "check_attn", lambda name, device: None)
+    model, _ = tiny_sdpa
+    ids = prompt_ids(70, B=2, seed=11)
+    conf = S.SDTPConfig.for_model(model, keep_ratio=r) if r else None
+    scorer = "norm" if r else None
+    ref = greedy_generate(model, ids, 6, scorer=scorer, config=conf, cuda_graph=False, decode_attn="matmul")
+    out = greedy_generate(model, ids, 6, scorer=scorer, config=conf, cuda_graph=False, decode_attn="flash_attention_4")
+    assert out.decode_attn == "flash_attention_4" and ref.decode_attn == "matmul"
+    assert torch.equal(out.tokens, ref.tokens)
+    L = model.config.num_hidden_layers
+    assert len(seen) == 5 * L  # 5 decode steps after the prefill's token, one call per layer
+    for step in range(5):  # layer l's cache holds its kept tokens + the steps so far, this one included
+        assert [n for _, n in seen[step * L:(step + 1) * L]] == [k + step + 1 for k in out.kept_per_layer]
+    assert all(slots >= n for slots, n in seen)
+
+
+def test_decode_attn_choice_and_errors(tiny_sdpa, monkeypatch):
+    from sdtp_lib.speed import decode
+    model, _ = tiny_sdpa
+    assert decode.resolve_decode_attn(model, None) == "matmul"
+    with pytest.raises(ValueError, match="decode_attn 'fa4': choose one of"):
+        decode.resolve_decode_attn(model, "fa4")
+    with pytest.raises((ImportError, ValueError), match="flash_attention_4"):  # check_attn: not installed / no GPU
+        decode.resolve_decode_attn(model, "flash_attention_4")
+    monkeypatch.setattr(model.config, "_attn_implementation", "flash_attention_4")
+    from sdtp_lib import models
+    monkeypatch.setattr(models, "check_attn", lambda name, device: None)
+    assert decode.resolve_decode_attn(model, None) == "flash_attention_4"  # a model loaded with fa4 decodes with it
+    assert decode.resolve_decode_attn(model, "matmul") == "matmul"

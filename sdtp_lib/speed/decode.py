@@ -6,8 +6,11 @@ Every decode step is one `model(...)` call on static buffers (token, position, c
 forward pre-hook per layer gives attention a mask over that layer's filled slots. On CUDA the step is
 captured once in a CUDA graph and replayed, which removes the per-step Python and launch overhead that
 dominates HF's `generate` (25-60 ms/token on a 7B model against a ~3 ms memory-bound floor). Decode
-attention is `decode_attention` (registered as "sdtp_decode"): grouped-query aware, it reads each layer's
-K/V once instead of SDPA's masked path, which repeats K/V per query head (measured: 23 ms/token at 32K).
+attention is one of DECODE_KERNELS: "matmul" (`decode_attention`, registered as "sdtp_decode"): grouped-query
+aware, it reads each layer's K/V once instead of SDPA's masked path, which repeats K/V per query head (measured:
+23 ms/token at 32K); or "flash_attention_4" (`decode_attention_fa4`): flash-attn 4's split-KV kernel
+(flash-decoding: the cache is cut into chunks read by all SMs at once, merged by log-sum-exp), told each layer's
+filled length instead of masked. A model loaded with attn_implementation="flash_attention_4" decodes with it.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from .kernels import prefill_kernels
 
 
 DECODE_ATTN = "sdtp_decode"
+DECODE_ATTN_FA4 = "sdtp_decode_fa4"
+DECODE_KERNELS = ("matmul", "flash_attention_4")  # decode attention over the static caches
 
 
 SPLIT_SLOTS = 1024  # long caches: P @ V as a split-K batch over blocks of this many slots (see below)
@@ -50,6 +55,35 @@ def decode_attention(module, query, key, value, attention_mask, scaling=None, dr
     return out.reshape(B, H, Q, D).transpose(1, 2).contiguous(), None
 
 
+def decode_attention_fa4(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                         sdtp_seqused_k=None, **kwargs):
+    """One-token attention over a static cache with flash-attn 4's split-KV forward. query (B, H, 1, D);
+    key/value (B, KVH, S, D), read in place as (B, S, KVH, D) views; sdtp_seqused_k (B,) int32: the filled
+    slots, this step's included (no mask: unfilled slots are never read). Returns (B, 1, H, D)."""
+    from flash_attn.cute import flash_attn_varlen_func
+    if sdtp_seqused_k is None:
+        raise ValueError("decode_attention_fa4 needs sdtp_seqused_k (the filled slots per sequence)")
+    out = flash_attn_varlen_func(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
+                                 seqused_k=sdtp_seqused_k, softmax_scale=scaling, causal=False,
+                                 num_splits=0, pack_gqa=True)  # num_splits 0: flash-attn's split heuristic
+    return (out[0] if isinstance(out, tuple) else out), None
+
+
+def resolve_decode_attn(model, decode_attn: str | None) -> str:
+    """The decode kernel: `decode_attn`, or None for the model's backend ("flash_attention_4" for a model loaded
+    with it, "matmul" otherwise). flash-attn 4 must be installed and the model on a CUDA GPU (clear error)."""
+    from ..models import check_attn
+    name = decode_attn
+    if name is None:
+        name = "flash_attention_4" if model.config._attn_implementation == "flash_attention_4" else "matmul"
+    if name not in DECODE_KERNELS:
+        raise ValueError(f"decode_attn {decode_attn!r}: choose one of {list(DECODE_KERNELS)} (or None: the "
+                         "model's attention backend decides)")
+    if name == "flash_attention_4":
+        check_attn(name, next(model.parameters()).device.type)
+    return name
+
+
 def _slots(n: int) -> int:
     """Static cache length for n tokens: a multiple of 64 (an odd length makes the decode matmuls' leading
     dimension misaligned and cuBLAS falls back to slow kernels: measured on the H200 at 128K, 56 ms/token with
@@ -61,6 +95,7 @@ def _slots(n: int) -> int:
 def _register():
     from transformers import AttentionInterface
     AttentionInterface.register(DECODE_ATTN, decode_attention)
+    AttentionInterface.register(DECODE_ATTN_FA4, decode_attention_fa4)
 
 
 @dataclass
@@ -71,6 +106,7 @@ class DecodeResult:
     timings: dict = field(default_factory=dict)  # prefill_s, decode_s, e2e_s (CUDA-synchronised)
     logits: torch.Tensor | None = None  # (B, max_new_tokens, V) float32 when return_logits
     stats: PruningStats | None = None  # the pruned prefill's (compression, kept per stage, FLOPs); None when dense
+    decode_attn: str = "matmul"  # the decode attention kernel (DECODE_KERNELS)
 
 
 def _static_cache(dyn, extra: int):
@@ -92,19 +128,26 @@ def _static_cache(dyn, extra: int):
 
 
 class _LayerMasks:
-    """Per-layer additive masks over each layer's static slots, kept in persistent buffers: a slot is visible
-    iff it is filled or is the one this step writes. Slots only ever become visible, so each step makes one
-    slot visible (one tiny kernel per layer) instead of rebuilding an S-long mask (3 kernels per layer)."""
+    """What each layer's decode attention needs to see only filled slots, kept in persistent buffers (CUDA
+    graphs replay them). kernel "matmul": additive masks over each layer's static slots; a slot is visible iff it
+    is filled or is the one this step writes. Slots only ever become visible, so each step makes one slot visible
+    (one tiny kernel per layer) instead of rebuilding an S-long mask (3 kernels per layer). kernel
+    "flash_attention_4": each layer's filled length, this step's slot included (one tiny kernel per layer)."""
 
-    def __init__(self, model, cache):
+    def __init__(self, model, cache, kernel: str = "matmul"):
         self.dtype = next(model.parameters()).dtype
-        self.cache, self.masks = cache, []
+        self.cache, self.kernel, self.masks = cache, kernel, []
         for lc in cache.layers:
-            self.masks.append(torch.empty(1, 1, 1, lc.max_cache_len, dtype=self.dtype, device=lc.keys.device))
+            if kernel == "matmul":
+                self.masks.append(torch.empty(1, 1, 1, lc.max_cache_len, dtype=self.dtype, device=lc.keys.device))
+            else:  # seqused_k: (B,) int32
+                self.masks.append(torch.empty(lc.keys.shape[0], dtype=torch.int32, device=lc.keys.device))
         self.reset()
 
     def reset(self):
         """Masks from the caches' filled counts (after the CUDA-graph warm-up step is undone)."""
+        if self.kernel != "matmul":
+            return  # the lengths are recomputed by every step
         neg = torch.finfo(self.dtype).min
         for m, lc in zip(self.masks, self.cache.layers):
             slots = torch.arange(m.shape[-1], device=m.device)
@@ -114,10 +157,17 @@ class _LayerMasks:
     def attached(self, model):
         hooks = []
         for layer, m, lc in zip(model.get_decoder().layers, self.masks, self.cache.layers):
-            def hook(module, args, kwargs, m=m, lc=lc):
-                m.view(-1).index_fill_(0, lc.cumulative_length.view(1), 0.0)  # the slot this step writes
-                kwargs["attention_mask"] = m
-                return args, kwargs
+            if self.kernel == "matmul":
+                def hook(module, args, kwargs, m=m, lc=lc):
+                    m.view(-1).index_fill_(0, lc.cumulative_length.view(1), 0.0)  # the slot this step writes
+                    kwargs["attention_mask"] = m
+                    return args, kwargs
+            else:
+                def hook(module, args, kwargs, m=m, lc=lc):
+                    torch.add(lc.cumulative_length.expand(m.shape[0]), 1, out=m)  # filled + this step's slot
+                    kwargs["attention_mask"] = None
+                    kwargs["sdtp_seqused_k"] = m
+                    return args, kwargs
             hooks.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
         try:
             yield
@@ -134,7 +184,8 @@ def _sync(device):
 @torch.no_grad()
 def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=None, config=None,
                     cuda_graph: bool | None = None, chunk_tokens: int | None = None, fast_kernels: bool | dict = False,
-                    forced: torch.Tensor | None = None, return_logits: bool = False) -> DecodeResult:
+                    forced: torch.Tensor | None = None, return_logits: bool = False,
+                    decode_attn: str | None = None) -> DecodeResult:
     """Greedy decoding of `max_new_tokens` tokens (no early stop: fixed work, for timing) with a pruned
     prefill when `scorer` is given (dense otherwise). cuda_graph defaults to True on CUDA; chunk_tokens runs
     the MLPs in chunks of that many tokens (sdtp_lib.speed.memory.chunked_mlp) to cut the prefill's peak memory;
@@ -142,9 +193,11 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     inside sdtp_lib.speed.kernels.fast_prefill (fused norms/rotary/SiLU-mul, chunked MLPs): about 17 fewer kernels
     per layer and decode step. Both through sdtp_lib.speed.kernels.prefill_kernels, as the profiler's prefill runs.
     For checks: `forced` (B, max_new_tokens) teacher-forces the tokens fed back, `return_logits` keeps every
-    step's logits (B, max_new_tokens, V)."""
+    step's logits (B, max_new_tokens, V). decode_attn picks the decode attention (DECODE_KERNELS; None: the
+    model's backend decides, resolve_decode_attn)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    kernel = resolve_decode_attn(model, decode_attn)
     dev = input_ids.device
     cuda_graph = dev.type == "cuda" if cuda_graph is None else cuda_graph
     B, T = input_ids.shape
@@ -192,22 +245,22 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
 
         _register()
         old_attn = model.config._attn_implementation
-        model.config._attn_implementation = DECODE_ATTN
+        model.config._attn_implementation = DECODE_ATTN if kernel == "matmul" else DECODE_ATTN_FA4
         try:
-            t2 = _decode_steps(model, cache, one_step, ids, pos, step, max_new_tokens - 1, cuda_graph, dev)
+            t2 = _decode_steps(model, cache, one_step, ids, pos, step, max_new_tokens - 1, cuda_graph, dev, kernel)
         finally:
             model.config._attn_implementation = old_attn
         t3 = time.perf_counter()
         timings = {"prefill_s": t1 - t0, "setup_s": t2 - t1, "decode_s": t3 - t2,
                    "decode_ms_per_token": 1000 * (t3 - t2) / max(1, max_new_tokens - 1), "e2e_s": t3 - t0}
         return DecodeResult(tokens=tokens, prompt_len=T, kept_per_layer=kept, timings=timings, logits=all_logits,
-                            stats=stats)
+                            stats=stats, decode_attn=kernel)
 
 
-def _decode_steps(model, cache, one_step, ids, pos, step, n, cuda_graph, dev) -> float:
+def _decode_steps(model, cache, one_step, ids, pos, step, n, cuda_graph, dev, kernel="matmul") -> float:
     """Run n decode steps (captured once in a CUDA graph and replayed when cuda_graph); returns the time at
     which the timed steps started (after capture)."""
-    masks = _LayerMasks(model, cache)
+    masks = _LayerMasks(model, cache, kernel)
     with masks.attached(model):
         if cuda_graph and n > 0:
             state = [l.cumulative_length.clone() for l in cache.layers], ids.clone(), pos.clone(), step.clone()
