@@ -128,38 +128,47 @@ def test_decode_attention_bf16_as_accurate_as_hf_eager(split, monkeypatch):
     assert (out.float() - ref).abs().max() <= 1.5 * (hf.float() - ref).abs().max() + 1e-4
 
 
-def _reference_varlen(q, k, v, seqused_k=None, softmax_scale=None, causal=False, num_splits=1, pack_gqa=None):
-    """flash_attn.cute.flash_attn_varlen_func's contract for one query token over (B, S, KVH, D) caches, in torch:
-    attention over the first seqused_k[b] slots only. Returns (out (B, 1, H, D), lse) as flash-attn does."""
+def _reference_varlen(q, k, v, seqused_k=None, softmax_scale=None, causal=False, pack_gqa=None, return_lse=False):
+    """flash_attn.cute.flash_attn_varlen_func's contract for one query token over (N, S, KVH, D) keys, in torch:
+    sequence i attends to its first seqused_k[i] slots only. Returns (out (N, 1, H, D), lse (N, H, 1))."""
     assert not causal and q.shape[1] == 1 and seqused_k.dtype == torch.int32 and seqused_k.shape == (q.shape[0],)
-    B, _, H, D = q.shape
-    outs = []
-    for b in range(B):
-        n = int(seqused_k[b])
-        kk = k[b, :n].repeat_interleave(H // k.shape[2], 1)  # (n, H, D)
-        vv = v[b, :n].repeat_interleave(H // v.shape[2], 1)
-        p = (torch.einsum("hd,nhd->hn", q[b, 0].float(), kk.float()) * softmax_scale).softmax(-1)
-        outs.append(torch.einsum("hn,nhd->hd", p, vv.float()).to(q.dtype))
-    return torch.stack(outs)[:, None], None
+    N, _, H, D = q.shape
+    outs, lses = [], []
+    for i in range(N):
+        n = int(seqused_k[i])
+        kk = k[i, :n].repeat_interleave(H // k.shape[2], 1).float()  # (n, H, D)
+        vv = v[i, :n].repeat_interleave(H // v.shape[2], 1).float()
+        s = torch.einsum("hd,nhd->hn", q[i, 0].float(), kk) * softmax_scale  # (H, n)
+        lses.append(torch.logsumexp(s, -1) if n else torch.full((H,), -torch.inf))
+        outs.append(torch.einsum("hn,nhd->hd", s.softmax(-1), vv) if n else torch.zeros(H, D))
+    return torch.stack(outs)[:, None].to(q.dtype), torch.stack(lses)[..., None]
+
+
+def _reference_combine(out_partial, lse_partial, out_dtype=None, return_lse=True):
+    """flash_attn_combine's contract: (splits, B, Q, H, D) outputs merged by their (splits, B, Q, H) lse."""
+    w = torch.softmax(lse_partial, 0)[..., None]
+    return (w * out_partial.float()).sum(0).to(out_dtype), None
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("r", [None, 0.6])
-def test_fa4_decode_path_passes_each_layers_filled_length(tiny_sdpa, monkeypatch, r):
-    """The flash-attn 4 decode path (CPU stand-in for flash_attn_varlen_func with its contract: (B, S, KVH, D)
-    caches, seqused_k) gets each layer's filled length, this step's slot included, and no mask: it decodes the
-    same tokens as the matmul path, dense and pruned (each layer's own cache length)."""
+def test_fa4_decode_path_passes_each_chunks_filled_length(tiny_sdpa, monkeypatch, r):
+    """The flash-attn 4 decode path (CPU stand-ins for flash_attn_varlen_func and flash_attn_combine with their
+    contracts) cuts each layer's cache into chunks, tells each chunk its filled slots (this step's included), and
+    decodes the same tokens as the matmul path, dense and pruned (each layer's own cache length)."""
     import sys
     import types
     from sdtp_lib import models
     from sdtp_lib.speed import decode
+    monkeypatch.setattr(decode, "SPLIT_SLOTS", 32)  # caches of >= 64 slots are cut into chunks of 32
+    monkeypatch.setattr(decode, "SPLIT_MIN", 64)
     seen = []
 
     def fake(q, k, v, seqused_k=None, **kw):
-        seen.append((k.shape[1], int(seqused_k[0])))
+        seen.append((k.shape[1], seqused_k.tolist()))
         return _reference_varlen(q, k, v, seqused_k=seqused_k, **kw)
     cute = types.ModuleType("flash_attn.cute")
-    cute.flash_attn_varlen_func = fake
+    cute.flash_attn_varlen_func, cute.flash_attn_combine = fake, _reference_combine
     monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
     monkeypatch.setattr(models, "check_attn", lambda name, device: None)
     model, _ = tiny_sdpa
@@ -170,11 +179,15 @@ def test_fa4_decode_path_passes_each_layers_filled_length(tiny_sdpa, monkeypatch
     out = greedy_generate(model, ids, 6, scorer=scorer, config=conf, cuda_graph=False, decode_attn="flash_attention_4")
     assert out.decode_attn == "flash_attention_4" and ref.decode_attn == "matmul"
     assert torch.equal(out.tokens, ref.tokens)
-    L = model.config.num_hidden_layers
-    assert len(seen) == 5 * L  # 5 decode steps after the prefill's token, one call per layer
-    for step in range(5):  # layer l's cache holds its kept tokens + the steps so far, this one included
-        assert [n for _, n in seen[step * L:(step + 1) * L]] == [k + step + 1 for k in out.kept_per_layer]
-    assert all(slots >= n for slots, n in seen)
+    L, B = model.config.num_hidden_layers, 2
+    assert len(seen) == 5 * L * B  # 5 decode steps after the prefill's token, one call per layer and sequence
+    for i, (chunk, used) in enumerate(seen):
+        step, layer = i // (L * B), i // B % L
+        n = out.kept_per_layer[layer] + step + 1  # the layer's kept tokens + the steps so far, this one included
+        slots = decode._slots(out.kept_per_layer[layer] + 6)
+        assert chunk == decode.fa4_chunk(slots) and len(used) == slots // chunk
+        assert sum(used) == n and used == [min(chunk, max(0, n - j * chunk)) for j in range(len(used))]
+    assert any(len(used) > 1 for _, used in seen)  # caches of >= 64 slots are cut into chunks
 
 
 def test_decode_attn_choice_and_errors(tiny_sdpa, monkeypatch):

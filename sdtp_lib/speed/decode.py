@@ -55,18 +55,41 @@ def decode_attention(module, query, key, value, attention_mask, scaling=None, dr
     return out.reshape(B, H, Q, D).transpose(1, 2).contiguous(), None
 
 
+def fa4_chunk(S: int) -> int:
+    """Slots per flash-attn 4 decode chunk for a static cache of S slots: SPLIT_SLOTS for long caches (whose
+    lengths are multiples of it), else the whole cache."""
+    return SPLIT_SLOTS if S >= SPLIT_MIN and S % SPLIT_SLOTS == 0 else S
+
+
 def decode_attention_fa4(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                          sdtp_seqused_k=None, **kwargs):
-    """One-token attention over a static cache with flash-attn 4's split-KV forward. query (B, H, 1, D);
-    key/value (B, KVH, S, D), read in place as (B, S, KVH, D) views; sdtp_seqused_k (B,) int32: the filled
-    slots, this step's included (no mask: unfilled slots are never read). Returns (B, 1, H, D)."""
-    from flash_attn.cute import flash_attn_varlen_func
+    """One-token attention over a static cache with flash-attn 4, split over the cache (flash-decoding).
+    query (B, H, 1, D); key/value (B, KVH, S, D), read in place; sdtp_seqused_k (B, c) int32: the filled slots of
+    each of the cache's c chunks of fa4_chunk(S) slots, this step's included (no mask: unfilled slots are never
+    read). flash-attn 4 has no split-KV forward on Hopper (SM 9.0), so the split is a batch: chunk i of the cache
+    is a (fa4_chunk(S), KVH, D) view and one forward over the c chunks (c x KVH thread blocks instead of KVH)
+    returns each chunk's output and log-sum-exp, merged by flash-attn's combine kernel. Returns (B, 1, H, D)."""
+    from flash_attn.cute import flash_attn_combine, flash_attn_varlen_func
     if sdtp_seqused_k is None:
-        raise ValueError("decode_attention_fa4 needs sdtp_seqused_k (the filled slots per sequence)")
-    out = flash_attn_varlen_func(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
-                                 seqused_k=sdtp_seqused_k, softmax_scale=scaling, causal=False,
-                                 num_splits=0, pack_gqa=True)  # num_splits 0: flash-attn's split heuristic
-    return (out[0] if isinstance(out, tuple) else out), None
+        raise ValueError("decode_attention_fa4 needs sdtp_seqused_k (the filled slots of each cache chunk)")
+    B, H, _, D = query.shape
+    kvh, S = key.shape[1], key.shape[2]
+    L = fa4_chunk(S)
+    c = S // L
+    outs = []
+    for b in range(B):  # B = 1 when timed; a chunk view needs one sequence's cache
+        q = query[b:b + 1].transpose(1, 2).expand(c, 1, H, D)  # (c, 1, H, D): the query once per chunk
+        k = key[b].view(kvh, c, L, D).permute(1, 2, 0, 3)  # (c, L, KVH, D), a view
+        v = value[b].view(kvh, c, L, D).permute(1, 2, 0, 3)
+        o, lse = flash_attn_varlen_func(q, k, v, seqused_k=sdtp_seqused_k[b], softmax_scale=scaling, causal=False,
+                                        pack_gqa=True, return_lse=True)  # (c, 1, H, D), (c, H, 1)
+        if c == 1:
+            outs.append(o)
+            continue
+        o, _ = flash_attn_combine(o.unsqueeze(1), lse.transpose(1, 2).unsqueeze(1).contiguous(), out_dtype=o.dtype,
+                                  return_lse=False)  # (1, 1, H, D)
+        outs.append(o)
+    return (outs[0] if B == 1 else torch.cat(outs)), None
 
 
 def resolve_decode_attn(model, decode_attn: str | None) -> str:
@@ -132,7 +155,8 @@ class _LayerMasks:
     graphs replay them). kernel "matmul": additive masks over each layer's static slots; a slot is visible iff it
     is filled or is the one this step writes. Slots only ever become visible, so each step makes one slot visible
     (one tiny kernel per layer) instead of rebuilding an S-long mask (3 kernels per layer). kernel
-    "flash_attention_4": each layer's filled length, this step's slot included (one tiny kernel per layer)."""
+    "flash_attention_4": each layer's filled length per cache chunk, this step's slot included (two tiny kernels
+    per layer)."""
 
     def __init__(self, model, cache, kernel: str = "matmul"):
         self.dtype = next(model.parameters()).dtype
@@ -140,8 +164,11 @@ class _LayerMasks:
         for lc in cache.layers:
             if kernel == "matmul":
                 self.masks.append(torch.empty(1, 1, 1, lc.max_cache_len, dtype=self.dtype, device=lc.keys.device))
-            else:  # seqused_k: (B,) int32
-                self.masks.append(torch.empty(lc.keys.shape[0], dtype=torch.int32, device=lc.keys.device))
+            else:  # seqused_k per chunk: (B, c) int32, from (filled - chunk start) clamped to [0, chunk]
+                L = fa4_chunk(lc.max_cache_len)
+                starts = torch.arange(0, lc.max_cache_len, L, dtype=torch.int32, device=lc.keys.device)
+                used = torch.empty(lc.keys.shape[0], len(starts), dtype=torch.int32, device=starts.device)
+                self.masks.append((used, starts - 1, L))
         self.reset()
 
     def reset(self):
@@ -164,9 +191,13 @@ class _LayerMasks:
                     return args, kwargs
             else:
                 def hook(module, args, kwargs, m=m, lc=lc):
-                    torch.add(lc.cumulative_length.expand(m.shape[0]), 1, out=m)  # filled + this step's slot
+                    used, starts_m1, L = m  # (a 0-dim int64 minus int32 is int32)
+                    torch.sub(lc.cumulative_length, starts_m1, out=used[0])  # filled + this step's slot - chunk start
+                    used[0].clamp_(0, L)
+                    if used.shape[0] > 1:  # B > 1: the same lengths
+                        used[1:].copy_(used[:1].expand(used.shape[0] - 1, -1))
                     kwargs["attention_mask"] = None
-                    kwargs["sdtp_seqused_k"] = m
+                    kwargs["sdtp_seqused_k"] = used
                     return args, kwargs
             hooks.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
         try:
