@@ -18,7 +18,7 @@ from .compare import Comparison, compare, encode_prompt
 from .config import SDTPConfig
 from .engine import PruningError
 from .io import atomic_write_text
-from .models import ATTN_IMPLEMENTATIONS, UnsupportedModelError, load_model
+from .models import ATTN_IMPLEMENTATIONS, UnsupportedModelError, check_attn, load_model
 from .scorers.registry import POLICY_NAMES, is_policy
 from .scorers.predictor import load_predictor
 
@@ -92,14 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
     p.add_argument("--model", default="qwen2-7b-random", help="qwen2-7b-random (GPU) or any load_model spec/path")
     p.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192, 16384, 32768, 65536, 131072])
-    p.add_argument("--variants", nargs="+", default=["dense", "sdtp", "sdtp-low"], choices=("dense", "sdtp", "sdtp-low"))
+    p.add_argument("--variants", nargs="+", default=["dense", "sdtp", "sdtp-low"],
+                   help="dense, sdtp, sdtp-low; the last two also with their own keep ratio, e.g. sdtp@0.8")
     p.add_argument("--engines", nargs="+", default=["hf", "sdtp"], choices=("hf", "sdtp"))
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--scorer", default="predictor", help="predictor (production width), hybrid (the same reading "
                    "the window attention too) or a policy name (e.g. attention)")
     p.add_argument("--keep-ratio", type=float, default=0.9, help="r: stage s keeps ceil(r**s * T) tokens (0.8: about twice the compression of 0.9)")
-    p.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help=ATTN_HELP)
+    p.add_argument("--attn", nargs="+", choices=ATTN_IMPLEMENTATIONS, default=["sdpa"], help=ATTN_HELP + "; several: "
+                   "each one's rows in one run (the model loads with the first), speedups vs HF dense with sdpa")
     p.add_argument("--dtype", choices=("float32", "bfloat16"))
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--chunk-tokens", type=int, default=32768, help="engine sdtp: prefill MLP chunk (memory)")
@@ -268,8 +270,10 @@ def cmd_profile(args) -> int:
     cfg = P.ProfileConfig(lengths=tuple(args.lengths), variants=tuple(args.variants), engines=tuple(args.engines),
                           new_tokens=args.new_tokens, repeats=args.repeats, scorer=args.scorer,
                           chunk_tokens=args.chunk_tokens, fast_kernels=not args.no_fast_kernels,
-                          keep_ratio=args.keep_ratio)  # checked here, before the model loads
-    model, weights = P.load_profile_model(args.model, dtype=args.dtype, device=args.device, attn=args.attn)
+                          keep_ratio=args.keep_ratio, attns=tuple(args.attn))  # checked here, before the model loads
+    for attn in cfg.attns:  # installed, and usable on the device (qwen2-7b-random: the GPU)
+        check_attn(attn, "cuda" if args.model == "qwen2-7b-random" else args.device)
+    model, weights = P.load_profile_model(args.model, dtype=args.dtype, device=args.device, attn=cfg.attns[0])
     head = P.header(model, cfg, weights, check_sync=not args.resume)  # a resumed run keeps its header's check
     print(f"{head['gpu']} | {head['model']} | weights: {weights} | transformers {head['transformers']}")
     old: list[dict] = []
@@ -287,7 +291,9 @@ def cmd_profile(args) -> int:
     rows = old + P.profile(model, cfg, on_row=lambda new: P.write(path, {**head, "complete": False}, old + new,
                                                                    partial_ok=True))
     P.write(path, {**head, "complete": True}, rows, partial_ok=True)
-    table = P.markdown(rows)
+    table = P.markdown(rows, head["attn"])
+    if len(cfg.attns) > 1:  # SDTP per backend vs HF dense with sdpa and with the same backend
+        table += "\n\n" + P.backend_summary(rows, head["attn"])
     atomic_write_text(path.with_suffix(".md"), f"weights: {weights}\n\n{table}\n")  # the table of that JSON
     print(table)
     print(f"wrote {path}")

@@ -10,6 +10,7 @@ from sdtp_lib.cli import main
 ROW_FIELDS = {"prompt_len", "variant", "engine", "prefill_s", "e2e_s", "decode_ms_per_token", "peak_mem_gib", "flops",
               "compression", "kept_per_layer", "tflops_per_s", "predictor_overhead_pct", "prefill_min_s",
               "prefill_max_s", "kv_cache_gib", "prefill_warmup_s", "e2e_warmup_s"}
+NEW_ROW_FIELDS = {"attn", "keep_ratio", "decode_attn"}  # rows since several backends per run (not in older files)
 
 
 def test_profile_rows_and_json(tmp_path, capsys):
@@ -22,7 +23,9 @@ def test_profile_rows_and_json(tmp_path, capsys):
     rows = d["rows"]
     assert len(rows) == 2 * 3 * 2  # lengths x variants x engines
     for r in rows:
-        assert ROW_FIELDS <= set(r)
+        assert ROW_FIELDS | NEW_ROW_FIELDS <= set(r) and r["attn"] == "sdpa"
+        assert r["keep_ratio"] == (None if r["variant"] == "dense" else 0.9)
+        assert r["decode_attn"] == ("matmul" if r["engine"] == "sdtp" else None)
         assert r["prefill_s"] > 0 and r["e2e_s"] > 0 and r["flops"] > 0
         assert len(r["kept_per_layer"]) == 4
     dense = {(r["prompt_len"], r["engine"]): r for r in rows if r["variant"] == "dense"}
@@ -106,6 +109,80 @@ def test_profile_resume_keeps_rows_and_refuses_other_config(tmp_path, capsys):
     assert d["header"]["profile_config"]["lengths"] == [64, 80]
     assert main(args[:-1] + ["--lengths", "96", "--resume", str(path)]) == 2  # another variant set
     assert "different variants" in capsys.readouterr().err
+
+
+def test_profile_several_attns_and_keep_ratios(tmp_path, capsys, monkeypatch):
+    """One run, two backends (switched at runtime, restored after), sdtp at the config's r and at its own r."""
+    import sdtp_lib as S
+    loaded, seen = [], []
+    load, prefill_row = P.load_profile_model, P._prefill_row
+    monkeypatch.setattr(P, "load_profile_model", lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
+    monkeypatch.setattr(P, "_prefill_row", lambda model, *a: seen.append(model.config._attn_implementation) or
+                        prefill_row(model, *a))  # the backend each row's prefill ran with
+    path = tmp_path / "p.json"
+    assert main(["profile", "--model", "tiny-qwen2", "--lengths", "64", "--new-tokens", "2", "--repeats", "1",
+                 "--attn", "sdpa", "eager", "--variants", "dense", "sdtp", "sdtp@0.7", "--engines", "hf", "sdtp",
+                 "--device", "cpu", "--out", str(path)]) == 0
+    model = loaded[0][0]
+    assert model.config._attn_implementation == "sdpa"  # restored
+    d = json.loads(path.read_text())
+    rows = d["rows"]
+    assert d["header"]["attn"] == "sdpa" and d["header"]["profile_config"]["attns"] == ["sdpa", "eager"]
+    assert len(rows) == 1 * 2 * 3 * 2 and seen == [r["attn"] for r in rows]  # lengths x attns x variants x engines
+    assert {r["attn"] for r in rows} == {"sdpa", "eager"}
+    L = model.config.num_hidden_layers
+    for r in rows:
+        assert ROW_FIELDS | NEW_ROW_FIELDS <= set(r)
+        assert r["keep_ratio"] == {"dense": None, "sdtp": 0.9, "sdtp@0.7": 0.7}[r["variant"]]
+        if r["variant"] == "sdtp@0.7":
+            twin = next(x for x in rows if (x["variant"], x["engine"], x["attn"]) == ("sdtp", r["engine"], r["attn"]))
+            assert sum(r["kept_per_layer"]) < sum(twin["kept_per_layer"])
+            assert r["kept_per_layer"] == S.SDTPConfig.for_model(model, keep_ratio=0.7).tokens_per_layer(64, L)
+    md = (tmp_path / "p.md").read_text()
+    assert "| prompt | variant | engine | attn | prefill s" in md and "| 64 | sdtp@0.7 | sdtp | eager |" in md
+    table = P.backend_summary(rows).splitlines()
+    assert len(table) == 2 + 1 * 2 * 2  # header + one line per (length, attn, pruned variant)
+    assert "HF dense sdpa" in table[0] and table[2].startswith("| 64 | sdpa | sdtp |")
+    assert all("| matmul |" in line for line in table[2:])  # the decode loop's kernel (tiny model: matmul)
+    assert len(P.summary(rows, "sdtp@0.7", attn="eager").splitlines()) == 3
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--variants", "sdtp@2"], ["ProfileConfig.variants ['sdtp@2']", "(0, 1]"]),
+    (["--variants", "dense", "dense@0.8"], ["ProfileConfig.variants", "'dense@0.8'", "no keep ratio"]),
+    (["--attn", "sdpa", "sdpa"], ["ProfileConfig.attns ['sdpa', 'sdpa']", "without repeats"]),
+    (["--variants", "sdtp", "sdtp@0.9"], ["'sdtp' and 'sdtp@0.9' are the same variant"]),
+])
+def test_profile_refuses_bad_variants_and_attns_in_one_line(args, needles, tmp_path, capsys, monkeypatch):
+    from .test_cli import one_line_error
+    monkeypatch.setattr(P, "load_profile_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["profile", "--model", "tiny-qwen2", "--lengths", "64", "--device", "cpu", "--out",
+                 str(tmp_path / "p.json"), *args]) == 2
+    one_line_error(capsys.readouterr().err, *needles)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_profile_resume_with_several_attns(tmp_path, capsys):
+    args = ["profile", "--model", "tiny-qwen2", "--new-tokens", "2", "--repeats", "1", "--variants", "dense",
+            "sdtp@0.8", "--engines", "sdtp", "--device", "cpu"]
+    path = tmp_path / "latency.json"
+    assert main(args + ["--attn", "sdpa", "eager", "--lengths", "64", "--out", str(path)]) == 0
+    first = json.loads(path.read_text())["rows"]
+    assert main(args + ["--attn", "sdpa", "eager", "--lengths", "64", "80", "--resume", str(path)]) == 0
+    d = json.loads(path.read_text())
+    assert d["rows"][:len(first)] == first and len(d["rows"]) == 2 * 2 * 2 * 1 and d["header"]["complete"] is True
+    assert main(args + ["--attn", "sdpa", "--lengths", "96", "--resume", str(path)]) == 2  # another backend set
+    assert "different attns" in capsys.readouterr().err
+    old = tmp_path / "old.json"  # a file from before attns: no attns in its config, no attn in its rows
+    assert main(args + ["--lengths", "64", "--out", str(old)]) == 0
+    d = json.loads(old.read_text())
+    del d["header"]["profile_config"]["attns"]
+    d["rows"] = [{k: v for k, v in r.items() if k not in NEW_ROW_FIELDS} for r in d["rows"]]
+    old.write_text(json.dumps(d))
+    assert main(args + ["--lengths", "64", "80", "--resume", str(old)]) == 0
+    rows = json.loads(old.read_text())["rows"]
+    assert rows[:2] == d["rows"] and [r.get("attn") for r in rows] == [None, None, "sdpa", "sdpa"]
+    assert "| 80 | sdtp@0.8 | sdtp | 0." in (tmp_path / "old.md").read_text()  # one backend: no attn column
 
 
 ROOT = Path(__file__).resolve().parents[1]

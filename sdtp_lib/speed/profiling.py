@@ -1,12 +1,17 @@
 """Prefill and end-to-end latency, memory and FLOPs: dense vs SDTP vs SDTP-low, HF's loop vs this project's.
 
     python -m sdtp_lib profile --model qwen2-7b-random --lengths 4096 32768 --out runs/profile
+    python -m sdtp_lib profile --model qwen2-7b-random --lengths 32768 --variants dense sdtp sdtp@0.8 \
+        --attn sdpa flash_attention_4
 
 Definitions: prefill = one forward from input ids to the first token's logits (logits_to_keep=1);
 end-to-end = prefill + `new_tokens` greedy tokens (fixed length); every timing follows a discarded warm-up
 of the same shape, CUDA-synchronised, median of `repeats` (min/max kept); peak memory =
 torch.cuda.max_memory_allocated over the end-to-end run. Engines: "hf" = model(...) / model.generate(...);
 "sdtp" = the same prefill + sdtp_lib.speed.decode.greedy_generate (static per-layer caches, CUDA graphs).
+Variants: "dense", "sdtp", "sdtp-low", the last two also as "sdtp@0.8" (keep ratio r = 0.8 instead of the config's).
+Attention backends: one run may time several (ProfileConfig.attns), switched at runtime on the same model; rows are
+keyed by (prompt_len, attn, variant, engine), speedups are against HF dense with SDPA (else the run's first backend).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..config import SDTPConfig
+from ..models import ATTN_IMPLEMENTATIONS
 from .decode import greedy_generate
 from ..engine import pruning
 from ..scorers.base import ScorerWrapper
@@ -34,13 +40,35 @@ QWEN2_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                 num_key_value_heads=4, vocab_size=152064, max_position_embeddings=131072, rope_theta=1_000_000.0,
                 use_sliding_window=False, tie_word_embeddings=False)
 VARIANTS = {"dense": None, "sdtp": 10, "sdtp-low": 5}  # variant -> number of stages
+ENGINES = ("hf", "sdtp")
+
+
+def variant_spec(v: str) -> tuple[str, float | None]:
+    """(base, r) of a variant: "sdtp@0.8" -> ("sdtp", 0.8); a plain name -> (name, None) (the config's keep_ratio,
+    or no pruning for dense). Refuses an unknown base, dense with a ratio, and r outside (0, 1], naming v."""
+    base, at, ratio = str(v).partition("@")
+    if base not in VARIANTS:
+        raise ValueError(f"{v!r} is not one of {list(VARIANTS)} (optionally with a keep ratio, e.g. sdtp@0.8)")
+    if not at:
+        return base, None
+    if VARIANTS[base] is None:
+        raise ValueError(f"{v!r}: {base} keeps every token, it has no keep ratio (write {base})")
+    try:
+        r = float(ratio)
+    except ValueError:
+        r = float("nan")
+    if not 0.0 < r <= 1.0:  # also refuses nan
+        raise ValueError(f"{v!r}: the keep ratio after '@' must be a number in (0, 1]")
+    return base, r
 
 
 @dataclass
 class ProfileConfig:
     lengths: tuple[int, ...] = (4096, 8192, 16384, 32768, 65536, 131072)  # prompt lengths
     variants: tuple[str, ...] = ("dense", "sdtp", "sdtp-low")
-    engines: tuple[str, ...] = ("hf", "sdtp")  # "hf": model/generate; "sdtp": the CUDA-graph loop
+    engines: tuple[str, ...] = ENGINES  # "hf": model/generate; "sdtp": the CUDA-graph loop
+    attns: tuple[str, ...] = ("sdpa",)  # attention backends (models.ATTN_IMPLEMENTATIONS); the model loads with
+    # the first, profile() switches between them at runtime
     new_tokens: int = 128  # generated tokens for end-to-end
     repeats: int = 3  # timed prefill repeats (median reported)
     keep_ratio: float = 0.9  # r
@@ -67,17 +95,36 @@ class ProfileConfig:
         if twice:
             raise ValueError(f"ProfileConfig.lengths {lengths}: {', '.join(map(str, twice))} given twice (rows are "
                              "keyed by prompt length)")
-        for name, vals, known in (("variants", self.variants, VARIANTS), ("engines", self.engines, ("hf", "sdtp"))):
-            unknown = [v for v in vals if v not in known]
+        for name, vals, known in (("variants", self.variants, None), ("engines", self.engines, ENGINES),
+                                  ("attns", self.attns, ATTN_IMPLEMENTATIONS)):
+            vals = list(vals)
+            unknown = [v for v in vals if known is not None and v not in known]  # variants: checked below
             if not vals or unknown or len(set(vals)) != len(vals):
-                raise ValueError(f"ProfileConfig.{name} {list(vals)}: give at least one, without repeats, from "
-                                 f"{list(known)}")
+                raise ValueError(f"ProfileConfig.{name} {vals}: give at least one, without repeats, from " + (
+                    f"{list(known)}" if known else f"{list(VARIANTS)} (sdtp, sdtp-low also with @r, e.g. sdtp@0.8)"))
+        for v in self.variants:
+            try:
+                variant_spec(v)
+            except ValueError as e:
+                raise ValueError(f"ProfileConfig.variants {list(self.variants)}: {e}") from None
         count("new_tokens", self.new_tokens, "generate at least 1 token for end-to-end")
         count("repeats", self.repeats, "time at least 1 repeat")
         if self.chunk_tokens is not None:
             count("chunk_tokens", self.chunk_tokens, "a chunk has at least 1 token (or None: no chunking)")
         if not 0.0 < self.keep_ratio <= 1.0:
             raise ValueError(f"ProfileConfig.keep_ratio {self.keep_ratio!r}: must be in (0, 1]")
+        same = {}  # (base, r) -> variant: "sdtp" and "sdtp@0.9" are one variant when keep_ratio is 0.9
+        for v in self.variants:
+            key = (variant_spec(v)[0], self.variant_keep_ratio(v))
+            if key in same:
+                raise ValueError(f"ProfileConfig.variants {list(self.variants)}: {same[key]!r} and {v!r} are the same "
+                                 f"variant (keep_ratio {self.keep_ratio})")
+            same[key] = v
+
+    def variant_keep_ratio(self, variant: str) -> float | None:
+        """r of a variant: its @r, else keep_ratio; None for dense."""
+        base, r = variant_spec(variant)
+        return None if VARIANTS[base] is None else (self.keep_ratio if r is None else r)
 
 
 def qwen2_7b_random(device="cuda", dtype=torch.bfloat16, attn="sdpa"):
@@ -193,39 +240,74 @@ def profile_scorer(model, conf: SDTPConfig, name: str):
     return make_scorer(name)
 
 
+def set_attn(model, attn: str) -> None:
+    """Switch the model's attention backend at runtime: transformers 5.x's set_attn_implementation where the model
+    has it, else its config. Refuses a model that did not switch (its rows would time another backend)."""
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(attn)
+    else:
+        model.config._attn_implementation = attn
+    if model.config._attn_implementation != attn:
+        raise ValueError(f"ProfileConfig.attns: {type(model).__name__} cannot switch its attention backend to "
+                         f"{attn!r} at runtime; profile one backend per run (--attn {attn})")
+
+
+def _plan(model, cfg: ProfileConfig, variant: str):
+    """(SDTPConfig, scorer) of a variant; (None, None) for dense."""
+    stages = VARIANTS[variant_spec(variant)[0]]
+    if stages is None:
+        return None, None
+    conf = SDTPConfig.for_model(model, keep_ratio=cfg.variant_keep_ratio(variant), num_stages=stages)
+    return conf, profile_scorer(model, conf, cfg.scorer)
+
+
 @torch.no_grad()
 def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict]:
-    """Rows for every (length, variant, engine); on_row(rows) after each one (e.g. to save partial results)."""
+    """Rows for every (length, attn, variant, engine); the backend is switched at runtime before each attn's rows
+    (the same scorers for every backend) and restored at the end; on_row(rows) after each row (e.g. to save
+    partial results)."""
     p = next(model.parameters())
     dev, t_start = p.device, time.perf_counter()
     rows = []
-    for T in cfg.lengths:
-        ids = torch.randint(0, model.config.vocab_size - 1, (1, T), device=dev)
-        for variant in cfg.variants:
-            stages = VARIANTS[variant]
-            conf = SDTPConfig.for_model(model, keep_ratio=cfg.keep_ratio, num_stages=stages) if stages else None
-            scorer = None
-            if conf is not None:
-                scorer = profile_scorer(model, conf, cfg.scorer)
-            block = (lambda: pruning(model, scorer, conf)) if conf else None
-            for engine in cfg.engines:
-                chunk = cfg.chunk_tokens if engine == "sdtp" else None
-                fast = cfg.fast_kernels and engine == "sdtp"
-                row = dict(prompt_len=T, variant=variant, engine=engine, chunk_tokens=chunk, fast_kernels=bool(fast))
-                row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
-                row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast,
-                                row["prefill_s"]))
-                rows.append(row)
-                if on_row is not None:
-                    on_row(rows)
-                progress(f"{T:>7} {variant:>8} {engine:>4}: prefill {row['prefill_s']:.3f} s | e2e "
-                         f"{row['e2e_s']:.2f} s | decode {row['decode_ms_per_token']:.1f} ms/tok | peak "
-                         f"{_fmt(row['peak_mem_gib'])} GiB | compression {row['compression']:.2f}x | "
-                         f"{time.perf_counter() - t_start:.0f} s elapsed")
-        del ids
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    plans = {v: _plan(model, cfg, v) for v in cfg.variants}
+    loaded = model.config._attn_implementation
+    try:
+        for T in cfg.lengths:
+            ids = torch.randint(0, model.config.vocab_size - 1, (1, T), device=dev)
+            for attn in cfg.attns:
+                set_attn(model, attn)
+                for variant in cfg.variants:
+                    rows += _variant_rows(model, cfg, ids, attn, variant, plans[variant], rows, on_row, progress,
+                                          t_start)
+            del ids
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    finally:
+        set_attn(model, loaded)
     return rows
+
+
+def _variant_rows(model, cfg, ids, attn, variant, plan, done, on_row, progress, t_start) -> list[dict]:
+    """One variant's rows on every engine, under the backend now set; on_row(done + rows so far) after each."""
+    conf, scorer = plan
+    block = (lambda: pruning(model, scorer, conf)) if conf else None
+    T, out = ids.shape[1], []
+    for engine in cfg.engines:
+        chunk = cfg.chunk_tokens if engine == "sdtp" else None
+        fast = cfg.fast_kernels and engine == "sdtp"
+        row = dict(prompt_len=T, variant=variant, engine=engine, attn=attn,
+                   keep_ratio=cfg.variant_keep_ratio(variant), chunk_tokens=chunk, fast_kernels=bool(fast))
+        row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
+        row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast, row["prefill_s"]))
+        out.append(row)
+        if on_row is not None:
+            on_row(done + out)
+        where = f"{attn:>17} " if len(cfg.attns) > 1 else ""
+        progress(f"{T:>7} {where}{variant:>8} {engine:>4}: prefill {row['prefill_s']:.3f} s | e2e "
+                 f"{row['e2e_s']:.2f} s | decode {row['decode_ms_per_token']:.1f} ms/tok | peak "
+                 f"{_fmt(row['peak_mem_gib'])} GiB | compression {row['compression']:.2f}x | "
+                 f"{time.perf_counter() - t_start:.0f} s elapsed")
+    return out
 
 
 def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=False) -> dict:
@@ -261,7 +343,8 @@ def kv_cache_bytes(model, tokens_per_layer: list[int]) -> int:
 
 
 def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=False, prefill_s=None) -> dict:
-    """End-to-end on the engine; HF's decode ms/token = (e2e - the row's prefill median) / (new_tokens - 1)."""
+    """End-to-end on the engine; HF's decode ms/token = (e2e - the row's prefill median) / (new_tokens - 1);
+    decode_attn: the decode loop's attention kernel (engine "sdtp"; None for "hf")."""
     if engine == "sdtp":
         run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf, chunk_tokens=chunk,
                                       fast_kernels=fast)
@@ -270,7 +353,7 @@ def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=F
         res = run()
         t = res.timings
         return dict(e2e_s=t["e2e_s"], e2e_warmup_s=warm, decode_ms_per_token=t["decode_ms_per_token"],
-                    peak_mem_gib=_peak_gib())
+                    peak_mem_gib=_peak_gib(), decode_attn=res.decode_attn)
     gen = lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                                  min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
     ctx = block() if block else contextlib.nullcontext()
@@ -287,7 +370,7 @@ def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=F
         _sync()
         e2e = time.perf_counter() - t0
     return dict(e2e_s=e2e, e2e_warmup_s=warm, decode_ms_per_token=1000 * (e2e - prefill_s) / max(1, new_tokens - 1),
-                peak_mem_gib=_peak_gib())
+                peak_mem_gib=_peak_gib(), decode_attn=None)  # HF's own decode: the model's backend
 
 
 def header(model, cfg: ProfileConfig, weights: str, check_sync: bool = True) -> dict:
@@ -315,7 +398,8 @@ def header(model, cfg: ProfileConfig, weights: str, check_sync: bool = True) -> 
 
 def resume(path, head: dict, cfg: ProfileConfig) -> tuple[dict, list[dict]]:
     """(header, rows) of an unfinished profile at `path`; refuses one made with another configuration, model
-    or GPU. Rows of a length with fewer than variants x engines rows are dropped (that length reruns)."""
+    or GPU. Rows of a length with fewer than attns x variants x engines rows are dropped (that length reruns).
+    A file from before attns (no attns in its profile_config) ran its header's attn alone."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no profile at {path}")
@@ -323,45 +407,74 @@ def resume(path, head: dict, cfg: ProfileConfig) -> tuple[dict, list[dict]]:
     h = data["header"]
     keep = ("gpu", "model", "weights", "dtype", "attn", "versions", "git_commit")  # same code, same machine
     mine = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k != "lengths"}  # tuples as lists
-    theirs = {k: v for k, v in h.get("profile_config", {}).items() if k != "lengths"}
+    theirs = {"attns": [h.get("attn", "sdpa")], **h.get("profile_config", {})}
     diff = [k for k in keep if h.get(k) != head.get(k)] + [k for k in mine if mine[k] != theirs.get(k)]
     if diff:
         raise ValueError(f"--resume: {path} was made with a different {', '.join(diff)}; start a new run")
     per_len: dict = {}
     for r in data["rows"]:
         per_len.setdefault(r["prompt_len"], []).append(r)
-    need = len(cfg.variants) * len(cfg.engines)
+    need = len(cfg.attns) * len(cfg.variants) * len(cfg.engines)
     rows = [r for rs in per_len.values() if len(rs) == need for r in rs]
     h = {**h, "resumed": h.get("resumed", 0) + 1}
     return h, rows
 
 
-def markdown(rows: list[dict]) -> str:
-    """Table: per prompt length and variant, both engines; speedups vs HF dense of the same length."""
-    base = {(r["prompt_len"]): r for r in rows if r["variant"] == "dense" and r["engine"] == "hf"}
-    out = ["| prompt | variant | engine | prefill s (min-max) | prefill x | e2e s | e2e x | decode ms/tok | "
-           "peak GiB | TFLOPs | TFLOP/s | compression | predictor % |", "|" + "---|" * 13]
+def row_attns(rows: list[dict], default_attn: str = "sdpa") -> list[str]:
+    """The attention backends of rows, in order of appearance; a row without "attn" (files from before attns)
+    ran `default_attn` (its header's attn)."""
+    return list(dict.fromkeys(r.get("attn", default_attn) for r in rows))
+
+
+def baseline_attn(rows: list[dict], default_attn: str = "sdpa") -> str:
+    """The backend of the speedups' baseline (HF dense): "sdpa" when the rows have it, else their first."""
+    attns = row_attns(rows, default_attn)
+    return "sdpa" if "sdpa" in attns or not attns else attns[0]
+
+
+def _by_key(rows: list[dict], default_attn: str) -> dict:  # (prompt_len, variant, engine, attn) -> row
+    return {(r["prompt_len"], r["variant"], r["engine"], r.get("attn", default_attn)): r for r in rows}
+
+
+def _x(base: dict | None, row: dict, key: str) -> str:  # speedup base / row, "-" without a base
+    return f"{base[key] / row[key]:.2f}x" if base else "-"
+
+
+def markdown(rows: list[dict], default_attn: str = "sdpa") -> str:
+    """Table: per prompt length, (attn,) variant and engine; speedups vs HF dense of the same length with the
+    baseline backend (baseline_attn). The attn column appears when the rows have more than one backend."""
+    b_attn = baseline_attn(rows, default_attn)
+    by = _by_key(rows, default_attn)
+    several = len(row_attns(rows, default_attn)) > 1
+    cols = 13 + several
+    out = ["| prompt | variant | engine | " + ("attn | " if several else "") + "prefill s (min-max) | prefill x | "
+           "e2e s | e2e x | decode ms/tok | peak GiB | TFLOPs | TFLOP/s | compression | predictor % |",
+           "|" + "---|" * cols]
     for r in rows:
-        b = base.get(r["prompt_len"])
-        px = f"{b['prefill_s'] / r['prefill_s']:.2f}x" if b else "-"
-        ex = f"{b['e2e_s'] / r['e2e_s']:.2f}x" if b else "-"
-        out.append(f"| {_len_label(r['prompt_len'])} | {r['variant']} | {r['engine']} | {r['prefill_s']:.3f} "
-                   f"({r['prefill_min_s']:.3f}-{r['prefill_max_s']:.3f}) | {px} | {r['e2e_s']:.2f} | {ex} | "
-                   f"{r['decode_ms_per_token']:.1f} | {_fmt(r['peak_mem_gib'])} | {r['flops'] / 1e12:.1f} | "
-                   f"{r['tflops_per_s']:.3g} | {r['compression']:.2f}x | {r['predictor_overhead_pct']:.2f} |")
+        b = by.get((r["prompt_len"], "dense", "hf", b_attn))
+        attn = f"{r.get('attn', default_attn)} | " if several else ""
+        out.append(f"| {_len_label(r['prompt_len'])} | {r['variant']} | {r['engine']} | {attn}{r['prefill_s']:.3f} "
+                   f"({r['prefill_min_s']:.3f}-{r['prefill_max_s']:.3f}) | {_x(b, r, 'prefill_s')} | "
+                   f"{r['e2e_s']:.2f} | {_x(b, r, 'e2e_s')} | {r['decode_ms_per_token']:.1f} | {_fmt(r['peak_mem_gib'])} | "
+                   f"{r['flops'] / 1e12:.1f} | {r['tflops_per_s']:.3g} | {r['compression']:.2f}x | "
+                   f"{r['predictor_overhead_pct']:.2f} |")
     return "\n".join(out)
 
 
-def summary(rows: list[dict], variant: str = "sdtp") -> str:
-    """The issue's two questions per prompt length, for one variant: (1) what pruning buys on this project's
-    engine (speedup vs its own dense, against the FLOPs ratio; KV bytes vs tokens kept; predictor share) and
-    (2) what a user gets (this project's SDTP vs plain HF dense: prefill, end-to-end, peak memory)."""
-    by = {(r["prompt_len"], r["variant"], r["engine"]): r for r in rows}
+def summary(rows: list[dict], variant: str = "sdtp", attn: str | None = None, default_attn: str = "sdpa") -> str:
+    """The issue's two questions per prompt length, for one variant on backend `attn` (default: the baseline's):
+    (1) what pruning buys on this project's engine (speedup vs its own dense of the same backend, against the FLOPs
+    ratio; KV bytes vs tokens kept; predictor share) and (2) what a user gets (this project's SDTP vs plain HF dense
+    with the baseline backend, SDPA when the run has it: prefill, end-to-end, peak memory)."""
+    base = baseline_attn(rows, default_attn)
+    attn = attn or base
+    by = _by_key(rows, default_attn)
     out = [f"| prompt | {variant} prefill vs own dense (FLOPs ratio) | KV bytes / dense (tokens kept / dense) | "
            "predictor % | prefill vs HF dense | e2e vs HF dense | decode ms/tok HF dense -> SDTP | "
            "peak GiB HF dense -> SDTP |", "|" + "---|" * 8]
     for T in sorted({r["prompt_len"] for r in rows}):
-        hf, dn, sp = by.get((T, "dense", "hf")), by.get((T, "dense", "sdtp")), by.get((T, variant, "sdtp"))
+        hf, dn = by.get((T, "dense", "hf", base)), by.get((T, "dense", "sdtp", attn))
+        sp = by.get((T, variant, "sdtp", attn))
         if not (hf and sp):
             continue
         own = f"{dn['prefill_s'] / sp['prefill_s']:.2f}x ({dn['flops'] / sp['flops']:.2f}x)" if dn else "-"
@@ -372,6 +485,30 @@ def summary(rows: list[dict], variant: str = "sdtp") -> str:
             mem = f"{hf['peak_mem_gib']:.1f} -> {sp['peak_mem_gib']:.1f} ({f'{less:.0f}% less' if less >= 0.5 else 'same'})"
         out.append(f"| {_len_label(T)} | {own} | {kv} | {sp['predictor_overhead_pct']:.2f} | {hf['prefill_s'] / sp['prefill_s']:.2f}x | "
                    f"{hf['e2e_s'] / sp['e2e_s']:.2f}x | {hf['decode_ms_per_token']:.1f} -> {sp['decode_ms_per_token']:.1f} | {mem} |")
+    return "\n".join(out)
+
+
+def backend_summary(rows: list[dict], default_attn: str = "sdpa") -> str:
+    """Per prompt length, backend and pruned variant: SDTP on this project's engine against HF dense with the
+    baseline backend (SDPA when the run has it) and against HF dense with the same backend (e.g. flash-attn 4)."""
+    base = baseline_attn(rows, default_attn)
+    by = _by_key(rows, default_attn)
+    variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if VARIANTS[variant_spec(v)[0]] is not None]
+    out = [f"| prompt | attn | variant | SDTP prefill s | prefill vs HF dense {base} | prefill vs HF dense same attn | "
+           f"e2e vs HF dense {base} | e2e vs HF dense same attn | decode ms/tok | decode attn | compression |",
+           "|" + "---|" * 11]
+    for T in sorted({r["prompt_len"] for r in rows}):
+        hf = by.get((T, "dense", "hf", base))
+        for attn in row_attns(rows, default_attn):
+            own = by.get((T, "dense", "hf", attn))
+            for v in variants:
+                sp = by.get((T, v, "sdtp", attn))
+                if sp is None:
+                    continue
+                out.append(f"| {_len_label(T)} | {attn} | {v} | {sp['prefill_s']:.3f} | {_x(hf, sp, 'prefill_s')} | "
+                           f"{_x(own, sp, 'prefill_s')} | {_x(hf, sp, 'e2e_s')} | {_x(own, sp, 'e2e_s')} | "
+                           f"{sp['decode_ms_per_token']:.1f} | {sp.get('decode_attn') or '-'} | "
+                           f"{sp['compression']:.2f}x |")
     return "\n".join(out)
 
 
