@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from transformers.cache_utils import Cache, StaticLayer
 
 from ..engine import PruningStats, pruning
 from .kernels import prefill_kernels
@@ -132,15 +133,28 @@ class DecodeResult:
     decode_attn: str = "matmul"  # the decode attention kernel (DECODE_KERNELS)
 
 
+class DecodeLayer(StaticLayer):
+    """A StaticLayer whose one-token update writes slot `cumulative_length` in 3 kernels (StaticLayer's builds an
+    index first: 5 kernels per layer and step)."""
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if key_states.shape[-2] != 1:  # the decode loop feeds one token per step
+            return super().update(key_states, value_states, *args, **kwargs)
+        pos = self.cumulative_length.view(1)
+        self.keys.index_copy_(2, pos, key_states)
+        self.values.index_copy_(2, pos, value_states)
+        self.cumulative_length.add_(1)
+        return self.keys, self.values
+
+
 def _static_cache(dyn, extra: int):
     """Move a filled DynamicCache into per-layer StaticLayers with room for `extra` more tokens (lengths rounded
     up by _slots; the per-layer mask hides unfilled slots). Each dynamic layer's tensors are released once
     copied, so the peak holds one extra layer, not a second cache."""
-    from transformers.cache_utils import Cache, StaticLayer
     layers = []
     for d in dyn.layers:
         n = d.keys.shape[-2]
-        s = StaticLayer(max_cache_len=_slots(n + extra))
+        s = DecodeLayer(max_cache_len=_slots(n + extra))
         s.lazy_initialization(d.keys, d.values)
         s.keys[:, :, :n].copy_(d.keys)
         s.values[:, :, :n].copy_(d.values)
