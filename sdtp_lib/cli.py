@@ -277,19 +277,22 @@ def cmd_profile(args) -> int:
     head = P.header(model, cfg, weights, check_sync=not args.resume)  # a resumed run keeps its header's check
     print(f"{head['gpu']} | {head['model']} | weights: {weights} | transformers {head['transformers']}")
     old: list[dict] = []
+    done: set = set()
     if args.resume:
         path = Path(args.resume)
         head, old = P.resume(path, head, cfg)
-        done = {r["prompt_len"] for r in old}
-        cfg.lengths = tuple(T for T in cfg.lengths if T not in done)
-        head["profile_config"] = {**head["profile_config"], "lengths": sorted(done | set(cfg.lengths))}
+        done = P.done_groups(old, head["attn"])
+        lengths = sorted({T for T, _ in done} | set(cfg.lengths))
+        cfg.lengths = tuple(T for T in lengths if any((T, a) not in done for a in cfg.attns))
+        head["profile_config"] = {**head["profile_config"], "lengths": lengths}
         print(f"resuming {path}: {len(old)} rows kept, lengths to run {list(cfg.lengths)}")
     else:
         path = Path(args.out) if args.out.endswith(".json") else \
             Path(args.out) / f"latency_{time.strftime('%Y%m%d-%H%M%S')}.json"
         P.write(path, head, [])
     rows = old + P.profile(model, cfg, on_row=lambda new: P.write(path, {**head, "complete": False}, old + new,
-                                                                   partial_ok=True))
+                                                                   partial_ok=True), skip=done)
+    rows.sort(key=P.row_order(cfg))
     P.write(path, {**head, "complete": True}, rows, partial_ok=True)
     table = P.markdown(rows, head["attn"])
     if len(cfg.attns) > 1:  # SDTP per backend vs HF dense with sdpa and with the same backend

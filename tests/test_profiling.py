@@ -173,6 +173,18 @@ def test_profile_resume_with_several_attns(tmp_path, capsys):
     assert d["rows"][:len(first)] == first and len(d["rows"]) == 2 * 2 * 2 * 1 and d["header"]["complete"] is True
     assert main(args + ["--attn", "sdpa", "--lengths", "96", "--resume", str(path)]) == 2  # another backend set
     assert "different attns" in capsys.readouterr().err
+    cut = json.loads(path.read_text())  # stopped inside length 80: its eager rows are missing, one sdpa row too
+    cut["rows"] = [r for r in cut["rows"] if (r["prompt_len"], r["attn"]) != (80, "eager")][:-1]
+    cut["header"]["complete"] = False
+    path.write_text(json.dumps(cut))
+    kept = [r for r in cut["rows"] if (r["prompt_len"], r["attn"]) != (80, "sdpa")]  # complete (length, attn) pairs
+    capsys.readouterr()
+    assert main(args + ["--attn", "sdpa", "eager", "--lengths", "64", "80", "--resume", str(path)]) == 0
+    assert "lengths to run [80]" in capsys.readouterr().out
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["prompt_len"], r["attn"]) for r in rows] == [(64, "sdpa")] * 2 + [(64, "eager")] * 2 + \
+        [(80, "sdpa")] * 2 + [(80, "eager")] * 2  # in profile()'s order
+    assert [r for r in rows if r in kept] == kept and len(kept) == 4  # the 64 rows were not run again
     old = tmp_path / "old.json"  # a file from before attns: no attns in its config, no attn in its rows
     assert main(args + ["--lengths", "64", "--out", str(old)]) == 0
     d = json.loads(old.read_text())

@@ -262,10 +262,10 @@ def _plan(model, cfg: ProfileConfig, variant: str):
 
 
 @torch.no_grad()
-def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict]:
+def profile(model, cfg: ProfileConfig, progress=print, on_row=None, skip=frozenset()) -> list[dict]:
     """Rows for every (length, attn, variant, engine); the backend is switched at runtime before each attn's rows
     (the same scorers for every backend) and restored at the end; on_row(rows) after each row (e.g. to save
-    partial results)."""
+    partial results); the (prompt_len, attn) pairs in `skip` are not run (a resumed run holds them)."""
     p = next(model.parameters())
     dev, t_start = p.device, time.perf_counter()
     rows = []
@@ -273,8 +273,11 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None) -> list[dict
     loaded = model.config._attn_implementation
     try:
         for T in cfg.lengths:
+            attns = [a for a in cfg.attns if (T, a) not in skip]
+            if not attns:
+                continue
             ids = torch.randint(0, model.config.vocab_size - 1, (1, T), device=dev)
-            for attn in cfg.attns:
+            for attn in attns:
                 set_attn(model, attn)
                 for variant in cfg.variants:
                     rows += _variant_rows(model, cfg, ids, attn, variant, plans[variant], rows, on_row, progress,
@@ -398,7 +401,7 @@ def header(model, cfg: ProfileConfig, weights: str, check_sync: bool = True) -> 
 
 def resume(path, head: dict, cfg: ProfileConfig) -> tuple[dict, list[dict]]:
     """(header, rows) of an unfinished profile at `path`; refuses one made with another configuration, model
-    or GPU. Rows of a length with fewer than attns x variants x engines rows are dropped (that length reruns).
+    or GPU. Rows of a (length, attn) with fewer than variants x engines rows are dropped (that pair reruns).
     A file from before attns (no attns in its profile_config) ran its header's attn alone."""
     path = Path(path)
     if not path.is_file():
@@ -411,13 +414,27 @@ def resume(path, head: dict, cfg: ProfileConfig) -> tuple[dict, list[dict]]:
     diff = [k for k in keep if h.get(k) != head.get(k)] + [k for k in mine if mine[k] != theirs.get(k)]
     if diff:
         raise ValueError(f"--resume: {path} was made with a different {', '.join(diff)}; start a new run")
-    per_len: dict = {}
+    groups: dict = {}  # (prompt_len, attn) -> rows: the unit that resumes
     for r in data["rows"]:
-        per_len.setdefault(r["prompt_len"], []).append(r)
-    need = len(cfg.attns) * len(cfg.variants) * len(cfg.engines)
-    rows = [r for rs in per_len.values() if len(rs) == need for r in rs]
+        groups.setdefault((r["prompt_len"], r.get("attn", h.get("attn", "sdpa"))), []).append(r)
+    need = len(cfg.variants) * len(cfg.engines)
+    rows = [r for rs in groups.values() if len(rs) == need for r in rs]
     h = {**h, "resumed": h.get("resumed", 0) + 1}
     return h, rows
+
+
+def done_groups(rows: list[dict], default_attn: str = "sdpa") -> set[tuple[int, str]]:
+    """The (prompt_len, attn) pairs that rows hold (profile(..., skip=) does not run them again)."""
+    return {(r["prompt_len"], r.get("attn", default_attn)) for r in rows}
+
+
+def row_order(cfg: ProfileConfig):
+    """Sort key putting rows in profile()'s order: length, attn, variant, engine (resumed rows first otherwise)."""
+    def key(r):
+        pos = lambda seq, v: list(seq).index(v) if v in seq else len(seq)
+        return (r["prompt_len"], pos(cfg.attns, r.get("attn")), pos(cfg.variants, r["variant"]),
+                pos(cfg.engines, r["engine"]))
+    return key
 
 
 def row_attns(rows: list[dict], default_attn: str = "sdpa") -> list[str]:
