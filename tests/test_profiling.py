@@ -241,3 +241,31 @@ def test_committed_h200_profile_is_complete_and_consistent(qwen2_7b_meta):
     for variant in ("sdtp", "sdtp-low"):
         for line in P.summary(rows, variant).splitlines()[2:]:
             assert line in doc, f"docs/speed.md's {variant} table is not the committed run's: {line}"
+
+
+def test_backend_figure_draws_the_speedups_of_the_rows(tmp_path):
+    """One bar per (variant, engine, backend) and length; heights = HF dense SDPA's time / the row's (prefill, end
+    to end) and the row's decode ms/token."""
+    args = ["profile", "--model", "tiny-qwen2", "--new-tokens", "2", "--repeats", "1", "--variants", "dense", "sdtp",
+            "sdtp@0.7", "--engines", "hf", "sdtp", "--attn", "sdpa", "eager", "--lengths", "64", "96",
+            "--out", str(tmp_path / "p.json")]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    from sdtp_lib.workspace.plots import backend_figure
+    fig = backend_figure(rows, title="tiny")
+    pre, e2e, dec = fig.axes[:3]
+    by = {(r["prompt_len"], r["variant"], r["engine"], r["attn"]): r for r in rows}
+    series = [("dense", "hf", a) for a in ("sdpa", "eager")] + [(v, "sdtp", a) for v in ("dense", "sdtp", "sdtp@0.7")
+                                                                for a in ("sdpa", "eager")]
+    assert [c.get_label() for c in pre.containers] == [
+        f"HF dense, {a}" if e == "hf" else f"{v}, {a} (this engine)" for v, e, a in series]
+    for c, key in zip(pre.containers, series):
+        want = [by[(T, "dense", "hf", "sdpa")]["prefill_s"] / by[(T, *key)]["prefill_s"] for T in (64, 96)]
+        assert [b.get_height() for b in c] == pytest.approx(want)
+    for c, key in zip(e2e.containers, series):
+        want = [by[(T, "dense", "hf", "sdpa")]["e2e_s"] / by[(T, *key)]["e2e_s"] for T in (64, 96)]
+        assert [b.get_height() for b in c] == pytest.approx(want)
+    for c, key in zip(dec.containers, series):
+        assert [b.get_height() for b in c] == pytest.approx([by[(T, *key)]["decode_ms_per_token"] for T in (64, 96)])
+    fig.savefig(tmp_path / "backends.png")
+    assert (tmp_path / "backends.png").stat().st_size > 10_000

@@ -36,6 +36,62 @@ def latency_figure(rows: list[dict], engine: str = "sdtp", title: str | None = N
     return fig
 
 
+def backend_figure(rows: list[dict], title: str | None = None):
+    """Per prompt length, grouped bars: prefill and end-to-end speedup against HF dense with SDPA (the run's
+    baseline backend), and decode ms/token, for HF dense with each backend and every variant on this project's
+    engine with each backend (rows of a profile with several --attn and keep ratios)."""
+    import matplotlib
+    matplotlib.use("Agg") if matplotlib.get_backend().lower().startswith("tk") else None
+    import matplotlib.pyplot as plt
+    from ..speed.profiling import baseline_attn, row_attns
+    base = baseline_attn(rows)
+    attns = row_attns(rows)
+    by = {(r["prompt_len"], r["variant"], r["engine"], r.get("attn", "sdpa")): r for r in rows}
+    lengths = sorted({r["prompt_len"] for r in rows})
+    variants = list(dict.fromkeys(r["variant"] for r in rows if r["engine"] == "sdtp"))
+    series = [("dense", "hf", a) for a in attns] + [(v, "sdtp", a) for v in variants for a in attns]
+    series = [s for s in series if any((T, *s) in by for T in lengths)]
+    try:
+        import seaborn as sns
+        colors = sns.color_palette("colorblind", len(series))
+    except ImportError:  # seaborn is a dependency; matplotlib alone still draws
+        colors = [plt.get_cmap("tab10")(i) for i in range(len(series))]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    width = 0.8 / max(1, len(series))
+    for i, (variant, engine, attn) in enumerate(series):
+        xs, pre, e2e, dec = [], [], [], []
+        for j, T in enumerate(lengths):
+            r, b = by.get((T, variant, engine, attn)), by.get((T, "dense", "hf", base))
+            if r is None or b is None:
+                continue
+            xs.append(j + (i - (len(series) - 1) / 2) * width)
+            pre.append(b["prefill_s"] / r["prefill_s"])
+            e2e.append(b["e2e_s"] / r["e2e_s"])
+            dec.append(r["decode_ms_per_token"])
+        label = f"HF dense, {attn}" if engine == "hf" else f"{variant}, {attn} (this engine)"
+        hatch = "//" if engine == "hf" else None
+        for ax, ys in zip(axes, (pre, e2e, dec)):
+            bars = ax.bar(xs, ys, width, color=colors[i], hatch=hatch, edgecolor="black", linewidth=0.4, label=label)
+            if ax is not axes[2]:
+                ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+    from ..eval.figures import length_label
+    titles = (f"prefill speedup vs HF dense {base}", f"end-to-end speedup vs HF dense {base}",
+              "decode ms / token")
+    for ax, t in zip(axes, titles):
+        ax.set_xticks(range(len(lengths)), [length_label(T) for T in lengths])
+        ax.set_xlabel("prompt tokens")
+        ax.set_title(t, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[:2]:
+        ax.axhline(1.0, color="black", linewidth=0.8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.06 * -(-len(labels) // 4), 1, 1))  # room for the legend's rows below
+    return fig
+
+
 def saliency_sparsity_figure(stats: dict):
     """Share of |saliency| held by the top 10% / 35% of prompt tokens, and the rank correlation with the
     next stage, per stage layer (from sdtp_lib.training.saliency.saliency_stats)."""
