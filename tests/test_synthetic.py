@@ -133,6 +133,9 @@ def test_run_suite_rows(tiny, first_run):
         T = r["prompt_len"]
         assert 0.98 * 256 <= T <= 256 and 0.0 <= r["score"] <= 1.0
         variant, ratio, _ = Y.parse_scorer(r["scorer"])
+        assert r["needle_kept"] is not None and 0.0 <= r["needle_kept"] <= 1.0  # located in every prompt
+        if variant == "dense" or ratio == 1.0:
+            assert r["needle_kept"] == 1.0
         if variant == "dense":
             assert r["compression"] == 1.0 and r["kept_tokens"] == T
             continue
@@ -149,6 +152,7 @@ def test_run_suite_rows(tiny, first_run):
     assert len(res["summary"]) == 2 * 2 * len(SCORERS) and all(s["n"] == 2 for s in res["summary"])
     md = (out / "results.md").read_text()
     assert "| task | length | layout | dense | sdtp:norm |" in md and "| passkey | 256 | question_first |" in md
+    assert "## Does the needle survive?" in md and len(res["retention"]) == 2 * len(SCORERS)
     assert sorted(p.name for p in out.glob("predictions*")) == ["predictions.jsonl.gz"]  # finished: gzipped
     assert read_jsonl(out / "predictions.jsonl.gz") == rows  # in canonical order, as answered
 
@@ -400,9 +404,53 @@ def test_static_decode_loop_gives_the_same_predictions_as_generate(tiny, tmp_pat
                 scorers=("dense", "sdtp:norm", "sdtp@0.6:random"))
     rows = {d: Y.run_suite(model, tok, Y.SuiteConfig(**base, decode=d), tmp_path / d, progress=False)
             for d in ("hf", "static")}
-    keep = ("id", "scorer", "prediction", "score", "compression", "kept_tokens", "new_tokens")
+    keep = ("id", "scorer", "prediction", "score", "compression", "kept_tokens", "new_tokens", "needle_kept")
     assert [{k: r[k] for k in keep} for r in rows["static"]] == [{k: r[k] for k in keep} for r in rows["hf"]]
     assert json.loads((tmp_path / "static" / "config.json").read_text())["decode"] == "static"
     assert Y.resolve_decode(Y.SuiteConfig(**base), model) == "hf"  # auto: the static loop on CUDA only
     with pytest.raises(ValueError, match="decode"):
         Y.SuiteConfig(**base, decode="fast")
+
+
+@pytest.mark.parametrize("task", ["passkey", "multikey_niah", "kv_retrieval", "variable_tracking"])
+def test_needle_positions_cover_the_needle(tiny, task):
+    """The located tokens decode to text that contains the target needle, and dropping either end token breaks it."""
+    tok = tiny[1]
+    ex = Y.make_example(task, tok, 1024, "question_first", seed=3)
+    ids = encode_prompt(tok, ex.prompt)[0]
+    pos = Y.needle_positions(tok, ids, ex.needles[0])
+    assert pos == list(range(pos[0], pos[-1] + 1))  # one contiguous span
+    assert ex.needles[0] in tok.decode(ids[pos[0]:pos[-1] + 1])
+    for cut in (ids[pos[0] + 1:pos[-1] + 1], ids[pos[0]:pos[-1]]):
+        assert ex.needles[0] not in tok.decode(cut)
+    assert Y.needle_positions(tok, ids, "no such text anywhere") == []
+
+
+@torch.no_grad()
+def test_needle_kept_is_the_share_of_its_tokens_in_the_last_stage(tiny):
+    model, tok = tiny
+    ex = Y.make_example("passkey", tok, 512, "question_last", seed=1, depth=0.5)
+    ids = encode_prompt(tok, ex.prompt)
+    pos = Y.needle_positions(tok, ids[0], ex.needles[0])
+    conf = S.SDTPConfig.for_model(model, keep_ratio=0.5)
+    with S.pruning(model, "recent", conf) as st:  # keeps the sink and the newest tokens: a mid-prompt needle goes
+        model(ids)
+    kept = set(st.stage_positions[-1][0].tolist())
+    want = sum(k in kept for k in pos) / len(pos)
+    assert Y.needle_kept(tok, ex, ids, st) == want < 1.0
+    assert Y.needle_kept(tok, ex, ids, None) == 1.0  # dense
+
+
+def test_retention_table():
+    rows = [dict(layout="question_last", scorer=s, score=sc, needle_kept=k) for s, sc, k in
+            [("dense", 1.0, 1.0), ("dense", 0.0, 1.0), ("sdtp:x", 1.0, 1.0), ("sdtp:x", 0.0, 0.25),
+             ("sdtp:x", 0.0, 0.5)]] + [dict(layout="question_last", scorer="old", score=1.0)]  # no needle_kept
+    t = {r["scorer"]: r for r in Y.retention(rows)}
+    assert set(t) == {"dense", "sdtp:x"}
+    assert t["dense"] == dict(layout="question_last", scorer="dense", n=2, needle_kept=1.0, whole=1.0,
+                              accuracy_whole=0.5, accuracy_cut=None)
+    x = t["sdtp:x"]
+    assert x["needle_kept"] == pytest.approx(1.75 / 3) and x["whole"] == pytest.approx(1 / 3)
+    assert x["accuracy_whole"] == 1.0 and x["accuracy_cut"] == 0.0
+    md = Y.retention_markdown(Y.retention(rows))
+    assert "| question_last | sdtp:x | 58% | 33% | 100% | 0% |" in md and "| question_last | dense | 100% | 100% | 50% | - |" in md

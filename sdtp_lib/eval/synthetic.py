@@ -389,6 +389,44 @@ def _stop_ids(model, tok) -> set:
     return {t for t in [*(eos if isinstance(eos, (list, tuple)) else [eos]), tok.eos_token_id] if t is not None}
 
 
+def needle_positions(tok, ids: torch.Tensor, needle: str) -> list[int]:
+    """Positions of the prompt tokens (ids: (T,)) that overlap the first occurrence of `needle` in the decoded
+    prompt (tokens decoded one by one, so each has its character span); [] when the needle is not found."""
+    key = (id(tok), ids.numpy().tobytes() if ids.device.type == "cpu" else ids.cpu().numpy().tobytes(), needle)
+    if key not in _SPANS:  # every scorer of an example asks for the same prompt: decode it once
+        _SPANS.clear()
+        _SPANS[key] = _needle_positions(tok, ids, needle)
+    return _SPANS[key]
+
+
+_SPANS: dict = {}
+
+
+def _needle_positions(tok, ids: torch.Tensor, needle: str) -> list[int]:
+    pieces = tok.batch_decode([[t] for t in ids.tolist()])  # each token's text, in one call
+    start = "".join(pieces).find(needle)
+    if start < 0 or not needle:
+        return []
+    end, out, pos = start + len(needle), [], 0
+    for k, piece in enumerate(pieces):
+        if pos < end and pos + len(piece) > start:
+            out.append(k)
+        pos += len(piece)
+    return out
+
+
+def needle_kept(tok, ex: Example, ids: torch.Tensor, stats) -> float | None:
+    """Share of the target needle's tokens still present after the last stage (1.0 dense; None when the needle
+    cannot be located in the tokenised prompt)."""
+    span = needle_positions(tok, ids[0], ex.needles[0]) if ex.needles else []
+    if not span:
+        return None
+    if stats is None:
+        return 1.0
+    kept = set(stats.stage_positions[-1][0].tolist())
+    return sum(k in kept for k in span) / len(span)
+
+
 @torch.no_grad()
 def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str, scorer, decode: str) -> dict:
     """One greedy answer; `entry` is the plan's entry plus the prompt's hash."""
@@ -406,7 +444,8 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
     prediction = tok.decode(out, skip_special_tokens=True).strip()
     return {**entry, "scorer": spec, "prompt_len": ids.shape[1], "depth_realised": ex.depth,
             "answer": ex.answer, "prediction": prediction, "score": score(ex.task, prediction, ex.answer),
-            "compression": compression, "kept_tokens": kept, "new_tokens": len(out)}
+            "compression": compression, "kept_tokens": kept, "new_tokens": len(out),
+            "needle_kept": needle_kept(tok, ex, ids, stats)}
 
 
 def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank: int = 0,
@@ -660,14 +699,43 @@ def write_figures(out_dir, summary: list[dict], scorers, dpi: int = 110, close: 
     return paths
 
 
+def retention(rows: list[dict]) -> list[dict]:
+    """Per layout and scorer: how much of the target needle survives the last stage (rows with needle_kept; older
+    predictions have none), the share of prompts that keep all of it, and the accuracy with and without it whole:
+    tells a scorer that drops the fact from one that keeps it and still answers wrong."""
+    groups: dict = {}
+    for r in rows:
+        if r.get("needle_kept") is not None:
+            groups.setdefault((r["layout"], r["scorer"]), []).append(r)
+    out = []
+    for (layout, scorer), rs in groups.items():
+        whole = [r["score"] for r in rs if r["needle_kept"] >= 1.0]
+        part = [r["score"] for r in rs if r["needle_kept"] < 1.0]
+        mean = lambda v: sum(v) / len(v) if v else None  # noqa: E731
+        out.append({"layout": layout, "scorer": scorer, "n": len(rs),
+                    "needle_kept": mean([r["needle_kept"] for r in rs]), "whole": len(whole) / len(rs),
+                    "accuracy_whole": mean(whole), "accuracy_cut": mean(part)})
+    return out
+
+
+def retention_markdown(table: list[dict]) -> str:
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    lines = ["| layout | scorer | needle tokens kept | prompts with the whole needle | accuracy, whole needle | "
+             "accuracy, needle cut |", "|---|---|---|---|---|---|"]
+    lines += [f"| {t['layout']} | {t['scorer']} | {pct(t['needle_kept'])} | {pct(t['whole'])} | "
+              f"{pct(t['accuracy_whole'])} | {pct(t['accuracy_cut'])} |" for t in table]
+    return "\n".join(lines) + "\n\nthe target needle's tokens present after the last stage (the engine's kept positions)\n"
+
+
 def write_results(out_dir, rows: list[dict]) -> dict:
     """results.json (config, versions, commit, skipped lengths, summary) and results.md, written atomically."""
     out = Path(out_dir)
     meta, summary = _load_meta(out), summarise(rows)
     comp = compression_by_scorer(rows)
     table = compare(rows) if "dense" in comp else []  # every scorer against dense, per layout
+    kept = retention(rows)
     res = {"config": meta, **provenance(), "skipped": meta["skipped"], "n_rows": len(rows), "summary": summary,
-           "compression": comp, "comparison": table}
+           "compression": comp, "comparison": table, "retention": kept}
     atomic_write_text(out / "results.json", json.dumps(res, indent=2) + "\n")
     skipped = "".join(f"- skipped length {s['length']}: {s['reason']}\n" for s in meta["skipped"]) + "".join(
         f"- length {length_label(f['length'])} fitted to {f['tokens']} prompt tokens (room for the longest answer)\n"
@@ -675,5 +743,6 @@ def write_results(out_dir, rows: list[dict]) -> dict:
     head = f"# Synthetic long-context suite: {meta['model']} (commit {res['git_commit'] or 'unknown'})\n\n"
     eff = "\n| scorer | mean compression |\n|---|---|\n" + "".join(f"| {k} | {v:.2f}x |\n" for k, v in comp.items())
     vs = "\n## Against dense, per layout\n\n" + comparison_markdown(table) if table else ""
+    vs += "\n## Does the needle survive?\n\n" + retention_markdown(kept) if kept else ""
     atomic_write_text(out / "results.md", head + markdown(summary) + eff + vs + ("\n" + skipped if skipped else ""))
     return res
