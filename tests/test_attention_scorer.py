@@ -269,3 +269,46 @@ def test_attention_settings_by_name(tiny_sdpa):
         make_scorer("attention-k14")
     with pytest.raises(ValueError, match="unknown baseline"):
         _check_baselines(["attention-x"])
+
+
+@pytest.mark.parametrize("shift", [0, 3, 7])
+def test_shifted_pooling_spreads_a_score_forward(shift):
+    """Token i takes the max of [i - k//2 - shift, i + k//2 - shift]: a peak reaches k//2 + shift tokens after it and
+    k//2 - shift before it; with a keep mask, the same over the present tokens only (what the engine sees)."""
+    from sdtp_lib.scorers import max_pool_alive
+    k, T = 15, 60
+    x = torch.zeros(1, T)
+    x[0, 30] = 1.0
+    got = max_pool_alive(x, k, shift=shift)[0]
+    assert got.nonzero().flatten().tolist() == list(range(30 - (k // 2 - shift), 30 + k // 2 + shift + 1))
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, T, generator=g)
+    padded = torch.nn.functional.pad(x, (k // 2 + shift, k // 2 - shift), value=float("-inf"))
+    torch.testing.assert_close(max_pool_alive(x, k, shift=shift), padded.unfold(-1, k, 1).amax(-1))
+    alive = torch.rand(2, T, generator=g) > 0.4
+    got = max_pool_alive(x, k, alive, shift)
+    for b in range(2):
+        keep = alive[b].nonzero().flatten()
+        ref = max_pool_alive(x[b:b + 1, keep], k, shift=shift)[0]  # the compacted sequence
+        torch.testing.assert_close(got[b, keep], ref)
+    assert (got[~alive] == 0).all()
+
+
+def test_shift_by_name_and_bounds(tiny_sdpa):
+    got = make_scorer("attention-k31-s10")
+    assert (got.kernel, got.shift, got.window) == (31, 10, 32)
+    assert make_scorer("attention").shift == 0 and make_scorer("attention-mean-w64-k15-s7").shift == 7
+    with pytest.raises(ValueError, match=r"shift must be in \[0, kernel // 2\] = \[0, 7\], got 8"):
+        make_scorer("attention-k15-s8")
+    with pytest.raises(ValueError, match="unknown pruning policy 'attention-s3-k15'"):  # settings in their order
+        make_scorer("attention-s3-k15")
+    model, _ = tiny_sdpa  # in the engine: the kept tokens are the top-k of the shifted scores
+    cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
+    ids = prompt_ids(80, seed=5)
+    with torch.no_grad():
+        with S.pruning(model, "attention-k9-s4", cfg) as a:
+            model(ids)
+        with S.pruning(model, "attention-k9", cfg) as b:
+            model(ids)
+    assert a.kept_per_stage == b.kept_per_stage and not all(
+        torch.equal(x, y) for x, y in zip(a.stage_positions, b.stage_positions))

@@ -32,6 +32,9 @@ class WindowAttentionScorer:
     window: int = 32
     kernel: int = 31  # odd; 1 = no smoothing
     heads: str = "max"  # pool the heads' window-mean attention by "max" or "mean"
+    shift: int = 0  # 0 <= shift <= kernel // 2: the pooling window moved back by `shift` tokens, so a token takes
+    # the max of [i - kernel//2 - shift, i + kernel//2 - shift]: a score spreads further forward than back (a
+    # value follows its key; a fact's tail follows the token the question matched)
     # max over heads with kernel 31 kept the most of dense on the synthetic suite (n = 10: 81% / 92% question first
     # / last, against 81% / 82% for the mean with kernel 15; n = 5: 57% / 75% with kernel 7): docs/scorers.md
     needs_layer = True
@@ -42,6 +45,9 @@ class WindowAttentionScorer:
                              f"{self.kernel}")
         if self.heads not in ("mean", "max"):
             raise ValueError(f"WindowAttentionScorer: heads must be 'mean' or 'max', got {self.heads!r}")
+        if not 0 <= self.shift <= self.kernel // 2:
+            raise ValueError(f"WindowAttentionScorer: shift must be in [0, kernel // 2] = [0, {self.kernel // 2}], "
+                             f"got {self.shift}")
 
     def __call__(self, hidden: torch.Tensor, stage: int, positions: torch.Tensor | None = None, *, layer=None,
                  position_embeddings=None, alive=None, eligible=None) -> torch.Tensor:
@@ -55,7 +61,7 @@ class WindowAttentionScorer:
         if self.kernel == 1:
             return probs
         # the tokens of a span share its max: their own attention breaks the tie (the same way in every engine)
-        return max_pool_alive(probs, self.kernel, alive) + TIE_BREAK * probs
+        return max_pool_alive(probs, self.kernel, alive, self.shift) + TIE_BREAK * probs
 
     def flops_per_token(self) -> int:
         """FLOPs per token entering a stage (the engine adds them to the pruned prefill's): its key projection
@@ -122,12 +128,17 @@ def normed_proj(norm, proj, hidden: torch.Tensor) -> torch.Tensor:
     return proj(rms_norm(base, hidden) if is_rmsnorm(base) else norm(hidden))
 
 
-def max_pool_alive(x: torch.Tensor, kernel: int, alive=None) -> torch.Tensor:
-    """(B, T) max over `kernel` neighbouring tokens; with alive (B, T) bool, over neighbouring present tokens
-    (as the engine sees them once the others are removed); absent tokens get 0."""
+def max_pool_alive(x: torch.Tensor, kernel: int, alive=None, shift: int = 0) -> torch.Tensor:
+    """(B, T) max over `kernel` neighbouring tokens, token i over [i - kernel//2 - shift, i + kernel//2 - shift];
+    with alive (B, T) bool, over neighbouring present tokens (as the engine sees them once the others are removed);
+    absent tokens get 0."""
     if kernel == 1:
         return x if alive is None else x.masked_fill(~alive, 0.0)
-    pool = lambda t: F.max_pool1d(t[:, None], kernel, stride=1, padding=kernel // 2)[:, 0]
+    before, after = kernel // 2 + shift, kernel // 2 - shift
+
+    def pool(t):  # (B, T) -> (B, T)
+        t = F.pad(t[:, None], (before, after), value=float("-inf"))
+        return F.max_pool1d(t, kernel, stride=1)[:, 0]
     if alive is None:
         return pool(x)
     order = (~alive).to(torch.int8).argsort(dim=-1, stable=True)  # (B, T) present tokens first, in order
