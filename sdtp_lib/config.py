@@ -76,23 +76,29 @@ class SDTPConfig:
 
     # --------------------------------------------------------------- factory
     @classmethod
-    def for_model(cls, model_or_depth, keep_ratio: float = 0.9, num_stages: int = 10, **kw) -> "SDTPConfig":
+    def for_model(cls, model_or_depth, keep_ratio: float = 0.9, num_stages: int = 10, start_layer: int | None = None,
+                  **kw) -> "SDTPConfig":
         """Default placement: stages from layer 4 every 3 layers, squeezed so the last stage is the last layer.
 
         Qwen2-7B (28 layers): [4, 7, 10, 13, 16, 19, 21, 23, 25, 27]; Llama2-7B (32): [4, 7, ..., 31].
         Shallow models get fewer stages. "SDTP-low" is num_stages=5: fewer than 10 stages are the first ones of the
         10-stage placement, so a predictor trained for SDTP also serves SDTP-low (on 24 layers, Qwen2.5-0.5B:
         [3, 6, 9, 11, 13], not a placement of its own squeezed to [3, 6, 9, 12, 15]).
+        start_layer: the first stage's layer instead of the default (then every 3 layers, squeezed the same way;
+        Qwen2-7B from layer 10: [10, 13, 16, 19, 22, 23, 24, 25, 26, 27]).
         """
         depth = model_or_depth if isinstance(model_or_depth, int) else _depth(model_or_depth)
         if depth < 2:
             raise ValueError(f"SDTPConfig.for_model: a model with {depth} layer(s) has no layer to prune at")
         if num_stages < 1:
             raise ValueError(f"SDTPConfig.for_model: num_stages must be >= 1, got {num_stages}")
+        if start_layer is not None and not 1 <= start_layer <= depth - 1:
+            raise ValueError(f"SDTPConfig.for_model: start_layer must be in [1, {depth - 1}] for a model with {depth} "
+                             f"layers, got {start_layer}")
         if num_stages < DEFAULT_STAGES:
-            full = cls.for_model(depth, keep_ratio, DEFAULT_STAGES, **kw)
+            full = cls.for_model(depth, keep_ratio, DEFAULT_STAGES, start_layer, **kw)
             return cls(stage_layers=full.stage_layers[:num_stages], keep_ratio=keep_ratio, num_layers=depth, **kw)
-        start = min(DEFAULT_START_LAYER, max(1, depth // 7))
+        start = min(DEFAULT_START_LAYER, max(1, depth // 7)) if start_layer is None else start_layer
         n = min(num_stages, depth - start)
         last = depth - 1
         min_step = 2 if last - start >= 2 * (n - 1) else 1
@@ -101,6 +107,26 @@ class SDTPConfig:
             cand = start if i == 0 else layers[-1] + DEFAULT_STEP
             layers.append(min(cand, last - (n - 1 - i) * min_step) if i else cand)
         return cls(stage_layers=tuple(layers), keep_ratio=keep_ratio, num_layers=depth, **kw)
+
+    @classmethod
+    def for_compression(cls, model_or_depth, compression: float, num_stages: int = 10,
+                        start_layer: int | None = None, prompt_len: int = 32768, **kw) -> "SDTPConfig":
+        """The for_model placement with the keep ratio that gives `compression` (prompt tokens / mean tokens per
+        layer) on a `prompt_len`-token prompt (bisection; the ratio barely depends on the length): a later first
+        stage then needs a steeper ratio for the same compression."""
+        depth = model_or_depth if isinstance(model_or_depth, int) else _depth(model_or_depth)
+        make = lambda r: cls.for_model(depth, r, num_stages, start_layer, **kw)  # noqa: E731
+        got = lambda c: prompt_len / (sum(c.tokens_per_layer(prompt_len)) / depth)  # noqa: E731
+        most = got(make(1e-6))
+        if not 1.0 <= compression <= most:
+            raise ValueError(f"SDTPConfig.for_compression: {compression}x is out of reach for stages "
+                             f"{list(make(0.9).stage_layers)} on {depth} layers: between 1x and {most:.2f}x (the "
+                             "always-kept sink and local tokens bound it)")
+        lo, hi = 1e-6, 1.0  # compression falls as r grows
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if got(make(mid)) > compression else (lo, mid)
+        return make(round(hi, 6))
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
@@ -136,3 +162,59 @@ def _depth(model) -> int:
     cfg = getattr(model, "config", model)
     cfg = getattr(cfg, "text_config", cfg) if not hasattr(cfg, "num_hidden_layers") else cfg
     return int(cfg.num_hidden_layers)
+
+
+VARIANTS = {"dense": None, "sdtp": DEFAULT_STAGES, "sdtp-low": 5}  # variant -> number of stages (None: no pruning)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A pruning variant as the evaluations and the profiler write it: "dense", "sdtp" (10 stages) or "sdtp-low"
+    (5), optionally with a keep ratio ("sdtp@0.8") or a target compression ("sdtp@2.04x") and the first stage's
+    layer ("sdtp@0.8+L8"). parse_variant reads the text; config() builds the SDTPConfig."""
+    name: str
+    keep_ratio: float | None = None  # None: the caller's default
+    compression: float | None = None  # instead of a keep ratio: the ratio that gives this compression
+    start_layer: int | None = None  # None: the default placement
+
+    @property
+    def stages(self) -> int | None:
+        return VARIANTS[self.name]
+
+    def config(self, model_or_depth, keep_ratio: float = 0.9) -> SDTPConfig | None:
+        """None for dense, else the variant's SDTPConfig (keep_ratio: the default when the text names none)."""
+        if self.stages is None:
+            return None
+        if self.compression is not None:
+            return SDTPConfig.for_compression(model_or_depth, self.compression, self.stages, self.start_layer)
+        return SDTPConfig.for_model(model_or_depth, keep_ratio=self.keep_ratio or keep_ratio, num_stages=self.stages,
+                                    start_layer=self.start_layer)
+
+
+_VARIANT_SYNTAX = "<dense|sdtp|sdtp-low>[@<keep ratio in (0, 1]>|@<compression>x][+L<first stage layer>]"
+
+
+def parse_variant(text: str) -> Variant:
+    """"sdtp" -> Variant("sdtp"); "sdtp@0.8+L8" -> keep ratio 0.8, first stage at layer 8; "sdtp-low@2x" -> the
+    ratio that compresses 2x. Refuses anything else with the syntax, naming the text."""
+    import re
+    m = re.fullmatch(r"(?P<name>[a-z-]+)(?:@(?P<num>[0-9.]+)(?P<x>x?))?(?:\+L(?P<start>\d+))?", str(text))
+    bad = lambda why: ValueError(f"variant {text!r}: {why}; expected {_VARIANT_SYNTAX}")  # noqa: E731
+    if m is None or m["name"] not in VARIANTS:
+        raise bad("not a variant")
+    if VARIANTS[m["name"]] is None and (m["num"] or m["start"]):
+        raise bad(f"{m['name']} keeps every token, it has no keep ratio or stages")
+    num = None
+    if m["num"]:
+        try:
+            num = float(m["num"])
+        except ValueError:
+            raise bad(f"{m['num']!r} is not a number") from None
+        if m["x"] and num < 1.0:
+            raise bad(f"a compression is >= 1x, got {num}x")
+        if not m["x"] and not 0.0 < num <= 1.0:
+            raise bad(f"the keep ratio must be in (0, 1], got {num}")
+    start = int(m["start"]) if m["start"] else None
+    if start is not None and start < 1:
+        raise bad("the first stage's layer must be >= 1")
+    return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start)

@@ -154,3 +154,40 @@ def test_predictor_serves_sdtp_low_with_its_first_stages():
     with torch.no_grad(), S.pruning(model, pred, S.SDTPConfig(stage_layers=(1, 2), num_layers=4)) as st:
         model(ids)
     assert st.kept_per_stage == S.SDTPConfig(stage_layers=(1, 2), num_layers=4).keep_schedule(60)
+
+
+def test_start_layer_moves_the_placement():
+    from sdtp_lib.config import SDTPConfig
+    assert SDTPConfig.for_model(28, start_layer=4) == SDTPConfig.for_model(28)
+    assert SDTPConfig.for_model(28, start_layer=8).stage_layers == (8, 11, 13, 15, 17, 19, 21, 23, 25, 27)
+    assert SDTPConfig.for_model(28, num_stages=5, start_layer=8).stage_layers == (8, 11, 13, 15, 17)  # SDTP-low
+    for bad in (0, 28):
+        with pytest.raises(ValueError, match=r"start_layer must be in \[1, 27\]"):
+            SDTPConfig.for_model(28, start_layer=bad)
+
+
+@pytest.mark.parametrize("start", [None, 6, 10])
+def test_for_compression_hits_the_target_and_a_later_start_needs_a_steeper_ratio(start):
+    from sdtp_lib.config import SDTPConfig
+    T = 32768
+    got = lambda c: T / (sum(c.tokens_per_layer(T)) / 28)  # noqa: E731
+    c = SDTPConfig.for_compression(28, 2.04, start_layer=start)
+    assert got(c) == pytest.approx(2.04, rel=1e-3) and c.stage_layers[0] == (start or 4)
+    assert c.keep_ratio <= SDTPConfig.for_compression(28, 2.04, start_layer=(start or 4) - 1).keep_ratio
+    assert SDTPConfig.for_compression(28, 2.04).keep_ratio == pytest.approx(0.8, abs=1e-3)  # r = 0.8 is 2.04x
+    with pytest.raises(ValueError, match="out of reach"):
+        SDTPConfig.for_compression(28, 50.0, start_layer=start)
+
+
+def test_parse_variant():
+    from sdtp_lib.config import Variant, parse_variant
+    assert parse_variant("dense") == Variant("dense") and parse_variant("dense").config(28) is None
+    assert parse_variant("sdtp") == Variant("sdtp") and parse_variant("sdtp").config(28, 0.7).keep_ratio == 0.7
+    assert parse_variant("sdtp-low@0.8+L6") == Variant("sdtp-low", 0.8, None, 6)
+    assert parse_variant("sdtp-low@0.8+L6").config(28).stage_layers == (6, 9, 12, 15, 17)
+    assert parse_variant("sdtp@2.04x") == Variant("sdtp", None, 2.04, None)
+    for bad, why in [("dense@0.8", "no keep ratio"), ("sdtp@2", r"\(0, 1\]"), ("sdtp@0.5x", ">= 1x"),
+                     ("sdtp+L0", ">= 1"), ("fast", "not a variant"), ("sdtp@1.2.3", "not a number"),
+                     ("sdtp+L8@0.8", "not a variant")]:
+        with pytest.raises(ValueError, match=why):
+            parse_variant(bad)

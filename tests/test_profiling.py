@@ -269,3 +269,19 @@ def test_backend_figure_draws_the_speedups_of_the_rows(tmp_path):
         assert [b.get_height() for b in c] == pytest.approx([by[(T, *key)]["decode_ms_per_token"] for T in (64, 96)])
     fig.savefig(tmp_path / "backends.png")
     assert (tmp_path / "backends.png").stat().st_size > 10_000
+
+
+def test_profile_variants_with_a_compression_and_a_start_layer(tmp_path):
+    """"sdtp@1.5x+L2" profiles the placement from layer 2 at the ratio that compresses 1.5x; rows carry the stage
+    layers and the keep ratio they ran with."""
+    from sdtp_lib.config import SDTPConfig
+    assert main(["profile", "--model", "tiny-qwen2", "--lengths", "96", "--new-tokens", "2", "--repeats", "1",
+                 "--variants", "sdtp", "sdtp@1.5x+L2", "--engines", "sdtp", "--out", str(tmp_path / "p.json")]) == 0
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "p.json").read_text())["rows"]}
+    import sdtp_lib as S
+    model, _ = S.load_model("tiny-qwen2", device="cpu")
+    want = SDTPConfig.for_compression(model, 1.5, 10, start_layer=2)
+    got = rows["sdtp@1.5x+L2"]
+    assert got["stage_layers"] == list(want.stage_layers) and got["keep_ratio"] == want.keep_ratio
+    assert got["kept_per_layer"] == want.tokens_per_layer(96, 4)
+    assert rows["sdtp"]["stage_layers"] == list(SDTPConfig.for_model(model).stage_layers)

@@ -12,6 +12,7 @@ import torch
 
 import sdtp_lib as S
 from sdtp_lib.compare import encode_prompt
+from sdtp_lib.eval import scorers as SC
 from sdtp_lib.eval import synthetic as Y
 from sdtp_lib.io import compress_jsonl, read_jsonl
 
@@ -132,14 +133,14 @@ def test_run_suite_rows(tiny, first_run):
     for r in rows:
         T = r["prompt_len"]
         assert 0.98 * 256 <= T <= 256 and 0.0 <= r["score"] <= 1.0
-        variant, ratio, _ = Y.parse_scorer(r["scorer"])
+        variant, ratio, _ = SC.parse_scorer(r["scorer"])
         assert r["needle_kept"] is not None and 0.0 <= r["needle_kept"] <= 1.0  # located in every prompt
         if variant == "dense" or ratio == 1.0:
             assert r["needle_kept"] == 1.0
         if variant == "dense":
             assert r["compression"] == 1.0 and r["kept_tokens"] == T
             continue
-        conf = S.SDTPConfig.for_model(model, keep_ratio=ratio or CFG.keep_ratio, num_stages=Y.VARIANTS[variant])
+        conf = S.SDTPConfig.for_model(model, keep_ratio=ratio or CFG.keep_ratio, num_stages=SC.VARIANTS[variant])
         per_layer = conf.tokens_per_layer(T, model.config.num_hidden_layers)
         assert r["compression"] == pytest.approx(T / (sum(per_layer) / len(per_layer)), rel=1e-12)
         assert r["kept_tokens"] == conf.keep_schedule(T)[-1]
@@ -237,8 +238,8 @@ def test_bad_scorers_are_refused_before_anything_is_written(tiny, tmp_path):
     assert not (tmp_path / "config.json").exists()
     for bad in ("sdtp", "sdtp-lo:norm", "sdtp@1.5:norm", "sdtp@x:norm", "dense:norm"):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
-            Y.parse_scorer(bad)
-    assert Y.parse_scorer("sdtp-low@0.8:/p/pred.safetensors") == ("sdtp-low", 0.8, "/p/pred.safetensors")
+            SC.parse_scorer(bad)
+    assert SC.parse_scorer("sdtp-low@0.8:/p/pred.safetensors") == ("sdtp-low", 0.8, "/p/pred.safetensors")
     for kw, word in ((dict(tasks=("trivia",)), "tasks"), (dict(lengths=(0,)), "lengths"),
                      (dict(layouts=()), "layouts"), (dict(scorers=("dense", "dense")), "scorers"),
                      (dict(n_samples=0), "n_samples"), (dict(keep_ratio=0.0), "keep_ratio")):
@@ -454,3 +455,17 @@ def test_retention_table():
     assert x["accuracy_whole"] == 1.0 and x["accuracy_cut"] == 0.0
     md = Y.retention_markdown(Y.retention(rows))
     assert "| question_last | sdtp:x | 58% | 33% | 100% | 0% |" in md and "| question_last | dense | 100% | 100% | 50% | - |" in md
+
+
+def test_specs_with_a_compression_and_a_start_layer(tiny):
+    """"sdtp@1.5x+L2:norm": the suite prunes with the ratio that compresses 1.5x from layer 2 (the same SDTPConfig
+    as SDTPConfig.for_compression), and the rows show that compression."""
+    model, tok = tiny
+    spec = "sdtp@1.5x+L2:norm"
+    scorer, conf = Y._resolve(spec, model, Y.SuiteConfig(tasks=("passkey",), lengths=(256,), scorers=("dense", spec)))
+    assert scorer == "norm" and conf == S.SDTPConfig.for_compression(model, 1.5, 10, start_layer=2)
+    assert conf.stage_layers[0] == 2
+    with pytest.raises(ValueError, match=r"expected 'dense' or '<variant>:<scorer>'.*\(variant 'sdtp\+L0': the first"):
+        SC.parse_spec("sdtp+L0:norm")
+    with pytest.raises(ValueError, match=r"scorer 'sdtp\+L9': expected"):  # no scorer
+        SC.parse_spec("sdtp+L9")

@@ -57,7 +57,7 @@ from ..models import ATTN_IMPLEMENTATIONS
 from ..io import (atomic_write_text, compress_jsonl, decompress_jsonl, find_jsonl, provenance, read_jsonl,
                   write_jsonl)
 from ..scorers.oracle import SaliencyOracle
-from .scorers import ORACLE, VARIANTS, file_stem, make_scorer_for, parse_scorer
+from .scorers import ORACLE, VARIANTS, file_stem, make_scorer_for, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -579,12 +579,12 @@ def resolve_scorers(model, scorers, keep_ratio: float = 0.9) -> dict[str, _Varia
     if not isinstance(scorers, dict):
         items = {}
         for spec in scorers:
-            variant, r, sc = parse_scorer(spec)
+            variant, sc = parse_spec(spec)
             name = re.sub(r"[^A-Za-z0-9._@:+=-]", "_", spec)
             if name in items:
                 raise ValueError(f"scorer {spec!r} is given twice")
-            items[name] = None if variant == "dense" else (sc, SDTPConfig.for_model(
-                model, keep_ratio=r or keep_ratio, num_stages=VARIANTS[variant]))
+            config = variant.config(model, keep_ratio)
+            items[name] = None if config is None else (sc, config)
         scorers = items
     if not scorers:
         raise ValueError("no scorers given: pass e.g. {'dense': None, 'sdtp': 'auto'}")
@@ -966,7 +966,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK")
     r.add_argument("--scorers", nargs="+", default=["dense", "sdtp:auto", "sdtp-low:auto"],
-                   help="'dense' or '<sdtp|sdtp-low>[@keep_ratio]:<policy|auto|predictor|path>'")
+                   help="'dense' or '<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>]:<policy|auto|predictor|path>'")
     r.add_argument("--keep-ratio", type=float, default=0.9)
     r.add_argument("--limit", type=int, default=None)
     r.add_argument("--max-length", type=int, default=None)

@@ -1,29 +1,46 @@
-"""The evaluations' scorer syntax, shared by the synthetic suite and LongBench: "dense" or
-"<variant>[@keep_ratio]:<scorer>", e.g. "sdtp:norm", "sdtp-low:auto", "sdtp@1.0:random", "sdtp:runs/x/seed0"."""
+"""The evaluations' scorer syntax, shared by the synthetic suite, LongBench and lm-eval: "dense" or
+"<variant>:<scorer>", the variant as sdtp_lib.config.parse_variant reads it ("sdtp", "sdtp-low", with "@<r>" or
+"@<compression>x" and "+L<first stage layer>"), e.g. "sdtp:norm", "sdtp-low:auto", "sdtp@1.0:random",
+"sdtp@0.8+L8:attention", "sdtp@2.04x:attention", "sdtp:runs/x/seed0"."""
 from __future__ import annotations
 
 import re
 
-VARIANTS = {"sdtp": 10, "sdtp-low": 5}  # variant -> number of stages (SDTP / SDTP-low)
+from ..config import VARIANTS as _ALL
+from ..config import SDTPConfig, Variant, parse_variant
+
+VARIANTS = {k: v for k, v in _ALL.items() if v is not None}  # pruned variant -> number of stages (SDTP / SDTP-low)
 ORACLE = "oracle"  # the stage-1 saliency of the gold answer: an upper bound (sdtp_lib.scorers.oracle.SaliencyOracle)
 
 
-def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
-    """(variant, keep_ratio or None, scorer) of a spec; ("dense", None, None) for "dense". Scorer: a policy
-    ("norm", "attention", ...), "auto", "predictor" / "hybrid" (the shipped ones), "oracle", or a predictor path /
-    run folder."""
+def parse_spec(spec: str) -> tuple[Variant, str | None]:
+    """(variant, scorer) of a spec; (Variant("dense"), None) for "dense". Scorer: a policy ("norm", "attention",
+    ...), "auto", "predictor" / "hybrid" (the shipped ones), "oracle", or a predictor path / run folder."""
     if spec == "dense":
-        return "dense", None, None
-    head, sep, scorer = spec.partition(":")
-    variant, _, ratio = head.partition("@")
+        return Variant("dense"), None
+    head, sep, scorer = str(spec).partition(":")
     try:
-        r = float(ratio) if ratio else None
-    except ValueError:
-        r = -1.0
-    if variant not in VARIANTS or not sep or not scorer or (r is not None and not 0.0 < r <= 1.0):
-        raise ValueError(f"scorer {spec!r}: expected 'dense' or '<variant>[@keep_ratio]:<scorer>' with variant in "
-                         f"{sorted(VARIANTS)}, keep_ratio in (0, 1] and scorer a policy, 'auto', 'predictor' or a path")
-    return variant, r, scorer
+        variant = parse_variant(head)
+    except ValueError as e:
+        variant, why = None, f" ({e})"
+    else:
+        why = ""
+    if variant is None or variant.stages is None or not sep or not scorer:
+        raise ValueError(f"scorer {spec!r}: expected 'dense' or '<variant>:<scorer>' with variant "
+                         "<sdtp|sdtp-low>[@<keep ratio in (0, 1]>|@<compression>x][+L<first stage layer>] and scorer "
+                         f"a policy, 'auto', 'predictor' or a path{why}")
+    return variant, scorer
+
+
+def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
+    """(variant name, keep ratio or None, scorer) of a spec (parse_spec, flattened); ("dense", None, None)."""
+    variant, scorer = parse_spec(spec)
+    return variant.name, variant.keep_ratio, scorer
+
+
+def spec_config(spec: str, model, keep_ratio: float = 0.9) -> SDTPConfig | None:
+    """The SDTPConfig a spec prunes with on `model` (keep_ratio: when the spec names none); None for dense."""
+    return parse_spec(spec)[0].config(model, keep_ratio)
 
 
 def check_scorer_name(name: str, model, spec: str) -> None:

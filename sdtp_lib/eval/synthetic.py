@@ -25,14 +25,13 @@ from pathlib import Path
 import torch
 
 from ..compare import answer_tokens, encode_prompt, greedy_answer
-from ..config import SDTPConfig
 from ..speed.decode import greedy_generate
 from ..engine import pruning
 from ..io import atomic_write_text, compress_jsonl, decompress_jsonl, find_jsonl, provenance, read_jsonl
 from ..models import config_fingerprint
 from ..scorers.oracle import SaliencyOracle
 from .figures import length_label
-from .scorers import ORACLE, VARIANTS, make_scorer_for, parse_scorer
+from .scorers import ORACLE, make_scorer_for, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +256,7 @@ class SuiteConfig:
         if min(self.lengths) < 1:
             raise ValueError(f"SuiteConfig.lengths {self.lengths}: token counts must be >= 1")
         for s in self.scorers:
-            parse_scorer(s)
+            parse_spec(s)
         if self.decode not in DECODES:
             raise ValueError(f"SuiteConfig.decode {self.decode!r}: one of {DECODES}")
         if self.n_samples < 1 or not 0.0 < self.keep_ratio <= 1.0:
@@ -352,10 +351,10 @@ def _check_meta(out: Path, meta: dict, path: Path) -> None:
 
 def _resolve(spec: str, model, cfg: SuiteConfig):
     """None for dense, else (scorer, SDTPConfig)."""
-    variant, ratio, name = parse_scorer(spec)
-    if variant == "dense":
+    variant, name = parse_spec(spec)
+    config = variant.config(model, cfg.keep_ratio)
+    if config is None:  # dense
         return None
-    config = SDTPConfig.for_model(model, keep_ratio=ratio or cfg.keep_ratio, num_stages=VARIANTS[variant])
     if name == ORACLE:  # built per example from its answer (_predict)
         return ORACLE, config
     return make_scorer_for(name, model, config, spec)[0], config

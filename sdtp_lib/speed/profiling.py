@@ -9,7 +9,8 @@ end-to-end = prefill + `new_tokens` greedy tokens (fixed length); every timing f
 of the same shape, CUDA-synchronised, median of `repeats` (min/max kept); peak memory =
 torch.cuda.max_memory_allocated over the end-to-end run. Engines: "hf" = model(...) / model.generate(...);
 "sdtp" = the same prefill + sdtp_lib.speed.decode.greedy_generate (static per-layer caches, CUDA graphs).
-Variants: "dense", "sdtp", "sdtp-low", the last two also as "sdtp@0.8" (keep ratio r = 0.8 instead of the config's).
+Variants: "dense", "sdtp", "sdtp-low", the last two also as "sdtp@0.8" (keep ratio r = 0.8 instead of the config's),
+"sdtp@2.04x" (the ratio that compresses 2.04x) and "+L8" (first stage at layer 8): sdtp_lib.config.parse_variant.
 Attention backends: one run may time several (ProfileConfig.attns), switched at runtime on the same model; rows are
 keyed by (prompt_len, attn, variant, engine), speedups are against HF dense with SDPA (else the run's first backend).
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import SDTPConfig
+from ..config import VARIANTS, SDTPConfig, Variant, parse_variant
 from ..models import ATTN_IMPLEMENTATIONS
 from .decode import greedy_generate
 from ..engine import pruning
@@ -39,27 +40,7 @@ log = logging.getLogger(__name__)
 QWEN2_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                 num_key_value_heads=4, vocab_size=152064, max_position_embeddings=131072, rope_theta=1_000_000.0,
                 use_sliding_window=False, tie_word_embeddings=False)
-VARIANTS = {"dense": None, "sdtp": 10, "sdtp-low": 5}  # variant -> number of stages
 ENGINES = ("hf", "sdtp")
-
-
-def variant_spec(v: str) -> tuple[str, float | None]:
-    """(base, r) of a variant: "sdtp@0.8" -> ("sdtp", 0.8); a plain name -> (name, None) (the config's keep_ratio,
-    or no pruning for dense). Refuses an unknown base, dense with a ratio, and r outside (0, 1], naming v."""
-    base, at, ratio = str(v).partition("@")
-    if base not in VARIANTS:
-        raise ValueError(f"{v!r} is not one of {list(VARIANTS)} (optionally with a keep ratio, e.g. sdtp@0.8)")
-    if not at:
-        return base, None
-    if VARIANTS[base] is None:
-        raise ValueError(f"{v!r}: {base} keeps every token, it has no keep ratio (write {base})")
-    try:
-        r = float(ratio)
-    except ValueError:
-        r = float("nan")
-    if not 0.0 < r <= 1.0:  # also refuses nan
-        raise ValueError(f"{v!r}: the keep ratio after '@' must be a number in (0, 1]")
-    return base, r
 
 
 @dataclass
@@ -104,7 +85,7 @@ class ProfileConfig:
                     f"{list(known)}" if known else f"{list(VARIANTS)} (sdtp, sdtp-low also with @r, e.g. sdtp@0.8)"))
         for v in self.variants:
             try:
-                variant_spec(v)
+                parse_variant(v)
             except ValueError as e:
                 raise ValueError(f"ProfileConfig.variants {list(self.variants)}: {e}") from None
         count("new_tokens", self.new_tokens, "generate at least 1 token for end-to-end")
@@ -113,18 +94,26 @@ class ProfileConfig:
             count("chunk_tokens", self.chunk_tokens, "a chunk has at least 1 token (or None: no chunking)")
         if not 0.0 < self.keep_ratio <= 1.0:
             raise ValueError(f"ProfileConfig.keep_ratio {self.keep_ratio!r}: must be in (0, 1]")
-        same = {}  # (base, r) -> variant: "sdtp" and "sdtp@0.9" are one variant when keep_ratio is 0.9
+        same = {}  # the resolved variant -> its text: "sdtp" and "sdtp@0.9" are one variant when keep_ratio is 0.9
         for v in self.variants:
-            key = (variant_spec(v)[0], self.variant_keep_ratio(v))
+            key = self.variant(v)
             if key in same:
                 raise ValueError(f"ProfileConfig.variants {list(self.variants)}: {same[key]!r} and {v!r} are the same "
                                  f"variant (keep_ratio {self.keep_ratio})")
             same[key] = v
 
+    def variant(self, text: str) -> Variant:
+        """The variant a text names, its keep ratio filled in from keep_ratio when it names neither a ratio nor a
+        compression (dense: none)."""
+        v = parse_variant(text)
+        if v.stages is None or v.keep_ratio is not None or v.compression is not None:
+            return v
+        return Variant(v.name, self.keep_ratio, None, v.start_layer)
+
     def variant_keep_ratio(self, variant: str) -> float | None:
-        """r of a variant: its @r, else keep_ratio; None for dense."""
-        base, r = variant_spec(variant)
-        return None if VARIANTS[base] is None else (self.keep_ratio if r is None else r)
+        """r of a variant: its @r, else keep_ratio (or the ratio its @<c>x compression needs: see its config);
+        None for dense."""
+        return self.variant(variant).keep_ratio
 
 
 def qwen2_7b_random(device="cuda", dtype=torch.bfloat16, attn="sdpa"):
@@ -254,10 +243,9 @@ def set_attn(model, attn: str) -> None:
 
 def _plan(model, cfg: ProfileConfig, variant: str):
     """(SDTPConfig, scorer) of a variant; (None, None) for dense."""
-    stages = VARIANTS[variant_spec(variant)[0]]
-    if stages is None:
+    conf = cfg.variant(variant).config(model, cfg.keep_ratio)
+    if conf is None:
         return None, None
-    conf = SDTPConfig.for_model(model, keep_ratio=cfg.variant_keep_ratio(variant), num_stages=stages)
     return conf, profile_scorer(model, conf, cfg.scorer)
 
 
@@ -299,7 +287,8 @@ def _variant_rows(model, cfg, ids, attn, variant, plan, done, on_row, progress, 
         chunk = cfg.chunk_tokens if engine == "sdtp" else None
         fast = cfg.fast_kernels and engine == "sdtp"
         row = dict(prompt_len=T, variant=variant, engine=engine, attn=attn,
-                   keep_ratio=cfg.variant_keep_ratio(variant), chunk_tokens=chunk, fast_kernels=bool(fast))
+                   keep_ratio=conf.keep_ratio if conf else None, stage_layers=list(conf.stage_layers) if conf else None,
+                   chunk_tokens=chunk, fast_kernels=bool(fast))
         row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
         row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast, row["prefill_s"]))
         out.append(row)
@@ -510,7 +499,7 @@ def backend_summary(rows: list[dict], default_attn: str = "sdpa") -> str:
     baseline backend (SDPA when the run has it) and against HF dense with the same backend (e.g. flash-attn 4)."""
     base = baseline_attn(rows, default_attn)
     by = _by_key(rows, default_attn)
-    variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if VARIANTS[variant_spec(v)[0]] is not None]
+    variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if parse_variant(v).stages is not None]
     out = [f"| prompt | attn | variant | SDTP prefill s | prefill vs HF dense {base} | prefill vs HF dense same attn | "
            f"e2e vs HF dense {base} | e2e vs HF dense same attn | decode ms/tok | decode attn | compression |",
            "|" + "---|" * 11]
