@@ -170,12 +170,14 @@ VARIANTS = {"dense": None, "sdtp": DEFAULT_STAGES, "sdtp-low": 5}  # variant -> 
 @dataclass(frozen=True)
 class Variant:
     """A pruning variant as the evaluations and the profiler write it: "dense", "sdtp" (10 stages) or "sdtp-low"
-    (5), optionally with a keep ratio ("sdtp@0.8") or a target compression ("sdtp@2.04x") and the first stage's
-    layer ("sdtp@0.8+L8"). parse_variant reads the text; config() builds the SDTPConfig."""
+    (5), optionally with a keep ratio ("sdtp@0.8") or a target compression ("sdtp@2.04x"), the first stage's
+    layer ("sdtp@0.8+L8") and the newest fraction always kept ("sdtp@0.8+R0.02": 2% instead of the paper's 10%).
+    parse_variant reads the text; config() builds the SDTPConfig."""
     name: str
     keep_ratio: float | None = None  # None: the caller's default
     compression: float | None = None  # instead of a keep ratio: the ratio that gives this compression
     start_layer: int | None = None  # None: the default placement
+    local_frac: float | None = None  # the newest fraction always kept; None: SDTPConfig's (0.1, the paper's)
 
     @property
     def stages(self) -> int | None:
@@ -185,24 +187,27 @@ class Variant:
         """None for dense, else the variant's SDTPConfig (keep_ratio: the default when the text names none)."""
         if self.stages is None:
             return None
+        kw = {} if self.local_frac is None else {"local_frac": self.local_frac}
         if self.compression is not None:
-            return SDTPConfig.for_compression(model_or_depth, self.compression, self.stages, self.start_layer)
+            return SDTPConfig.for_compression(model_or_depth, self.compression, self.stages, self.start_layer, **kw)
         return SDTPConfig.for_model(model_or_depth, keep_ratio=self.keep_ratio or keep_ratio, num_stages=self.stages,
-                                    start_layer=self.start_layer)
+                                    start_layer=self.start_layer, **kw)
 
 
-_VARIANT_SYNTAX = "<dense|sdtp|sdtp-low>[@<keep ratio in (0, 1]>|@<compression>x][+L<first stage layer>]"
+_VARIANT_SYNTAX = ("<dense|sdtp|sdtp-low>[@<keep ratio in (0, 1]>|@<compression>x][+L<first stage layer>]"
+                   "[+R<newest fraction always kept, in [0, 1]>]")
 
 
 def parse_variant(text: str) -> Variant:
     """"sdtp" -> Variant("sdtp"); "sdtp@0.8+L8" -> keep ratio 0.8, first stage at layer 8; "sdtp-low@2x" -> the
     ratio that compresses 2x. Refuses anything else with the syntax, naming the text."""
     import re
-    m = re.fullmatch(r"(?P<name>[a-z-]+)(?:@(?P<num>[0-9.]+)(?P<x>x?))?(?:\+L(?P<start>\d+))?", str(text))
+    m = re.fullmatch(r"(?P<name>[a-z-]+)(?:@(?P<num>[0-9.]+)(?P<x>x?))?(?:\+L(?P<start>\d+))?"
+                     r"(?:\+R(?P<local>[0-9.]+))?", str(text))
     bad = lambda why: ValueError(f"variant {text!r}: {why}; expected {_VARIANT_SYNTAX}")  # noqa: E731
     if m is None or m["name"] not in VARIANTS:
         raise bad("not a variant")
-    if VARIANTS[m["name"]] is None and (m["num"] or m["start"]):
+    if VARIANTS[m["name"]] is None and (m["num"] or m["start"] or m["local"]):
         raise bad(f"{m['name']} keeps every token, it has no keep ratio or stages")
     num = None
     if m["num"]:
@@ -217,4 +222,12 @@ def parse_variant(text: str) -> Variant:
     start = int(m["start"]) if m["start"] else None
     if start is not None and start < 1:
         raise bad("the first stage's layer must be >= 1")
-    return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start)
+    local = None
+    if m["local"]:
+        try:
+            local = float(m["local"])
+        except ValueError:
+            raise bad(f"{m['local']!r} is not a number") from None
+        if not 0.0 <= local <= 1.0:
+            raise bad(f"the newest fraction always kept must be in [0, 1], got {local}")
+    return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start, local)

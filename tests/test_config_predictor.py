@@ -186,8 +186,13 @@ def test_parse_variant():
     assert parse_variant("sdtp-low@0.8+L6") == Variant("sdtp-low", 0.8, None, 6)
     assert parse_variant("sdtp-low@0.8+L6").config(28).stage_layers == (6, 9, 12, 15, 17)
     assert parse_variant("sdtp@2.04x") == Variant("sdtp", None, 2.04, None)
+    assert parse_variant("sdtp@0.8+R0.02") == Variant("sdtp", 0.8, None, None, 0.02)
+    c = parse_variant("sdtp@0.8+L6+R0.02").config(28)
+    assert (c.local_frac, c.keep_ratio, c.stage_layers[0]) == (0.02, 0.8, 6)
+    assert parse_variant("sdtp@0.8").config(28).local_frac == 0.1  # the paper's newest 10%
     for bad, why in [("dense@0.8", "no keep ratio"), ("sdtp@2", r"\(0, 1\]"), ("sdtp@0.5x", ">= 1x"),
                      ("sdtp+L0", ">= 1"), ("fast", "not a variant"), ("sdtp@1.2.3", "not a number"),
-                     ("sdtp+L8@0.8", "not a variant")]:
+                     ("sdtp+L8@0.8", "not a variant"), ("sdtp+R1.5", r"in \[0, 1\]"),
+                     ("dense+R0.1", "no keep ratio"), ("sdtp+R0.1+L8", "not a variant")]:
         with pytest.raises(ValueError, match=why):
             parse_variant(bad)
