@@ -209,25 +209,22 @@ def parse_variant(text: str) -> Variant:
         raise bad("not a variant")
     if VARIANTS[m["name"]] is None and (m["num"] or m["start"] or m["local"]):
         raise bad(f"{m['name']} keeps every token, it has no keep ratio or stages")
-    num = None
-    if m["num"]:
+    def number(key: str, ok, rule: str) -> float | None:  # the group as a float, None when absent
+        if not m[key]:
+            return None
         try:
-            num = float(m["num"])
+            v = float(m[key])
         except ValueError:
-            raise bad(f"{m['num']!r} is not a number") from None
-        if m["x"] and num < 1.0:
-            raise bad(f"a compression is >= 1x, got {num}x")
-        if not m["x"] and not 0.0 < num <= 1.0:
-            raise bad(f"the keep ratio must be in (0, 1], got {num}")
+            raise bad(f"{m[key]!r} is not a number") from None
+        if not ok(v):
+            raise bad(rule.format(v))
+        return v
+    if m["x"]:
+        num = number("num", lambda v: v >= 1.0, "a compression is >= 1x, got {}x")
+    else:
+        num = number("num", lambda v: 0.0 < v <= 1.0, "the keep ratio must be in (0, 1], got {}")
     start = int(m["start"]) if m["start"] else None
     if start is not None and start < 1:
         raise bad("the first stage's layer must be >= 1")
-    local = None
-    if m["local"]:
-        try:
-            local = float(m["local"])
-        except ValueError:
-            raise bad(f"{m['local']!r} is not a number") from None
-        if not 0.0 <= local <= 1.0:
-            raise bad(f"the newest fraction always kept must be in [0, 1], got {local}")
+    local = number("local", lambda v: 0.0 <= v <= 1.0, "the newest fraction always kept must be in [0, 1], got {}")
     return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start, local)

