@@ -31,7 +31,7 @@ n_samples = None  # samples per task, the first ones in the official order (None
 device = "auto"  # "auto": the GPU when there is one
 seed = 0  # torch's seed (the random policy's draws); decoding is greedy
 tasks = None  # LongBench task names (None: all 16)
-# "dense" or "<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>]:<policy|auto|predictor|path>" (auto: the shipped predictor, else norm)
+# "dense" or "<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>][+R<fraction>]:<policy|auto|predictor|path>" (auto: the shipped predictor, else norm)
 scorers = ["dense", "sdtp:auto", "sdtp-low:auto", "sdtp:random", "sdtp:recent"]
 keep_ratio = 0.9  # r of the scorers without their own "@ratio"
 max_length = None  # prompt tokens before the chat template (None: the official rule for the model's context)

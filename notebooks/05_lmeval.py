@@ -28,7 +28,7 @@ n_samples = None  # lm-eval's limit: documents per task (None: all)
 device = "auto"  # "auto": the GPU when there is one
 seed = 0  # lm-eval's random seeds (the few-shot draw is lm-eval's own, fixed)
 tasks = ["sdtp_paper"]  # the project's task names or the group
-# "dense" or "<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>]:<policy|auto|predictor|path>" (auto: the shipped predictor, else norm)
+# "dense" or "<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>][+R<fraction>]:<policy|auto|predictor|path>" (auto: the shipped predictor, else norm)
 scorers = ["dense", "sdtp:auto", "sdtp-low:auto", "sdtp:random"]
 keep_ratio = 0.9  # r of the scorers without their own "@ratio"
 num_fewshot = 5

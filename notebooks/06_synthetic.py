@@ -30,7 +30,7 @@ seed = 0  # the examples (keys, needles, filler) and torch's seed (the random po
 tasks = None  # passkey, multikey_niah, kv_retrieval, variable_tracking (None: all four)
 lengths = [1024, 2048]  # prompt tokens (GPU: 1024 ... 32768)
 layouts = None  # question_last (LongBench's), question_first (None: both)
-# "dense" or "<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>]:<policy|auto|predictor|path>" (auto: the shipped predictor, else norm)
+# "dense" or "<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>][+R<fraction>]:<policy|auto|predictor|path>" (auto: the shipped predictor, else norm)
 scorers = ["dense", "sdtp:auto", "sdtp-low:auto", "sdtp:random", "sdtp:recent"]
 keep_ratio = 0.9  # r of the scorers without their own "@ratio"
 dtype = None  # None: float32 on CPU, bfloat16 on GPU

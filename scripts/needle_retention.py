@@ -83,14 +83,16 @@ def main(argv=None) -> int:
         if not todo:
             continue
         ex = Y.make_example(e["task"], tok, e["length"], e["layout"], e["seed"], e["depth"])
-        ids = encode_prompt(tok, ex.prompt).to(dev)
+        ids = encode_prompt(tok, ex.prompt)
+        span = Y.needle_span(tok, ex, ids)  # once per prompt
+        ids = ids.to(dev)
         for spec in todo:
             scorer, conf = scorers[spec]
             with pruning(model, scorer, conf) as st:
                 model(ids, logits_to_keep=1)
             rows.append({"id": e["id"], "task": e["task"], "length": e["length"], "layout": e["layout"],
                          "scorer": spec, "prompt_len": ids.shape[1], "compression": st.compression,
-                         "needle_kept": Y.needle_kept(tok, ex, ids.cpu(), st)})
+                         "needle_kept": Y.needle_kept(span, st)})
         atomic_write_text(path, json.dumps({"config": config, **provenance(), "rows": rows}) + "\n", overwrite=True)
         log.info("%s: %s | %.0f s", e["id"], " ".join(f"{s}={r['needle_kept']:.2f}" for s, r in
                                                       zip(todo, rows[-len(todo):])), time.time() - t0)

@@ -194,8 +194,8 @@ class Variant:
                                     start_layer=self.start_layer, **kw)
 
 
-_VARIANT_SYNTAX = ("<dense|sdtp|sdtp-low>[@<keep ratio in (0, 1]>|@<compression>x][+L<first stage layer>]"
-                   "[+R<newest fraction always kept, in [0, 1]>]")
+VARIANT_SYNTAX = ("<dense|sdtp|sdtp-low>[@<keep ratio in (0, 1]>|@<compression>x][+L<first stage layer>]"
+                  "[+R<newest fraction always kept, in [0, 1]>]")
 
 
 def parse_variant(text: str) -> Variant:
@@ -204,7 +204,7 @@ def parse_variant(text: str) -> Variant:
     import re
     m = re.fullmatch(r"(?P<name>[a-z-]+)(?:@(?P<num>[0-9.]+)(?P<x>x?))?(?:\+L(?P<start>\d+))?"
                      r"(?:\+R(?P<local>[0-9.]+))?", str(text))
-    bad = lambda why: ValueError(f"variant {text!r}: {why}; expected {_VARIANT_SYNTAX}")  # noqa: E731
+    bad = lambda why: ValueError(f"variant {text!r}: {why}; expected {VARIANT_SYNTAX}")  # noqa: E731
     if m is None or m["name"] not in VARIANTS:
         raise bad("not a variant")
     if VARIANTS[m["name"]] is None and (m["num"] or m["start"] or m["local"]):

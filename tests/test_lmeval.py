@@ -274,12 +274,14 @@ def test_command_line(tmp_path):
 def test_suite_takes_the_shared_scorer_syntax(tiny):
     runs = L._suite_runs(None, None, ["dense", "sdtp:norm", "sdtp-low@0.8:random", "sdtp:runs/x"], 0.9, "auto")
     assert runs["dense"]["scorer"] == "dense"
-    assert runs["sdtp:norm"] == dict(scorer="sdtp", stages=10, predictor="norm", keep_ratio=0.9, start_layer=None)
+    assert runs["sdtp:norm"] == dict(scorer="sdtp", stages=10, predictor="norm", keep_ratio=0.9, start_layer=None,
+                                     local_frac=None)
     assert runs["sdtp-low@0.8:random"] == dict(scorer="sdtp", stages=5, predictor="random", keep_ratio=0.8,
-                                               start_layer=None)
-    got = L._suite_runs(tiny[0], None, ["sdtp@1.5x+L2:norm"], 0.9, "auto")["sdtp@1.5x+L2:norm"]
-    conf = S.SDTPConfig.for_compression(tiny[0], 1.5, 10, start_layer=2)  # the ratio that compresses 1.5x from layer 2
-    assert got == dict(scorer="sdtp", stages=10, predictor="norm", keep_ratio=conf.keep_ratio, start_layer=2)
+                                               start_layer=None, local_frac=None)
+    got = L._suite_runs(tiny[0], None, ["sdtp@1.5x+L2+R0.02:norm"], 0.9, "auto")["sdtp@1.5x+L2+R0.02:norm"]
+    conf = S.SDTPConfig.for_compression(tiny[0], 1.5, 10, start_layer=2, local_frac=0.02)  # 1.5x from layer 2
+    assert got == dict(scorer="sdtp", stages=10, predictor="norm", keep_ratio=conf.keep_ratio, start_layer=2,
+                       local_frac=0.02)
     assert runs["sdtp:runs/x"]["predictor"] == "runs/x"
     assert L._suite_runs(None, None, None, 0.9, "norm")["sdtp-low"] == dict(scorer="sdtp", stages=5, predictor="norm",
                                                                              keep_ratio=0.9)  # the variants default
@@ -296,9 +298,12 @@ def test_suite_takes_the_shared_scorer_syntax(tiny):
 
 
 def test_start_layer_model_arg_moves_the_first_stage(tiny):
-    """model_args start_layer (a string, as lm-eval passes it) places the stages from that layer."""
+    """model_args start_layer / local_frac (strings, as lm-eval passes them) place the stages from that layer and
+    set the newest fraction always kept."""
     model, tok = tiny
     lm = L.SDTPLM(pretrained=model, tokenizer=tok, predictor="norm", start_layer="2")
     assert lm.sdtp_config == S.SDTPConfig.for_model(model, keep_ratio=0.9, num_stages=10, start_layer=2)
     assert lm.sdtp_info()["stage_layers"][0] == 2
     assert L.SDTPLM(pretrained=model, tokenizer=tok, predictor="norm").sdtp_config == S.SDTPConfig.for_model(model)
+    lm = L.SDTPLM(pretrained=model, tokenizer=tok, predictor="norm", local_frac="0.02")  # the newest 2% always kept
+    assert lm.sdtp_config == S.SDTPConfig.for_model(model, local_frac=0.02)

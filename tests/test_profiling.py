@@ -276,7 +276,8 @@ def test_profile_variants_with_a_compression_and_a_start_layer(tmp_path):
     layers and the keep ratio they ran with."""
     from sdtp_lib.config import SDTPConfig
     assert main(["profile", "--model", "tiny-qwen2", "--lengths", "96", "--new-tokens", "2", "--repeats", "1",
-                 "--variants", "sdtp", "sdtp@1.5x+L2", "--engines", "sdtp", "--out", str(tmp_path / "p.json")]) == 0
+                 "--variants", "sdtp", "sdtp@1.5x+L2", "sdtp+R0.02", "--engines", "sdtp", "--out",
+                 str(tmp_path / "p.json")]) == 0
     rows = {r["variant"]: r for r in json.loads((tmp_path / "p.json").read_text())["rows"]}
     import sdtp_lib as S
     model, _ = S.load_model("tiny-qwen2", device="cpu")
@@ -285,3 +286,5 @@ def test_profile_variants_with_a_compression_and_a_start_layer(tmp_path):
     assert got["stage_layers"] == list(want.stage_layers) and got["keep_ratio"] == want.keep_ratio
     assert got["kept_per_layer"] == want.tokens_per_layer(96, 4)
     assert rows["sdtp"]["stage_layers"] == list(SDTPConfig.for_model(model).stage_layers)
+    assert (rows["sdtp"]["local_frac"], rows["sdtp+R0.02"]["local_frac"]) == (0.1, 0.02)  # +R reaches the pruning
+    assert rows["sdtp+R0.02"]["keep_ratio"] == 0.9 and rows["sdtp+R0.02"]["kept_per_layer"] == rows["sdtp"]["kept_per_layer"]

@@ -438,8 +438,11 @@ def test_needle_kept_is_the_share_of_its_tokens_in_the_last_stage(tiny):
         model(ids)
     kept = set(st.stage_positions[-1][0].tolist())
     want = sum(k in kept for k in pos) / len(pos)
-    assert Y.needle_kept(tok, ex, ids, st) == want < 1.0
-    assert Y.needle_kept(tok, ex, ids, None) == 1.0  # dense
+    span = Y.needle_span(tok, ex, ids)
+    assert span == pos
+    assert Y.needle_kept(span, st) == want < 1.0
+    assert Y.needle_kept(span, None) == 1.0  # dense
+    assert Y.needle_kept([], st) is None  # not located
 
 
 def test_retention_table():

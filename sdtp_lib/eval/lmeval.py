@@ -17,7 +17,7 @@ project's tasks when it is not given; `sdtp lmeval --help` shows lm-eval's argum
 
 **The model `sdtp`** (`SDTPLM`, an `HFLM` subclass like lm-eval's `steered`: only the model calls change).
 Model args on top of HFLM's: `keep_ratio` (0.9), `stages` (10; 5 = SDTP-low), `start_layer` (the first stage's
-layer; default: the standard placement), `predictor` (what
+layer; default: the standard placement), `local_frac` (the newest fraction always kept; default 0.1), `predictor` (what
 `sdtp_lib.scorers.resolve_scorer` accepts: "auto", "norm", "random", "recent", a shipped predictor name, a
 predictor file or a run folder; "dense" = no pruning at all, HFLM's own calls). `pretrained` is a local
 path / hub id (loaded by HFLM), one of this project's specs ("tiny-qwen2", "tiny-llama", "smollm2-135m",
@@ -149,7 +149,8 @@ class SDTPLM(HFLM):
     """HFLM whose model calls run inside `sdtp_lib.pruning` (see the module docstring)."""
 
     def __init__(self, pretrained, keep_ratio: float = 0.9, stages: int = 10, predictor: str = "auto",
-                 tokenizer=None, dtype="auto", device: str | None = None, batch_size=1, start_layer=None, **kwargs):
+                 tokenizer=None, dtype="auto", device: str | None = None, batch_size=1, start_layer=None,
+                 local_frac=None, **kwargs):
         self.sdtp_spec = pretrained if isinstance(pretrained, str) else None
         self._sdtp_builtin = isinstance(pretrained, str) and pretrained in BUILTIN_SPECS
         shard = launched()  # accelerate launch: this process's device and share of the requests
@@ -177,9 +178,11 @@ class SDTPLM(HFLM):
             self.sdtp_spec = (getattr(self.model.config, "sdtp_model_id", None)
                               or getattr(self.model.config, "_name_or_path", None) or type(self.model).__name__)
         self.sdtp_predictor = predictor
-        start_layer = None if start_layer in (None, "", "None") else int(start_layer)  # model_args give strings
+        unset = (None, "", "None")  # model_args give strings
+        start_layer = None if start_layer in unset else int(start_layer)
+        local = {} if local_frac in unset else {"local_frac": float(local_frac)}  # else SDTPConfig's (the paper's)
         self.sdtp_config = None if self.sdtp_dense else SDTPConfig.for_model(
-            self.model, keep_ratio=float(keep_ratio), num_stages=int(stages), start_layer=start_layer)
+            self.model, keep_ratio=float(keep_ratio), num_stages=int(stages), start_layer=start_layer, **local)
         self.sdtp_scorer, self.sdtp_scorer_label = ((None, "dense (no pruning)") if self.sdtp_dense else
                                                     resolve_scorer(predictor, self.model, self.sdtp_config))
         self.sdtp_stages_requested = int(stages)
@@ -343,7 +346,7 @@ def run_lmeval(model_spec, tasks=(GROUP,), out_dir: str | Path | None = None, ke
                stages: int = 10, predictor: str = "auto", limit: int | float | None = None, num_fewshot: int = 5,
                device: str = "auto", batch_size: int = 1, *, scorer: str = "sdtp", name: str | None = None,
                dtype=None, data: str | Path | None = None, log_samples: bool = True, seed: int = 0,
-               start_layer: int | None = None) -> dict:
+               start_layer: int | None = None, local_frac: float | None = None) -> dict:
     """One lm-eval run. scorer="sdtp": `simple_evaluate(model="sdtp")` (keep_ratio, stages, predictor);
     scorer="dense": `model="hf"`, plain HFLM on the same loaded model. model_spec: a `load_model` spec / local
     path, or a loaded (model, tokenizer). Writes out_dir/results.json (this dict: accuracy per task, lm-eval's
@@ -364,8 +367,8 @@ def run_lmeval(model_spec, tasks=(GROUP,), out_dir: str | Path | None = None, ke
     model_args = {"pretrained": model, "tokenizer": tok}
     if scorer == "sdtp":
         model_args.update(keep_ratio=keep_ratio, stages=stages, predictor=predictor)
-        if start_layer is not None:  # the first stage's layer instead of the default placement
-            model_args["start_layer"] = start_layer
+        placement = {"start_layer": start_layer, "local_frac": local_frac}  # None: the default placement / window
+        model_args.update({k: v for k, v in placement.items() if v is not None})
     ours = set(PAPER_TASKS) | {GROUP}
     tm = task_manager(data, include_defaults=any(t not in ours for t in tasks))
     res = lm_eval.simple_evaluate(model="sdtp" if scorer == "sdtp" else "hf", model_args=model_args, tasks=tasks,
@@ -383,6 +386,7 @@ def run_lmeval(model_spec, tasks=(GROUP,), out_dir: str | Path | None = None, ke
         "n_samples": n,
         "config": {"keep_ratio": keep_ratio if scorer == "sdtp" else 1.0, "stages": stages if scorer == "sdtp" else 0,
                    "start_layer": start_layer if scorer == "sdtp" else None,
+                   "local_frac": local_frac if scorer == "sdtp" else None,
                    "predictor": predictor if scorer == "sdtp" else None, "limit": limit, "num_fewshot": num_fewshot,
                    "batch_size": batch_size, "device": str(model.device), "dtype": str(model.dtype), "seed": seed,
                    "data": str(data_dir(data))},
@@ -467,7 +471,7 @@ def _suite_runs(model, variants, scorers, keep_ratio, predictor) -> dict:
         if variant.compression is not None and model is not None:
             ratio = variant.config(model).keep_ratio
         runs[spec] = dict(scorer="sdtp", stages=variant.stages, predictor=name, keep_ratio=ratio or keep_ratio,
-                          start_layer=variant.start_layer)
+                          start_layer=variant.start_layer, local_frac=variant.local_frac)
     return runs
 
 

@@ -966,7 +966,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK")
     r.add_argument("--scorers", nargs="+", default=["dense", "sdtp:auto", "sdtp-low:auto"],
-                   help="'dense' or '<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>]:<policy|auto|predictor|path>'")
+                   help="'dense' or '<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>][+R<fraction>]:<policy|auto|predictor|path>'")
     r.add_argument("--keep-ratio", type=float, default=0.9)
     r.add_argument("--limit", type=int, default=None)
     r.add_argument("--max-length", type=int, default=None)

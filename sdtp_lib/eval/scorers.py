@@ -1,13 +1,13 @@
 """The evaluations' scorer syntax, shared by the synthetic suite, LongBench and lm-eval: "dense" or
 "<variant>:<scorer>", the variant as sdtp_lib.config.parse_variant reads it ("sdtp", "sdtp-low", with "@<r>" or
-"@<compression>x" and "+L<first stage layer>"), e.g. "sdtp:norm", "sdtp-low:auto", "sdtp@1.0:random",
-"sdtp@0.8+L8:attention", "sdtp@2.04x:attention", "sdtp:runs/x/seed0"."""
+"@<compression>x", "+L<first stage layer>" and "+R<newest fraction always kept>"), e.g. "sdtp:norm",
+"sdtp-low:auto", "sdtp@1.0:random", "sdtp@0.8+L8:attention", "sdtp@2.04x+R0.02:attention", "sdtp:runs/x/seed0"."""
 from __future__ import annotations
 
 import re
 
+from ..config import VARIANT_SYNTAX, Variant, parse_variant
 from ..config import VARIANTS as _ALL
-from ..config import SDTPConfig, Variant, parse_variant
 
 VARIANTS = {k: v for k, v in _ALL.items() if v is not None}  # pruned variant -> number of stages (SDTP / SDTP-low)
 ORACLE = "oracle"  # the stage-1 saliency of the gold answer: an upper bound (sdtp_lib.scorers.oracle.SaliencyOracle)
@@ -27,8 +27,8 @@ def parse_spec(spec: str) -> tuple[Variant, str | None]:
         why = ""
     if variant is None or variant.stages is None or not sep or not scorer:
         raise ValueError(f"scorer {spec!r}: expected 'dense' or '<variant>:<scorer>' with variant "
-                         "<sdtp|sdtp-low>[@<keep ratio in (0, 1]>|@<compression>x][+L<first stage layer>] and scorer "
-                         f"a policy, 'auto', 'predictor' or a path{why}")
+                         f"{VARIANT_SYNTAX.replace('dense|', '')} and scorer a policy, 'auto', 'predictor' or a "
+                         f"path{why}")
     return variant, scorer
 
 
@@ -36,11 +36,6 @@ def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:
     """(variant name, keep ratio or None, scorer) of a spec (parse_spec, flattened); ("dense", None, None)."""
     variant, scorer = parse_spec(spec)
     return variant.name, variant.keep_ratio, scorer
-
-
-def spec_config(spec: str, model, keep_ratio: float = 0.9) -> SDTPConfig | None:
-    """The SDTPConfig a spec prunes with on `model` (keep_ratio: when the spec names none); None for dense."""
-    return parse_spec(spec)[0].config(model, keep_ratio)
 
 
 def check_scorer_name(name: str, model, spec: str) -> None:

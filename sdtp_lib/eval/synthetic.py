@@ -391,17 +391,6 @@ def _stop_ids(model, tok) -> set:
 def needle_positions(tok, ids: torch.Tensor, needle: str) -> list[int]:
     """Positions of the prompt tokens (ids: (T,)) that overlap the first occurrence of `needle` in the decoded
     prompt (tokens decoded one by one, so each has its character span); [] when the needle is not found."""
-    key = (id(tok), ids.numpy().tobytes() if ids.device.type == "cpu" else ids.cpu().numpy().tobytes(), needle)
-    if key not in _SPANS:  # every scorer of an example asks for the same prompt: decode it once
-        _SPANS.clear()
-        _SPANS[key] = _needle_positions(tok, ids, needle)
-    return _SPANS[key]
-
-
-_SPANS: dict = {}
-
-
-def _needle_positions(tok, ids: torch.Tensor, needle: str) -> list[int]:
     pieces = tok.batch_decode([[t] for t in ids.tolist()])  # each token's text, in one call
     start = "".join(pieces).find(needle)
     if start < 0 or not needle:
@@ -414,10 +403,15 @@ def _needle_positions(tok, ids: torch.Tensor, needle: str) -> list[int]:
     return out
 
 
-def needle_kept(tok, ex: Example, ids: torch.Tensor, stats) -> float | None:
-    """Share of the target needle's tokens still present after the last stage (1.0 dense; None when the needle
-    cannot be located in the tokenised prompt)."""
-    span = needle_positions(tok, ids[0], ex.needles[0]) if ex.needles else []
+def needle_span(tok, ex: Example, ids: torch.Tensor) -> list[int]:
+    """The target needle's token positions in the prompt ids (1, T); [] when it cannot be located. Once per
+    example: every scorer of the example reads the same span."""
+    return needle_positions(tok, ids[0], ex.needles[0]) if ex.needles else []
+
+
+def needle_kept(span: list[int], stats) -> float | None:
+    """Share of the needle's tokens (span: needle_span) still present after the last stage (1.0 dense, stats None;
+    None when the needle was not located)."""
     if not span:
         return None
     if stats is None:
@@ -427,8 +421,9 @@ def needle_kept(tok, ex: Example, ids: torch.Tensor, stats) -> float | None:
 
 
 @torch.no_grad()
-def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str, scorer, decode: str) -> dict:
-    """One greedy answer; `entry` is the plan's entry plus the prompt's hash."""
+def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str, scorer, decode: str,
+             span: list[int]) -> dict:
+    """One greedy answer; `entry` is the plan's entry plus the prompt's hash, `span` the needle's (needle_span)."""
     if scorer is not None and scorer[0] == ORACLE:
         scorer = (_oracle(model, tok, ex, ids, scorer[1]), scorer[1])
     if decode == "static":  # fixed-length greedy tokens, cut where generate would have stopped
@@ -444,7 +439,7 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
     return {**entry, "scorer": spec, "prompt_len": ids.shape[1], "depth_realised": ex.depth,
             "answer": ex.answer, "prediction": prediction, "score": score(ex.task, prediction, ex.answer),
             "compression": compression, "kept_tokens": kept, "new_tokens": len(out),
-            "needle_kept": needle_kept(tok, ex, ids, stats)}
+            "needle_kept": needle_kept(span, stats)}
 
 
 def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank: int = 0,
@@ -491,9 +486,10 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
             if any(done[e["id"], s]["prompt_sha"] != sha for s in cfg.scorers if s not in missing):
                 raise ValueError(f"{path}: the prompt of {e['id']} is not the one its stored rows were made from "
                                  "(generator or tokenizer changed); use another out_dir")
+            span = needle_span(tok, ex, ids)  # decoded once, read by every scorer
             for s in missing:
                 done[e["id"], s] = row = _predict(model, tok, ex, ids, {**e, "prompt_sha": sha}, s, scorers[s],
-                                                  meta["decode"])
+                                                  meta["decode"], span)
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 bar.update(1)
@@ -706,11 +702,11 @@ def retention(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r.get("needle_kept") is not None:
             groups.setdefault((r["layout"], r["scorer"]), []).append(r)
+    mean = lambda v: sum(v) / len(v) if v else None  # noqa: E731
     out = []
     for (layout, scorer), rs in groups.items():
         whole = [r["score"] for r in rs if r["needle_kept"] >= 1.0]
         part = [r["score"] for r in rs if r["needle_kept"] < 1.0]
-        mean = lambda v: sum(v) / len(v) if v else None  # noqa: E731
         out.append({"layout": layout, "scorer": scorer, "n": len(rs),
                     "needle_kept": mean([r["needle_kept"] for r in rs]), "whole": len(whole) / len(rs),
                     "accuracy_whole": mean(whole), "accuracy_cut": mean(part)})

@@ -22,7 +22,7 @@ import logging
 import numbers
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -83,11 +83,6 @@ class ProfileConfig:
             if not vals or unknown or len(set(vals)) != len(vals):
                 raise ValueError(f"ProfileConfig.{name} {vals}: give at least one, without repeats, from " + (
                     f"{list(known)}" if known else f"{list(VARIANTS)} (sdtp, sdtp-low also with @r, e.g. sdtp@0.8)"))
-        for v in self.variants:
-            try:
-                parse_variant(v)
-            except ValueError as e:
-                raise ValueError(f"ProfileConfig.variants {list(self.variants)}: {e}") from None
         count("new_tokens", self.new_tokens, "generate at least 1 token for end-to-end")
         count("repeats", self.repeats, "time at least 1 repeat")
         if self.chunk_tokens is not None:
@@ -96,7 +91,10 @@ class ProfileConfig:
             raise ValueError(f"ProfileConfig.keep_ratio {self.keep_ratio!r}: must be in (0, 1]")
         same = {}  # the resolved variant -> its text: "sdtp" and "sdtp@0.9" are one variant when keep_ratio is 0.9
         for v in self.variants:
-            key = self.variant(v)
+            try:
+                key = self.variant(v)
+            except ValueError as e:
+                raise ValueError(f"ProfileConfig.variants {list(self.variants)}: {e}") from None
             if key in same:
                 raise ValueError(f"ProfileConfig.variants {list(self.variants)}: {same[key]!r} and {v!r} are the same "
                                  f"variant (keep_ratio {self.keep_ratio})")
@@ -108,12 +106,7 @@ class ProfileConfig:
         v = parse_variant(text)
         if v.stages is None or v.keep_ratio is not None or v.compression is not None:
             return v
-        return Variant(v.name, self.keep_ratio, None, v.start_layer)
-
-    def variant_keep_ratio(self, variant: str) -> float | None:
-        """r of a variant: its @r, else keep_ratio (or the ratio its @<c>x compression needs: see its config);
-        None for dense."""
-        return self.variant(variant).keep_ratio
+        return replace(v, keep_ratio=self.keep_ratio)
 
 
 def qwen2_7b_random(device="cuda", dtype=torch.bfloat16, attn="sdpa"):
@@ -288,7 +281,7 @@ def _variant_rows(model, cfg, ids, attn, variant, plan, done, on_row, progress, 
         fast = cfg.fast_kernels and engine == "sdtp"
         row = dict(prompt_len=T, variant=variant, engine=engine, attn=attn,
                    keep_ratio=conf.keep_ratio if conf else None, stage_layers=list(conf.stage_layers) if conf else None,
-                   chunk_tokens=chunk, fast_kernels=bool(fast))
+                   local_frac=conf.local_frac if conf else None, chunk_tokens=chunk, fast_kernels=bool(fast))
         row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
         row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast, row["prefill_s"]))
         out.append(row)
@@ -438,7 +431,7 @@ def baseline_attn(rows: list[dict], default_attn: str = "sdpa") -> str:
     return "sdpa" if "sdpa" in attns or not attns else attns[0]
 
 
-def _by_key(rows: list[dict], default_attn: str) -> dict:  # (prompt_len, variant, engine, attn) -> row
+def rows_by_key(rows: list[dict], default_attn: str = "sdpa") -> dict:  # (prompt_len, variant, engine, attn) -> row
     return {(r["prompt_len"], r["variant"], r["engine"], r.get("attn", default_attn)): r for r in rows}
 
 
@@ -450,7 +443,7 @@ def markdown(rows: list[dict], default_attn: str = "sdpa") -> str:
     """Table: per prompt length, (attn,) variant and engine; speedups vs HF dense of the same length with the
     baseline backend (baseline_attn). The attn column appears when the rows have more than one backend."""
     b_attn = baseline_attn(rows, default_attn)
-    by = _by_key(rows, default_attn)
+    by = rows_by_key(rows, default_attn)
     several = len(row_attns(rows, default_attn)) > 1
     cols = 13 + several
     out = ["| prompt | variant | engine | " + ("attn | " if several else "") + "prefill s (min-max) | prefill x | "
@@ -474,7 +467,7 @@ def summary(rows: list[dict], variant: str = "sdtp", attn: str | None = None, de
     with the baseline backend, SDPA when the run has it: prefill, end-to-end, peak memory)."""
     base = baseline_attn(rows, default_attn)
     attn = attn or base
-    by = _by_key(rows, default_attn)
+    by = rows_by_key(rows, default_attn)
     out = [f"| prompt | {variant} prefill vs own dense (FLOPs ratio) | KV bytes / dense (tokens kept / dense) | "
            "predictor % | prefill vs HF dense | e2e vs HF dense | decode ms/tok HF dense -> SDTP | "
            "peak GiB HF dense -> SDTP |", "|" + "---|" * 8]
@@ -498,7 +491,7 @@ def backend_summary(rows: list[dict], default_attn: str = "sdpa") -> str:
     """Per prompt length, backend and pruned variant: SDTP on this project's engine against HF dense with the
     baseline backend (SDPA when the run has it) and against HF dense with the same backend (e.g. flash-attn 4)."""
     base = baseline_attn(rows, default_attn)
-    by = _by_key(rows, default_attn)
+    by = rows_by_key(rows, default_attn)
     variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if parse_variant(v).stages is not None]
     out = [f"| prompt | attn | variant | SDTP prefill s | prefill vs HF dense {base} | prefill vs HF dense same attn | "
            f"e2e vs HF dense {base} | e2e vs HF dense same attn | decode ms/tok | decode attn | compression |",

@@ -43,10 +43,10 @@ def backend_figure(rows: list[dict], title: str | None = None):
     import matplotlib
     matplotlib.use("Agg") if matplotlib.get_backend().lower().startswith("tk") else None
     import matplotlib.pyplot as plt
-    from ..speed.profiling import baseline_attn, row_attns
+    from ..speed.profiling import baseline_attn, row_attns, rows_by_key
     base = baseline_attn(rows)
     attns = row_attns(rows)
-    by = {(r["prompt_len"], r["variant"], r["engine"], r.get("attn", "sdpa")): r for r in rows}
+    by = rows_by_key(rows)  # (prompt_len, variant, engine, attn) -> row
     lengths = sorted({r["prompt_len"] for r in rows})
     variants = list(dict.fromkeys(r["variant"] for r in rows if r["engine"] == "sdtp"))
     series = [("dense", "hf", a) for a in attns] + [(v, "sdtp", a) for v in variants for a in attns]
