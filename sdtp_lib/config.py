@@ -171,17 +171,24 @@ VARIANTS = {"dense": None, "sdtp": DEFAULT_STAGES, "sdtp-low": 5}  # variant -> 
 class Variant:
     """A pruning variant as the evaluations and the profiler write it: "dense", "sdtp" (10 stages) or "sdtp-low"
     (5), optionally with a keep ratio ("sdtp@0.8") or a target compression ("sdtp@2.04x"), the first stage's
-    layer ("sdtp@0.8+L8") and the newest fraction always kept ("sdtp@0.8+R0.02": 2% instead of the paper's 10%).
-    parse_variant reads the text; config() builds the SDTPConfig."""
+    layer ("sdtp@0.8+L8"), the newest fraction always kept ("sdtp@0.8+R0.02": 2% instead of the paper's 10%), the
+    number of stages ("sdtp@2x+S1": one stage at the compression of ten) and an H2O KV budget for the decoding, a
+    fraction of the prompt's KV ("dense+H0.4", "sdtp+H0.4"; dense takes only this one). parse_variant reads the
+    text; config() builds the SDTPConfig."""
     name: str
     keep_ratio: float | None = None  # None: the caller's default
     compression: float | None = None  # instead of a keep ratio: the ratio that gives this compression
     start_layer: int | None = None  # None: the default placement
     local_frac: float | None = None  # the newest fraction always kept; None: SDTPConfig's (0.1, the paper's)
+    num_stages: int | None = None  # None: the variant's (10 for sdtp, 5 for sdtp-low)
+    kv_budget: float | None = None  # H2O's KV budget in decoding, a fraction of the prompt's KV; None: no eviction
 
     @property
     def stages(self) -> int | None:
-        return VARIANTS[self.name]
+        """Pruning stages; None for dense."""
+        if VARIANTS[self.name] is None:
+            return None
+        return self.num_stages or VARIANTS[self.name]
 
     def config(self, model_or_depth, keep_ratio: float = 0.9) -> SDTPConfig | None:
         """None for dense, else the variant's SDTPConfig (keep_ratio: the default when the text names none)."""
@@ -195,7 +202,7 @@ class Variant:
 
 
 VARIANT_SYNTAX = ("<dense|sdtp|sdtp-low>[@<keep ratio in (0, 1]>|@<compression>x][+L<first stage layer>]"
-                  "[+R<newest fraction always kept, in [0, 1]>]")
+                  "[+R<newest fraction always kept, in [0, 1]>][+S<stages>][+H<H2O KV budget in (0, 1]>]")
 
 
 def parse_variant(text: str) -> Variant:
@@ -203,11 +210,11 @@ def parse_variant(text: str) -> Variant:
     ratio that compresses 2x. Refuses anything else with the syntax, naming the text."""
     import re
     m = re.fullmatch(r"(?P<name>[a-z-]+)(?:@(?P<num>[0-9.]+)(?P<x>x?))?(?:\+L(?P<start>\d+))?"
-                     r"(?:\+R(?P<local>[0-9.]+))?", str(text))
+                     r"(?:\+R(?P<local>[0-9.]+))?(?:\+S(?P<stages>\d+))?(?:\+H(?P<kv>[^+]+))?", str(text))
     bad = lambda why: ValueError(f"variant {text!r}: {why}; expected {VARIANT_SYNTAX}")  # noqa: E731
     if m is None or m["name"] not in VARIANTS:
         raise bad("not a variant")
-    if VARIANTS[m["name"]] is None and (m["num"] or m["start"] or m["local"]):
+    if VARIANTS[m["name"]] is None and (m["num"] or m["start"] or m["local"] or m["stages"]):
         raise bad(f"{m['name']} keeps every token, it has no keep ratio or stages")
     def number(key: str, ok, rule: str) -> float | None:  # the group as a float, None when absent
         if not m[key]:
@@ -227,4 +234,8 @@ def parse_variant(text: str) -> Variant:
     if start is not None and start < 1:
         raise bad("the first stage's layer must be >= 1")
     local = number("local", lambda v: 0.0 <= v <= 1.0, "the newest fraction always kept must be in [0, 1], got {}")
-    return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start, local)
+    stages = int(m["stages"]) if m["stages"] else None
+    if stages is not None and stages < 1:
+        raise bad("the number of stages must be >= 1")
+    kv = number("kv", lambda v: 0.0 < v <= 1.0, "the H2O KV budget is a fraction of the prompt's KV in (0, 1], got {}")
+    return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start, local, stages, kv)

@@ -190,9 +190,19 @@ def test_parse_variant():
     c = parse_variant("sdtp@0.8+L6+R0.02").config(28)
     assert (c.local_frac, c.keep_ratio, c.stage_layers[0]) == (0.02, 0.8, 6)
     assert parse_variant("sdtp@0.8").config(28).local_frac == 0.1  # the paper's newest 10%
+    one = parse_variant("sdtp@2x+S1")  # one stage at a given compression: the single- vs multi-stage ablation
+    assert one.stages == 1 and len(one.config(28).stage_layers) == 1
+    c = one.config(28)
+    assert abs(28 / (sum(c.tokens_per_layer(32768)) / 32768) - 2.0) < 0.01
+    assert parse_variant("sdtp-low+S3").stages == 3 and parse_variant("sdtp-low").stages == 5
+    assert parse_variant("dense+H0.4") == Variant("dense", kv_budget=0.4) and parse_variant("dense+H0.4").stages is None
+    v = parse_variant("sdtp@0.8+L6+R0.02+S5+H0.4")
+    assert (v.keep_ratio, v.start_layer, v.local_frac, v.stages, v.kv_budget) == (0.8, 6, 0.02, 5, 0.4)
     for bad, why in [("dense@0.8", "no keep ratio"), ("sdtp@2", r"\(0, 1\]"), ("sdtp@0.5x", ">= 1x"),
                      ("sdtp+L0", ">= 1"), ("fast", "not a variant"), ("sdtp@1.2.3", "not a number"),
                      ("sdtp+L8@0.8", "not a variant"), ("sdtp+R1.5", r"in \[0, 1\]"),
-                     ("dense+R0.1", "no keep ratio"), ("sdtp+R0.1+L8", "not a variant")]:
+                     ("dense+R0.1", "no keep ratio"), ("sdtp+R0.1+L8", "not a variant"), ("dense+S2", "no keep ratio"),
+                     ("sdtp+S0", ">= 1"), ("sdtp+H0", r"in \(0, 1\]"), ("sdtp+H1.5", r"in \(0, 1\]"),
+                     ("sdtp+Hx", "not a number"), ("sdtp+H0.4+S2", "not a variant")]:
         with pytest.raises(ValueError, match=why):
             parse_variant(bad)
