@@ -264,9 +264,12 @@ def frontier_figure(fr: dict):
     n_ref = len(refs) + (1 if fr["unmatched"] else 0)
     fig, axes = plt.subplots(1, len(sources), figsize=(5.6 * len(sources), 5.0 + 0.22 * n_ref), squeeze=False,
                              sharey=True, sharex=True)
+    hi = max(p["speedup"] for p in pts)
+    column = hi + 0.12  # the labels: one column right of the points, top to bottom in the points' order
+    lowest = 100.0
     for ax, src in zip(axes[0], sources):
         mine = sorted((p for p in pts if p["source"] == src), key=lambda p: -p["share"])
-        prev = None  # the last label's height: labels go down the panel, never on top of each other
+        prev = None  # the last label's height: labels never on top of each other
         for p in mine:
             f = _family(p["policy"])
             k = fams.index(f)
@@ -277,9 +280,13 @@ def frontier_figure(fr: dict):
             ax.scatter([x], [y], marker=MARKERS[k % len(MARKERS)], s=55, color=colours[f], edgecolor="black",
                        linewidth=0.5, zorder=3, label=f)
             ref = f" [{refs.index(p['speed']) + 1}]" if p["speed"] is not None else ""
-            ty = y if prev is None else min(y, prev - 4.5)
-            prev = ty
-            ax.annotate(p["scorer"] + ref, (x, y), xytext=(x + 0.04, ty), fontsize=7, va="center",
+            ref += "*" if p["how"] not in ("own", "dense") else ""
+            if p["speed"] is None:  # dense: its label beside it
+                ax.annotate(p["scorer"], (x, y), xytext=(6, 0), textcoords="offset points", fontsize=7, va="center")
+                continue
+            ty = y if prev is None else min(y, prev - 4.2)
+            prev, lowest = ty, min(lowest, ty)
+            ax.annotate(p["scorer"] + ref, (x, y), xytext=(column, ty), fontsize=7, va="center",
                         arrowprops=dict(arrowstyle="-", lw=0.4, color="grey"))
         ax.axhline(100, color="black", lw=0.6, ls=":")
         ax.set(title=src, xlabel=f"prefill speedup vs HF dense SDPA, Qwen2-7B shape, {fr['length'] // 1024}K (H200)")
@@ -287,15 +294,18 @@ def frontier_figure(fr: dict):
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("synthetic suite accuracy, % of dense")
     lo = min(p["speedup"] for p in pts)
-    hi = max(p["speedup"] for p in pts)
-    axes[0][0].set_xlim(lo - 0.1, hi + 0.45 * (hi - lo + 0.5))
+    axes[0][0].set_xlim(lo - 0.1, column + 0.75)  # room for the label column
+    axes[0][0].set_ylim(min(lowest, min(100 * p["share"] for p in pts)) - 4, 104)
     handles, labels = axes[0][0].get_legend_handles_labels()
     for ax in axes[0][1:]:
         h, lab = ax.get_legend_handles_labels()
         handles, labels = handles + h, labels + lab
     uniq = dict(zip(labels, handles))
-    axes[0][-1].legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower right")
+    axes[0][0].legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower left")
     notes = [f"[{i + 1}] {r.describe()}" for i, r in enumerate(refs)]
+    if any(p["how"] not in ("own", "dense") for p in pts):
+        notes.append("* no measurement of its own: policies (norm, recent, random) use the predictor's row (they cost "
+                     "less), attention settings window attention's, auto / predictor files the predictor's")
     if fr["unmatched"]:
         notes.append("not drawn: " + "; ".join(f"{u['scorer']} ({u['why']})" for u in fr["unmatched"]))
     text = "\n".join(notes)

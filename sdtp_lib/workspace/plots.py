@@ -34,8 +34,11 @@ def latency_figure(rows: list[dict], engine: str = "sdtp", title: str | None = N
         axes[3].text(0.5, 0.5, "peak memory not measured\n(no GPU in this run)", ha="center", va="center",
                      transform=axes[3].transAxes, fontsize=9)
     titles = ("prefill latency (s)", "end-to-end latency (s)", "prefill TFLOPs", "peak memory (GiB)")
+    lengths = sorted({r["prompt_len"] for r in rows})
     for ax, t in zip(axes, titles):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [f"{n // 1024}K" if n % 1024 == 0 else str(n) for n in lengths])
+        ax.minorticks_off()
         ax.set_xlabel("prompt tokens")
         ax.set_title(t)
         ax.grid(alpha=0.3)
