@@ -147,7 +147,6 @@ def ablation_figure(result: dict, x: str):
             vals = [pts[v][0] for v in xs if v in pts]
             bars = ax.bar(pos, vals, width, color=colours[k], hatch=HATCHES[k % len(HATCHES)], edgecolor="black",
                           linewidth=0.5, label=str(s))
-            bars.set_gid(str(s))
             for p, v in zip(pos, [v for v in xs if v in pts]):
                 if pts[v][1] is not None:
                     ax.vlines(p, *pts[v][1], color="black", lw=1)
