@@ -185,3 +185,29 @@ def test_summary_and_figures_of_a_fixture_run_name_every_missing_source(tmp_path
     assert "Hand-written" in text and "`" + str(run) + "`" in text
     with pytest.raises(FileNotFoundError, match="run folder"):
         load_sources(tmp_path / "nope", results)
+
+
+def test_latency_figure_on_both_engines_draws_the_rows():
+    from sdtp_lib.workspace.plots import latency_figure
+    rows = [dict(row(v, e, T, p * T / 1024), flops=1e12 * p, e2e_s=2 * p, peak_mem_gib=None)
+            for T in (1024, 2048) for v, e, p in (("dense", "hf", 1.0), ("dense", "sdtp", 0.9), ("sdtp", "sdtp", 0.6),
+                                                  ("sdtp", "hf", 0.7), ("sdtp-low", "sdtp", 0.8))]
+    fig = latency_figure(rows, engines=("sdtp", "hf"))
+    pre = {ln.get_label(): list(ln.get_ydata()) for ln in fig.axes[0].lines}
+    assert set(pre) == {"dense (this engine)", "sdtp (this engine)", "sdtp-low (this engine)", "dense (HF loop)",
+                        "sdtp (HF loop)"}  # no sdtp-low row on the HF loop: no line
+    assert pre["sdtp (HF loop)"] == pytest.approx([0.7, 1.4])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1K", "2K"]
+    assert not fig.axes[3].lines and "not measured" in fig.axes[3].texts[0].get_text()  # CPU: no peak memory
+
+
+def test_evaluation_bars_carry_one_hatch_per_scorer_in_bars_and_legend():
+    from sdtp_lib.eval import figures as EF
+    r = lambda acc: {"accuracy": acc, "config": {"num_fewshot": 5}, "lm_eval": {}}  # noqa: E731
+    fig = EF.lmeval_figure({"dense": r({"sdtp_copa": 0.5, "sdtp_cb": 0.25}), "sdtp:norm": r({"sdtp_copa": 0.75}),
+                            "sdtp-low:norm": r({"sdtp_copa": 0.25, "sdtp_cb": 1.0})})
+    (ax,) = fig.axes
+    hatches = [{b.get_hatch() or "" for b in c} for c in ax.containers]
+    assert [len(h) for h in hatches] == [1, 1, 1] and len(set.union(*hatches)) == 3
+    assert [b.get_height() for b in ax.containers[2]] == pytest.approx([0.25, 1.0])
+    assert [p.get_hatch() or "" for p in ax.get_legend().get_patches()] == [h.pop() for h in hatches]
