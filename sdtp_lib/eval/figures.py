@@ -90,8 +90,8 @@ def lmeval_figure(results_by_scorer: dict):
         raise ValueError("lmeval_figure: no results")
     acc = {n: results_by_scorer[n]["accuracy"] for n in names}
     tasks = list(dict.fromkeys(t for a in acc.values() for t in a))
-    group = [t for t in tasks if any(t in ((r.get("lm_eval") or {}).get("groups") or {})
-                                     for r in results_by_scorer.values())]
+    group = [t for t in tasks if t == "sdtp_paper" or any(t in ((r.get("lm_eval") or {}).get("groups") or {})
+                                                          for r in results_by_scorer.values())]  # the paper's mean
     order = [t for t in tasks if t not in group] + group
     label = lambda t: "mean" if t in group else t.removeprefix("sdtp_")  # noqa: E731
     rows = [{"x": label(t), "scorer": n, "value": acc[n].get(t)} for n in names for t in order]

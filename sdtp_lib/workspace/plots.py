@@ -42,8 +42,15 @@ def latency_figure(rows: list[dict], engine: str = "sdtp", title: str | None = N
         ax.set_xlabel("prompt tokens")
         ax.set_title(t)
         ax.grid(alpha=0.3)
+    from matplotlib.ticker import FuncFormatter
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.2, 2, 2000 rather than 2 x 10^-1
+    minor = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")  # 2s and 5s only: no crowding
+    for ax in axes:
+        ax.set_xlim(lengths[0] / 1.25, lengths[-1] * 1.25)  # also on a panel with no line (memory on a CPU)
     for ax in axes[:3]:
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(minor)
     axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -123,9 +123,11 @@ def latency_section(src: Sources) -> str:
 
 # ------------------------------------------------------------------ LongBench
 def _lb_stand_in(src: Sources) -> str:
-    data = _params(src, "04_longbench").get("data")
-    model = _params(src, "04_longbench").get("model", "?")
-    if data is None or "fixture" in str(data):
+    params = _params(src, "04_longbench")
+    if not params:
+        return "data unknown (no 04_longbench entry in run.json)"
+    data, model = params.get("data"), params.get("model", "?")
+    if data is None or "fixture" in str(data):  # None: the project's fixture (notebook 04's default)
         return f"**fixture** (data/longbench_fixture: checks the protocol; scores mean nothing), {model}"
     return f"official data, {model}"
 
@@ -212,11 +214,11 @@ def lmeval_section(src: Sources) -> str:
     for r in rows:
         if r["scorer"] == "dense" or dense is None:
             continue
-        fixture = "lmeval_fixture" in r["data"] or r["data"] in ("None", "")
+        fixture = "lmeval_fixture" in r["data"]  # the data folder lm-eval read, recorded in its config
         body.append([f"ours, {_params(src, '05_lmeval').get('model', _model(src))}, {r['scorer']}",
                      _f(dense["accuracy"]), _f(r["accuracy"]),
                      _f(None if r["accuracy"] is None else r["accuracy"] - dense["accuracy"], "+.2f"),
-                     ("**fixture** (data/lmeval_fixture)" if fixture else "real data") +
+                     ("**fixture** (data/lmeval_fixture)" if fixture else f"data {r['data']}") +
                      f", {r['tasks']} tasks x {'/'.join(map(str, r['n_per_task']))} documents",
                      "small model; a handful of documents per task: one answer moves the mean by several points"
                      if fixture else "model size"])
