@@ -125,7 +125,11 @@ def test_frontier_matches_scorers_and_keep_ratios_explicitly():
              "sdtp@0.8:predictor", "sdtp@0.7:predictor", "sdtp+L8:attention", "sdtp:hybrid"]
     acc = {s: [0.1 * (k + 1)] for k, s in enumerate(specs)}
     acc["dense"] = [1.0]
-    fr = FR.frontier({"q": synthetic_result(specs, acc)}, FR.speed_rows(speed_files()))
+    zero = synthetic_result(["dense", "sdtp:norm"], {"dense": [0.0], "sdtp:norm": [0.0]})  # a tiny random model
+    fr = FR.frontier({"q": synthetic_result(specs, acc), "z": zero}, FR.speed_rows(speed_files()))
+    assert fr["unmatched"][-1] == {"source": "z", "scorer": "every scorer", "share": None,
+                                  "why": "no dense scorer, or dense answers nothing: no % of dense"}
+    fr["unmatched"] = fr["unmatched"][:-1]
     got = {p["scorer"]: (p["speedup"], p["how"], p["share"]) for p in fr["points"]}
     assert got["dense"][:2] == (1.0, "dense")
     assert got["sdtp:predictor"][:2] == (pytest.approx(2.0), "own")

@@ -143,9 +143,11 @@ def frontier(results: dict[str, dict], rows: list[SpeedRow], length: int = 32768
     [{source, scorer, share, why}]}; dense is a point at 1x."""
     points, unmatched = [], []
     for label, res in results.items():
-        for q in quality(res):
-            if q["share"] is None:
-                continue
+        qs = [q for q in quality(res) if q["share"] is not None]
+        if not qs:  # said, not skipped silently
+            unmatched.append({"source": label, "scorer": "every scorer", "share": None,
+                              "why": "no dense scorer, or dense answers nothing: no % of dense"})
+        for q in qs:
             row, how = match(q, rows, length)
             if q["variant"].stages is None:
                 points.append({"source": label, **q, "speedup": 1.0, "speed": None, "how": "dense"})

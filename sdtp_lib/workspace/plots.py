@@ -131,6 +131,7 @@ def saliency_sparsity_figure(stats: dict):
     b.plot([p[0] for p in pairs], [p[1] for p in pairs], marker="o")
     b.set(xlabel="layer", ylabel="Spearman rho", title="rank agreement with the next stage")
     for ax in (a, b):
+        ax.set_xticks(x)  # the stage layers
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

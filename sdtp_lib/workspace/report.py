@@ -401,10 +401,12 @@ def _scorer_note(src: Sources) -> str:
 
 
 # ------------------------------------------------------------------ all of it
-def figures_section(figures: dict) -> str:
+def figures_section(figures: dict, frontier: dict | None = None) -> str:
     rows = [[name, f"![{name}]({path})" if path else "**not drawn**: " + why]
             for name, (path, why) in figures.items()]
-    return "## Figures\n\n" + _table(["figure", ""], rows)
+    left = "".join(f"- frontier, not drawn: {u['source']}: {u['scorer']} ({u['why']})\n"
+                   for u in (frontier or {}).get("unmatched", []))
+    return "## Figures\n\n" + _table(["figure", ""], rows) + ("\n" + left if left else "")
 
 
 def final_summary(src: Sources, figures: dict, frontier: dict | None = None, h2o: list[dict] | None = None) -> str:
@@ -414,4 +416,4 @@ def final_summary(src: Sources, figures: dict, frontier: dict | None = None, h2o
         f"# Final summary: this run beside the paper\n\nPaper: {CITATION}. Our models: {model}. Every number below is "
         "read from the files listed under Sources; the paper's from sdtp_lib/workspace/paper.py.\n",
         run_section(src), latency_section(src), longbench_section(src), lmeval_section(src), ablation_section(src),
-        h2o_section(h2o or [], src), figures_section(figures), verdict(src, frontier, h2o or []), sources_section(src)])
+        h2o_section(h2o or [], src), figures_section(figures, frontier), verdict(src, frontier, h2o or []), sources_section(src)])
