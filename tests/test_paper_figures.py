@@ -191,6 +191,19 @@ def test_summary_and_figures_of_a_fixture_run_name_every_missing_source(tmp_path
         load_sources(tmp_path / "nope", results)
 
 
+def test_report_command_writes_the_figures_and_the_summary_of_a_run(tmp_path, capsys):
+    from sdtp_lib.cli import main
+    run = tmp_path / "run"
+    write(run / "06_synthetic" / "results.json",
+          synthetic_result(["dense", "sdtp:norm"], {"dense": [1.0], "sdtp:norm": [0.5]}))
+    assert main(["report", str(run), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert f"frontier: {tmp_path / 'o' / 'frontier.png'}" in out and "longbench: not drawn (missing source" in out
+    text = (tmp_path / "o" / "final_summary.md").read_text()
+    assert "no run.json" in text and "| sdtp:norm |" not in text  # no LongBench: no row of it
+    assert main(["report", str(tmp_path / "nope")]) == 2 and "does not exist" in capsys.readouterr().err
+
+
 def test_latency_figure_on_both_engines_draws_the_rows():
     from sdtp_lib.workspace.plots import latency_figure
     rows = [dict(row(v, e, T, p * T / 1024), flops=1e12 * p, e2e_s=2 * p, peak_mem_gib=None)

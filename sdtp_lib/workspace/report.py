@@ -38,6 +38,13 @@ def _model(src: Sources) -> str:
     return ", ".join(sorted(models)) or "?"
 
 
+def _model_note(model: str) -> str:
+    """A model name with what it stands in for: the tiny random models' numbers mean nothing."""
+    if str(model).startswith("tiny-"):
+        return f"{model} (**random tiny model**: its numbers mean nothing)"
+    return f"{model} (paper: 7B models)"
+
+
 # ------------------------------------------------------------------ the run
 def run_section(src: Sources) -> str:
     run = src.get("run")
@@ -128,8 +135,8 @@ def _lb_stand_in(src: Sources) -> str:
         return "data unknown (no 04_longbench entry in run.json)"
     data, model = params.get("data"), params.get("model", "?")
     if data is None or "fixture" in str(data):  # None: the project's fixture (notebook 04's default)
-        return f"**fixture** (data/longbench_fixture: checks the protocol; scores mean nothing), {model}"
-    return f"official data, {model}"
+        return f"**fixture** (data/longbench_fixture: checks the protocol; scores mean nothing), {_model_note(model)}"
+    return f"data {data}, {_model_note(model)}"
 
 
 def longbench_rows(src: Sources) -> list[dict]:
@@ -215,7 +222,7 @@ def lmeval_section(src: Sources) -> str:
         if r["scorer"] == "dense" or dense is None:
             continue
         fixture = "lmeval_fixture" in r["data"]  # the data folder lm-eval read, recorded in its config
-        body.append([f"ours, {_params(src, '05_lmeval').get('model', _model(src))}, {r['scorer']}",
+        body.append([f"ours, {_model_note(_params(src, '05_lmeval').get('model', _model(src)))}, {r['scorer']}",
                      _f(dense["accuracy"]), _f(r["accuracy"]),
                      _f(None if r["accuracy"] is None else r["accuracy"] - dense["accuracy"], "+.2f"),
                      ("**fixture** (data/lmeval_fixture)" if fixture else f"data {r['data']}") +
@@ -346,8 +353,9 @@ def verdict(src: Sources, frontier: dict | None, h2o: list[dict]) -> str:
             word = "reproduces" if min(pd_) - TOL_POINTS <= d <= max(pd_) + TOL_POINTS else "does not reproduce"
             lines.append(f"- **lm-eval, {r['scorer']}: {word}** the paper's no-loss result ({d:+.1f} points vs the "
                          f"paper's {min(pd_):+.2f} to {max(pd_):+.2f}, tolerance {TOL_POINTS:g} points"
-                         + (f"; {r['n_per_task'][0] if r['n_per_task'] else '?'} documents per task" if r["n_per_task"]
-                            else "") + ").")
+                         + (f"; {r['n_per_task'][0]} documents per task" if r["n_per_task"] else "") + ")"
+                         + ("; on the fixture this is a protocol check, not evidence" if "lmeval_fixture" in r["data"]
+                            else "") + ".")
     losses = src.get("ablation_losses")
     if losses is not None:
         held = {_canon(k): v for k, v in _mean_by(losses["rows"], "setting", "heldout").items() if _canon(k)}
