@@ -104,6 +104,7 @@ def start_layer_figure(result: dict):
                 if pts[x][1] is not None:
                     ax.vlines(x, *pts[x][1], color=colours[k], lw=1)
         ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(sorted({x for pts in series.values() for x in pts}))  # the layers tried
         ax.set(xlabel="first stage's layer", ylabel=METRICS[m][0], title=METRICS[m][0])
         ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
