@@ -228,3 +228,14 @@ def test_evaluation_bars_carry_one_hatch_per_scorer_in_bars_and_legend():
     assert [len(h) for h in hatches] == [1, 1, 1] and len(set.union(*hatches)) == 3
     assert [b.get_height() for b in ax.containers[2]] == pytest.approx([0.25, 1.0])
     assert [p.get_hatch() or "" for p in ax.get_legend().get_patches()] == [h.pop() for h in hatches]
+
+
+def test_our_scorers_stand_beside_the_papers_rows_only_when_they_are_its_setting():
+    from sdtp_lib.workspace import report as R
+    got = {s: R._paper_method(s) for s in ("dense", "sdtp:norm", "sdtp-low:auto", "sdtp@0.9:norm", "sdtp@0.8:norm",
+                                           "sdtp@1.6x:norm", "sdtp+L8:norm", "dense+H0.4", "sdtp+H0.4:norm", "oops")}
+    assert got == {"dense": "original", "sdtp:norm": "SDTP", "sdtp-low:auto": "SDTP-low", "sdtp@0.9:norm": "SDTP",
+                   "sdtp@0.8:norm": None, "sdtp@1.6x:norm": None, "sdtp+L8:norm": None, "dense+H0.4": None,
+                   "sdtp+H0.4:norm": None, "oops": None}
+    assert [R._canon(s) for s in ("Full", "no rank", "no-rank-mse", "cls only", "rank only")] == [
+        "full", "no_rank", "no_rank_mse", "no_rank_mse", None]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 
+from ..eval.scorers import parse_spec
 from .paper import CITATION, PAPER
+from .paper_figures import ablation_value
 from .sources import HEADLINE_LATENCY, Sources
 
 TOL_SPEED = 0.20  # a speedup within 20% of the paper's "reproduces"
@@ -139,31 +141,43 @@ def _lb_stand_in(src: Sources) -> str:
     return f"data {data}, {_model_note(model)}"
 
 
+def _paper_method(spec: str) -> str | None:
+    """The paper's LongBench row a scorer spec stands beside: dense -> original, the plain SDTP / SDTP-low variants
+    (the paper's r = 0.9, no other option) -> SDTP / SDTP-low; anything else has no paper row."""
+    try:
+        v, _ = parse_spec(spec)
+    except ValueError:
+        return None
+    if v.stages is None:
+        return "original" if v.kv_budget is None else None
+    plain = v.keep_ratio in (None, PAPER["placement"]["keep_ratio"]) and v.compression is None and \
+        v.start_layer is None and v.local_frac is None and v.num_stages is None and v.kv_budget is None
+    return {"sdtp": "SDTP", "sdtp-low": "SDTP-low"}[v.name] if plain else None
+
+
+def _category_average(entry: dict) -> tuple[float | None, int]:
+    """The mean over the paper's categories that the entry has, and how many it has."""
+    vals = [(entry["categories"].get(c) or {}).get("score") for c in PAPER["longbench"]["categories"]]
+    vals = [v for v in vals if v is not None]
+    return (sum(vals) / len(vals) if vals else None), len(vals)
+
+
 def longbench_rows(src: Sources) -> list[dict]:
     """Our scorers with the paper's five-category average (single-doc, multi-doc, summarisation, few-shot, code:
     the categories present), compression and prefill speedup, each beside the paper's row it corresponds to."""
     lb = src.get("longbench")
     if lb is None:
         return []
-    cats = PAPER["longbench"]["categories"]
     dense = lb["scorers"].get(lb.get("dense") or "dense")
+    dense_avg = _category_average(dense)[0] if dense is not None else None
+    rows = {p["method"]: p for p in PAPER["longbench"]["rows"]}
     out = []
     for name, s in lb["scorers"].items():
-        vals = [(s["categories"].get(c) or {}).get("score") for c in cats]
-        vals = [v for v in vals if v is not None]
-        avg = sum(vals) / len(vals) if vals else None
-        kind = "original" if name == (lb.get("dense") or "dense") else \
-            "SDTP-low" if name.startswith("sdtp-low") else "SDTP" if name.startswith("sdtp") else None
-        paper = next((p for p in PAPER["longbench"]["rows"] if p["method"] == kind), None) \
-            if re.fullmatch(r"(dense|sdtp(-low)?:.*)", name) and "+" not in name.split(":")[0] else None
-        dense_avg = None
-        if dense is not None:
-            dv = [(dense["categories"].get(c) or {}).get("score") for c in cats]
-            dv = [v for v in dv if v is not None]
-            dense_avg = sum(dv) / len(dv) if dv else None
-        out.append({"scorer": name, "score": avg, "n_categories": len(vals), "compression": s.get("mean_compression"),
+        avg, n = _category_average(s)
+        out.append({"scorer": name, "score": avg, "n_categories": n, "compression": s.get("mean_compression"),
                     "prefill_speedup": s.get("prefill_speedup_vs_dense"), "prompt_len": s.get("mean_prompt_len"),
-                    "share": avg / dense_avg if avg is not None and dense_avg else None, "paper": paper})
+                    "share": avg / dense_avg if avg is not None and dense_avg else None,
+                    "paper": rows.get(_paper_method(name))})
     return out
 
 
@@ -234,9 +248,11 @@ def lmeval_section(src: Sources) -> str:
 
 
 # ------------------------------------------------------------------ ablations
-LOSS_ALIASES = {"full": ("full", "all", "clsmserank"), "no_rank": ("norank", "withoutrank", "clsmse"),
-                "no_rank_mse": ("normsemse", "norankmse", "norankandmse", "norankwithoutmse", "norankrnomse",
-                                "norank_nomse", "cls", "clsonly", "withoutrankandmse")}
+LOSS_ALIASES = {  # the paper's loss-ablation rows and the names an ablation row may give them
+    "full": ("full", "all", "cls+mse+rank"),
+    "no_rank": ("no_rank", "without_rank", "cls+mse"),
+    "no_rank_mse": ("no_rank_mse", "no_rank_no_mse", "no_rank_and_mse", "without_rank_and_mse", "cls", "cls_only"),
+}
 
 
 def _canon(setting: str) -> str | None:
@@ -245,7 +261,6 @@ def _canon(setting: str) -> str | None:
 
 
 def _mean_by(rows, key, metric):
-    from .paper_figures import ablation_value
     got: dict = {}
     for r in rows:
         v = ablation_value(r, metric)
