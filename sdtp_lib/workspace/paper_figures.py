@@ -151,7 +151,8 @@ def ablation_figure(result: dict, x: str):
             for p, v in zip(pos, [v for v in xs if v in pts]):
                 if pts[v][1] is not None:
                     ax.vlines(p, *pts[v][1], color="black", lw=1)
-            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+            for t in ax.bar_label(bars, fmt="%.2f", fontsize=7, label_type="center"):  # clear of the intervals
+                t.set_bbox(dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1))
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(xs)), [_xlabel(x, v, rows) for v in xs], fontsize=8)
         ax.set(ylabel=METRICS[m][0], title=METRICS[m][0])

@@ -283,7 +283,7 @@ def ablation_section(src: Sources) -> str:
             c = _canon(s)
             body.append([s, c or "-", _f(paper.get(c)), _f(paper.get(c) and paper[c] - paper["full"], "+.2f"),
                          _f(syn.get(s), "+.1f"), _f(held.get(s), "+.3f"),
-                         f"{losses.get('model', '?')}, the project's data (paper: {PAPER['ablation_losses']['model']}, "
+                         f"{_model_note(losses.get('model', '?'))}, the project's data (paper: {PAPER['ablation_losses']['model']}, "
                          "4-task accuracy)", "different metric and model: compare the order of the rows, not values"])
         parts.append(f"Losses (`07_ablations/losses`):\n\n" + _table(
             ["our setting", "paper row", "paper accuracy %", "paper - full", "ours: synthetic - dense (points)",
@@ -294,19 +294,41 @@ def ablation_section(src: Sources) -> str:
         if res is None:
             parts.append(f"\n{what.capitalize()}: not compared, {src.items[f'ablation_{name}'].why}.\n")
             continue
-        syn = _mean_by(res["rows"], key, "synthetic")
-        held = _mean_by(res["rows"], key, "heldout")
-        body = [[v, _f(syn.get(v), "+.1f"), _f(held.get(v), "+.3f")]
-                for v in sorted({r.get(key) for r in res["rows"] if r.get(key) is not None}, key=str)]
-        note = ""
-        if name == "start_layer":
-            pl = PAPER["placement"]
-            note = (f" Paper's placement study: start at layer {pl['start_layer']}, every {pl['step']} layers, "
-                    f"r = {pl['keep_ratio']} was the best balance.")
-        parts.append(f"\n{what.capitalize()} (`07_ablations/{name}`, {res.get('model', '?')}; mean over seeds and "
-                     f"keep ratios).{note}\n\n" + _table([what, "synthetic - dense (points)", "held-out loss - dense"],
-                                                        body))
+        parts.append(f"\n{what.capitalize()} (`07_ablations/{name}`, {_model_note(res.get('model', '?'))}; mean over "
+                     f"seeds).{_placement_note(res) if name == 'start_layer' else ''}\n\n" + _ablation_table(res, key, what))
     return "\n".join(parts)
+
+
+def _order(values) -> list:
+    return sorted(values, key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
+
+
+def _ablation_table(res: dict, key: str, what: str) -> str:
+    """One row per value of `key`; one column pair (synthetic, held-out) per keep ratio when the rows vary it."""
+    rows = res["rows"]
+    ratios = _order({r.get("keep_ratio") for r in rows}) if key != "keep_ratio" else [None]
+    ratios = ratios if len(ratios) > 1 else [None]
+    cols = {}
+    for r_ in ratios:
+        sel = [r for r in rows if r_ is None or r.get("keep_ratio") == r_]
+        cols[r_] = (_mean_by(sel, key, "synthetic"), _mean_by(sel, key, "heldout"))
+    head = [what] + [f"{'' if r_ is None else f'r = {r_}: '}{m}" for r_ in ratios
+                     for m in ("synthetic - dense (points)", "held-out loss - dense")]
+    body = [[v] + [c for r_ in ratios for c in (_f(cols[r_][0].get(v), "+.1f"), _f(cols[r_][1].get(v), "+.3f"))]
+            for v in _order({r.get(key) for r in rows if r.get(key) is not None})]
+    return _table(head, body)
+
+
+def _placement_note(res: dict) -> str:
+    pl = PAPER["placement"]
+    best = []
+    for r_ in _order({r.get("keep_ratio") for r in res["rows"]}):
+        held = _mean_by([r for r in res["rows"] if r.get("keep_ratio") == r_], "start_layer", "heldout")
+        if held:
+            best.append(f"r = {r_}: layer {min(held, key=held.get)}")
+    ours = f" Lowest held-out loss here: {', '.join(best)}." if best else ""
+    return (f" Paper's placement study: start at layer {pl['start_layer']}, every {pl['step']} layers, r = "
+            f"{pl['keep_ratio']} was the best balance (on 32-layer models).{ours}")
 
 
 # ------------------------------------------------------------------ H2O
