@@ -257,3 +257,14 @@ def test_ablation_tables_order_the_settings_and_split_the_start_layer_by_keep_ra
     assert "| -4.0 | +0.040 |" in row4  # r = 0.9 (k = 0): synthetic -0.04, held-out 0.04
     assert "Lowest held-out loss here: r = 0.7: layer 2, r = 0.8: layer 2, r = 0.9: layer 2." in text
     assert "Losses: not compared" in text and "07_ablations/losses/results.json not found" in text
+
+
+def test_latency_table_takes_this_runs_profile_as_a_column_at_the_papers_lengths(tmp_path):
+    from sdtp_lib.workspace.report import latency_section
+    run = tmp_path / "run"
+    rows = [row("dense", "hf", 4096, 1.0), row("sdtp", "sdtp", 4096, 0.8)]
+    write(run / "03_profiling" / "latency_20261205-000000.json", {"header": {"model": "m", "gpu": "g"}, "rows": rows})
+    text = latency_section(load_sources(run, tmp_path / "results"))
+    assert "this run's prefill speedup, engine (m)" in text and "| 4K | 1.55x / - / - | 1.25x |" in text
+    assert "| 8K | 1.60x / - / - | - |" in text  # measured at 4K only
+    assert "Ours: `reports/results/2026-11-29_qwen2-7b-shape_latency_h200/latency.json` (committed; missing)" in text
