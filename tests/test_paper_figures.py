@@ -150,6 +150,14 @@ def test_frontier_matches_scorers_and_keep_ratios_explicitly():
     assert "c_fa4/r08.json" in notes and "not drawn: sdtp:oracle" in notes
 
 
+def fig_bars(out, result):
+    """{series: bar heights} of the held-out panel of ablation_figure(result, "setting")."""
+    fig = PF.ablation_figure(result, "setting")
+    ax = fig.axes[-1]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]  # one per series, in the containers' order
+    return {lab: [b.get_height() for b in c] for lab, c in zip(labels, ax.containers)}
+
+
 def write(path, obj):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj))
@@ -164,9 +172,13 @@ def test_summary_and_figures_of_a_fixture_run_name_every_missing_source(tmp_path
     write(run / "06_synthetic" / "results.json",
           synthetic_result(["dense", "sdtp:predictor"], {"dense": [1.0, 0.5], "sdtp:predictor": [0.5, 0.5]},
                            layouts=("question_first", "question_last")))
-    write(run / "07_ablations" / "losses" / "results.json", ablation("losses", [
-        {"setting": s, "scorer": "predictor", "heldout_delta": d} for s, d in (("full", 0.1), ("no_rank", 0.2),
-                                                                                ("no_rank_mse", 0.3))]))
+    losses = ablation("losses", [  # as 07 writes them: a dense row, labels, the loss key, the predictor's path
+        {"setting": s, "scorer": "sdtp@0.9:/x/predictor.safetensors", "heldout_delta": d} for s, d in (
+            ("full loss", 0.1), ("no ranking loss", 0.2), ("no MSE", 0.15), ("no ranking, no MSE", 0.3))])
+    for r, loss in zip(losses["rows"], ("full", "no_rank", "no_mse", "no_both")):
+        r.update(scorer_name="predictor", loss=loss)
+    losses["rows"].insert(0, {"setting": "dense", "scorer": "dense", "scorer_name": "dense", "heldout_delta": 0.0})
+    write(run / "07_ablations" / "losses" / "results.json", losses)
     headline = profile([dict(row(v, e, T, p), flops=f, e2e_s=2 * p, peak_mem_gib=m)
                         for T in (4096, 32768) for v, e, p, f, m in (("dense", "hf", 1.0, 3e12, 20.0),
                                                                     ("sdtp", "sdtp", 0.6, 2e12, 18.0),
@@ -184,7 +196,10 @@ def test_summary_and_figures_of_a_fixture_run_name_every_missing_source(tmp_path
     assert "| 32K | 1.79x / 1.43x / 1.67x |" in text  # paper 3.40 / 1.90 s; ours 1.0 / 0.7 (HF loop), 1.0 / 0.6
     assert "**Prefill speed: reproduces**" in text and "at 2 of 2 prompt lengths" in text  # 1.67x vs 1.55x, 1.79x
     assert "**Losses: reproduces** the paper's order" in text
-    assert "| no_rank | no_rank | 66.27 | -0.55 |" in text
+    assert "| no ranking loss | no_rank | 66.27 | -0.55 |" in text and "| no MSE | - | - | - |" in text
+    assert "| dense |" not in text[text.index("Losses ("):]  # the reference row is not a setting
+    bars = fig_bars(tmp_path / "out", losses)
+    assert bars == {"predictor": pytest.approx([0.1, 0.2, 0.15, 0.3])}
     assert "## LongBench\n\nNot compared:" in text and "**not drawn**: missing source lmeval" in text
     assert "Hand-written" in text and "`" + str(run) + "`" in text
     with pytest.raises(FileNotFoundError, match="run folder"):

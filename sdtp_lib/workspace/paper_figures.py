@@ -72,6 +72,13 @@ def ablation_series(rows: list[dict], x: str, hue: str, metric: str) -> dict:
     return out
 
 
+def pruned_rows(result: dict) -> list[dict]:
+    """The rows of an ablation result without its dense reference row, each with "label": the scorer's short name
+    (07's "scorer_name", else the spec in "scorer")."""
+    return [{**r, "label": r.get("scorer_name") or r.get("scorer")} for r in result["rows"]
+            if r.get("setting") != "dense" and (r.get("scorer_name") or r.get("scorer")) != "dense"]
+
+
 def _metrics(rows: list[dict]) -> list[str]:
     ms = [m for m in METRICS if any(ablation_value(r, m) is not None for r in rows)]
     if not ms:
@@ -87,10 +94,10 @@ def start_layer_figure(result: dict):
     """The first stage's layer against the difference to dense, one line per keep ratio (and scorer, when the
     rows hold several): held-out loss and synthetic accuracy, each in its own panel."""
     plt = _plt()
-    rows = result["rows"]
-    scorers = list(dict.fromkeys(r.get("scorer") for r in rows))
+    rows = pruned_rows(result)
+    scorers = list(dict.fromkeys(r["label"] for r in rows))
     for r in rows:
-        r["_hue"] = f"r = {r.get('keep_ratio')}" + (f", {r.get('scorer')}" if len(scorers) > 1 else "")
+        r["_hue"] = f"r = {r.get('keep_ratio')}" + (f", {r['label']}" if len(scorers) > 1 else "")
     metrics = _metrics(rows)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
     for ax, m in zip(axes[0], metrics):
@@ -109,8 +116,6 @@ def start_layer_figure(result: dict):
         ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for r in rows:
-        r.pop("_hue", None)
     fig.suptitle(_title(result), fontsize=10)
     fig.tight_layout()
     return fig
@@ -130,18 +135,18 @@ def ablation_figure(result: dict, x: str):
     """Grouped bars, one group per value of `x` ("stages", "setting", "keep_ratio"), one bar per scorer: the
     difference to dense in held-out loss and in synthetic accuracy (mean over seeds; the interval where one seed)."""
     plt = _plt()
-    rows = result["rows"]
+    rows = pruned_rows(result)
     metrics = _metrics(rows)
     xs = list(dict.fromkeys(r.get(x) for r in rows if r.get(x) is not None))
     if x in ("stages", "keep_ratio"):
         xs = sorted(xs)
-    scorers = list(dict.fromkeys(r.get("scorer") for r in rows))
+    scorers = list(dict.fromkeys(r["label"] for r in rows))
     colours = palette(len(scorers))
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(5.0, 1.3 * len(xs) + 2.5) * len(metrics), 3.8),
                              squeeze=False)
     width = 0.8 / len(scorers)
     for ax, m in zip(axes[0], metrics):
-        series = ablation_series(rows, x, "scorer", m)
+        series = ablation_series(rows, x, "label", m)
         for k, s in enumerate(scorers):
             pts = series.get(s, {})
             pos = [j + (k - (len(scorers) - 1) / 2) * width for j, v in enumerate(xs) if v in pts]
@@ -151,7 +156,7 @@ def ablation_figure(result: dict, x: str):
             for p, v in zip(pos, [v for v in xs if v in pts]):
                 if pts[v][1] is not None:
                     ax.vlines(p, *pts[v][1], color="black", lw=1)
-            for t in ax.bar_label(bars, fmt="%.2f", fontsize=7, label_type="center"):  # clear of the intervals
+            for t in ax.bar_label(bars, fmt="%.3g", fontsize=7, label_type="center"):  # clear of the intervals
                 t.set_bbox(dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1))
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(xs)), [_xlabel(x, v, rows) for v in xs], fontsize=8)

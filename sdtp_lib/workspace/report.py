@@ -12,7 +12,7 @@ import re
 
 from ..eval.scorers import parse_spec
 from .paper import CITATION, PAPER
-from .paper_figures import ablation_value
+from .paper_figures import ablation_value, pruned_rows
 from .sources import HEADLINE_LATENCY, Sources
 
 TOL_SPEED = 0.20  # a speedup within 20% of the paper's "reproduces"
@@ -258,14 +258,18 @@ def lmeval_section(src: Sources) -> str:
 
 
 # ------------------------------------------------------------------ ablations
-LOSS_ALIASES = {  # the paper's loss-ablation rows and the names an ablation row may give them
-    "full": ("full", "all", "cls+mse+rank"),
-    "no_rank": ("no_rank", "without_rank", "cls+mse"),
-    "no_rank_mse": ("no_rank_mse", "no_rank_no_mse", "no_rank_and_mse", "without_rank_and_mse", "cls", "cls_only"),
+LOSS_ALIASES = {  # the paper's loss-ablation rows and the names an ablation row may give them (07: "loss" / "setting")
+    "full": ("full", "full loss", "all", "cls+mse+rank"),
+    "no_rank": ("no_rank", "no ranking loss", "without_rank", "cls+mse"),
+    "no_rank_mse": ("no_rank_mse", "no_both", "no ranking, no MSE", "no_rank_no_mse", "without_rank_and_mse", "cls",
+                    "cls_only"),
 }
 
 
-def _canon(setting: str) -> str | None:
+def _canon(setting: str | None, loss: str | None = None) -> str | None:
+    """The paper's loss-ablation row of a setting: from 07's "loss" field when it has one, else its label."""
+    if loss is not None:
+        return next((k for k, al in LOSS_ALIASES.items() if loss in al), None)
     key = re.sub(r"[^a-z]", "", str(setting).lower())
     return next((k for k, al in LOSS_ALIASES.items() if key in {re.sub(r"[^a-z]", "", a) for a in al}), None)
 
@@ -286,15 +290,16 @@ def ablation_section(src: Sources) -> str:
     if losses is None:
         parts.append(f"Losses: not compared, {src.items['ablation_losses'].why}.\n")
     else:
-        syn = _mean_by(losses["rows"], "setting", "synthetic")
-        held = _mean_by(losses["rows"], "setting", "heldout")
+        rows = pruned_rows(losses)
+        syn, held = _mean_by(rows, "setting", "synthetic"), _mean_by(rows, "setting", "heldout")
         body = []
-        for s in dict.fromkeys(r.get("setting") for r in losses["rows"]):
-            c = _canon(s)
+        for s, r in {r.get("setting"): r for r in rows}.items():
+            c = _canon(s, r.get("loss"))
             body.append([s, c or "-", _f(paper.get(c)), _f(paper.get(c) and paper[c] - paper["full"], "+.2f"),
                          _f(syn.get(s), "+.1f"), _f(held.get(s), "+.3f"),
-                         f"{_model_note(losses.get('model', '?'))}, the project's data (paper: {PAPER['ablation_losses']['model']}, "
-                         "4-task accuracy)", "different metric and model: compare the order of the rows, not values"])
+                         f"{_model_note(losses.get('model', '?'))}, the project's data (paper: "
+                         f"{PAPER['ablation_losses']['model']}, 4-task accuracy)",
+                         "different metric and model: compare the order of the rows, not values"])
         parts.append(f"Losses (`07_ablations/losses`):\n\n" + _table(
             ["our setting", "paper row", "paper accuracy %", "paper - full", "ours: synthetic - dense (points)",
              "ours: held-out loss - dense", "ours is", "why they differ"], body))
@@ -314,17 +319,22 @@ def _order(values) -> list:
 
 
 def _ablation_table(res: dict, key: str, what: str) -> str:
-    """One row per value of `key`; one column pair (synthetic, held-out) per keep ratio when the rows vary it."""
-    rows = res["rows"]
-    ratios = _order({r.get("keep_ratio") for r in rows}) if key != "keep_ratio" else [None]
-    ratios = ratios if len(ratios) > 1 else [None]
+    """One row per value of `key`; a column pair (synthetic, held-out) per keep ratio and per scorer where the rows
+    vary them (means over seeds)."""
+    rows = pruned_rows(res)
+    ratios = _order({r.get("keep_ratio") for r in rows}) if key == "start_layer" else []  # the placement study's
+    # second variable; elsewhere the keep ratio follows the setting (the stage ablation matches the compression)
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    groups = [(r_, lab) for r_ in (ratios if len(ratios) > 1 else [None]) for lab in (labels if len(labels) > 1
+                                                                                        else [None])]
     cols = {}
-    for r_ in ratios:
-        sel = [r for r in rows if r_ is None or r.get("keep_ratio") == r_]
-        cols[r_] = (_mean_by(sel, key, "synthetic"), _mean_by(sel, key, "heldout"))
-    head = [what] + [f"{'' if r_ is None else f'r = {r_}: '}{m}" for r_ in ratios
+    for g in groups:
+        sel = [r for r in rows if g[0] in (None, r.get("keep_ratio")) and g[1] in (None, r["label"])]
+        cols[g] = (_mean_by(sel, key, "synthetic"), _mean_by(sel, key, "heldout"))
+    name = lambda g: ", ".join(x for x in (g[0] is not None and f"r = {g[0]}", g[1]) if x)  # noqa: E731
+    head = [what] + [f"{name(g) + ': ' if name(g) else ''}{m}" for g in groups
                      for m in ("synthetic - dense (points)", "held-out loss - dense")]
-    body = [[v] + [c for r_ in ratios for c in (_f(cols[r_][0].get(v), "+.1f"), _f(cols[r_][1].get(v), "+.3f"))]
+    body = [[v] + [c for g in groups for c in (_f(cols[g][0].get(v), "+.1f"), _f(cols[g][1].get(v), "+.3f"))]
             for v in _order({r.get(key) for r in rows if r.get(key) is not None})]
     return _table(head, body)
 
@@ -332,8 +342,9 @@ def _ablation_table(res: dict, key: str, what: str) -> str:
 def _placement_note(res: dict) -> str:
     pl = PAPER["placement"]
     best = []
-    for r_ in _order({r.get("keep_ratio") for r in res["rows"]}):
-        held = _mean_by([r for r in res["rows"] if r.get("keep_ratio") == r_], "start_layer", "heldout")
+    rows = pruned_rows(res)
+    for r_ in _order({r.get("keep_ratio") for r in rows}):
+        held = _mean_by([r for r in rows if r.get("keep_ratio") == r_], "start_layer", "heldout")
         if held:
             best.append(f"r = {r_}: layer {min(held, key=held.get)}")
     ours = f" Lowest held-out loss here: {', '.join(best)}." if best else ""
@@ -405,15 +416,20 @@ def verdict(src: Sources, frontier: dict | None, h2o: list[dict]) -> str:
                             else "") + ".")
     losses = src.get("ablation_losses")
     if losses is not None:
-        held = {_canon(k): v for k, v in _mean_by(losses["rows"], "setting", "heldout").items() if _canon(k)}
+        rows = pruned_rows(losses)
+        loss_of = {r.get("setting"): r.get("loss") for r in rows}
+        held = {_canon(k, loss_of.get(k)): v for k, v in _mean_by(rows, "setting", "heldout").items()
+                if _canon(k, loss_of.get(k))}
         if {"full", "no_rank", "no_rank_mse"} <= set(held):
             same = held["full"] <= held["no_rank"] <= held["no_rank_mse"]
             lines.append(f"- **Losses: {'reproduces' if same else 'does not reproduce'}** the paper's order (full best, "
                          f"then without ranking, then without ranking and MSE): held-out loss - dense "
-                         f"{held['full']:+.3f} / {held['no_rank']:+.3f} / {held['no_rank_mse']:+.3f}.")
+                         f"{held['full']:+.3f} / {held['no_rank']:+.3f} / {held['no_rank_mse']:+.3f}"
+                         + (" (a random tiny model: not evidence)" if str(losses.get("model")).startswith("tiny-")
+                            else "") + ".")
         else:
             lines.append("- Losses: the settings full / no ranking / no ranking and MSE were not all found "
-                         f"({sorted({r.get('setting') for r in losses['rows']}, key=str)}): no verdict.")
+                         f"({sorted(loss_of, key=str)}): no verdict.")
     if h2o:
         base = {(p["bench"], p["scorer"]): p["score"] for p in h2o if p["budget"] is None}
         for p in h2o:
