@@ -84,6 +84,12 @@ def test_h2o_points_pair_each_budget_with_its_scorer_and_draw_kv_only_when_prese
     fig = PF.h2o_figure(PF.h2o_points(syn, preds))
     assert [ax.get_ylabel() for ax in fig.axes][1:] == ["KV cache (MiB)", "decode ms / token"]
     assert list(fig.axes[1].lines[0].get_ydata()) == pytest.approx([2.0])
+    eff = {**syn, "efficiency": {"dense": {"kv_bytes": 2 ** 22, "decode_ms_per_token": 6.0}}}  # 06's own summary
+    lb = {"scorers": {"dense": {"category_average": 30.0}, "dense+H0.4": {"category_average": 20.0,
+                                                                         "mean_kv_bytes": 2 ** 21}}}
+    got = {(p["bench"], p["scorer"]): p for p in PF.h2o_points(eff, None, lb)}
+    assert got["synthetic", "dense"]["kv_bytes"] == 2 ** 22 and got["synthetic", "dense+H0.4"]["kv_bytes"] is None
+    assert got["LongBench", "dense+H0.4"]["kv_bytes"] == 2 ** 21 and got["LongBench", "dense"]["score"] == 30.0
     assert PF.h2o_points(synthetic_result(["dense"], {"dense": [1.0]})) == []
     with pytest.raises(ValueError, match=r"no \+H<budget> scorer"):
         PF.h2o_figure([])
@@ -283,3 +289,24 @@ def test_latency_table_takes_this_runs_profile_as_a_column_at_the_papers_lengths
     assert "this run's prefill speedup, engine (m)" in text and "| 4K | 1.55x / - / - | 1.25x |" in text
     assert "| 8K | 1.60x / - / - | - |" in text  # measured at 4K only
     assert "Ours: `reports/results/2026-11-29_qwen2-7b-shape_latency_h200/latency.json` (committed; missing)" in text
+
+
+def test_h2o_summary_compares_sdtp_with_h2o_against_h2o_alone_at_the_same_budget(tmp_path):
+    from sdtp_lib.workspace import report as R
+    run = tmp_path / "run"
+    syn = synthetic_result(["dense", "dense+H0.4", "sdtp:norm", "sdtp+H0.4:norm", "sdtp+H0.2:norm"],
+                           {"dense": [1.0], "dense+H0.4": [0.9], "sdtp:norm": [0.8], "sdtp+H0.4:norm": [0.5],
+                            "sdtp+H0.2:norm": [0.4]})
+    syn["config"]["model"] = "qwen2.5-coder-0.5b"
+    write(run / "06_synthetic" / "results.json", syn)
+    src = load_sources(run, tmp_path / "results")
+    pts = PF.h2o_points(src.get("synthetic"))
+    rows = {r["scorer"]: r for r in R.h2o_rows(pts)}
+    assert set(rows) == {"dense+H0.4", "sdtp+H0.4:norm", "sdtp+H0.2:norm"}
+    assert rows["sdtp+H0.4:norm"]["without"] == pytest.approx(80.0)
+    assert rows["sdtp+H0.4:norm"]["dense_same_budget"] == pytest.approx(90.0)
+    assert rows["sdtp+H0.2:norm"]["dense_same_budget"] is None  # no dense+H0.2: nothing to compare with
+    text = R.h2o_section(pts, src) + R.verdict(src, None, pts)
+    assert "| synthetic | sdtp+H0.4:norm | 0.4 | 50.0 | 80.0 | -30.0 | 90.0 | -40.0 |" in text
+    assert "**H2O, synthetic sdtp+H0.4:norm: does not reproduce** \"almost no further loss\" on top of H2O (-40.0" in text
+    assert "sdtp+H0.2:norm: " not in text.split("## Verdict")[1]  # no verdict without its H2O-alone reference

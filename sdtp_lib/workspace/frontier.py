@@ -12,12 +12,28 @@ it uses (file, backend, seconds, and where its HF dense baseline comes from).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 from ..eval.scorers import parse_spec
 
 POLICY_PROXY = ("norm", "recent", "random")  # no speed row of their own: the predictor's row stands in
+H2O = re.compile(r"\+H([^+:]+)")
+
+
+def h2o_base(spec: str) -> tuple[str, float | None]:
+    """"sdtp+H0.4:attention" -> ("sdtp:attention", 0.4), "dense+H0.4" -> ("dense", 0.4); without +H: (spec, None)."""
+    m = H2O.search(spec)
+    return (spec, None) if m is None else (H2O.sub("", spec, count=1), float(m.group(1)))
+
+
+def parse(spec: str):
+    """parse_spec's (variant, scorer), also for an H2O spec ("dense+H0.4", which this checkout's parser may not
+    take): the budget goes into the variant's kv_budget."""
+    base, budget = h2o_base(spec)
+    variant, name = parse_spec(base)
+    return (variant if budget is None else replace(variant, kv_budget=budget)), name
 
 
 @dataclass(frozen=True)
@@ -110,7 +126,7 @@ def quality(result: dict) -> list[dict]:
             a = sum(v["accuracy"] * v["n"] for v, _ in sel)
             b = sum(d["accuracy"] * d["n"] for _, d in sel)
             return a / b if b > 0 else None
-        variant, name = parse_spec(scorer)
+        variant, name = parse(scorer)
         out.append({"scorer": scorer, "variant": variant, "policy": name,
                     "keep_ratio": None if variant.stages is None else (variant.keep_ratio or default_r),
                     "share": share(), "by_layout": {lay: share(lay) for lay in dict.fromkeys(c[2] for c, _ in mine)},
@@ -122,10 +138,12 @@ def match(q: dict, rows: list[SpeedRow], length: int) -> tuple[SpeedRow | None, 
     """The speed row for a quality point at `length`, and how it was chosen (or why there is none). SDPA rows first,
     then the files' order."""
     v = q["variant"]
+    if v.kv_budget is not None:
+        return None, "an H2O budget changes the decoding, not the prefill: see the H2O figure"
     if v.stages is None:
         return None, "dense"
     if v.compression is not None or v.start_layer is not None or v.num_stages is not None or v.kv_budget is not None:
-        return None, "no speed row for its own compression / first layer / stage count / H2O budget"
+        return None, "no speed row for its own compression / first layer / stage count"
     scorer, how = speed_scorer(q["policy"])
     if scorer is None:
         return None, how
@@ -149,7 +167,7 @@ def frontier(results: dict[str, dict], rows: list[SpeedRow], length: int = 32768
                               "why": "no dense scorer, or dense answers nothing: no % of dense"})
         for q in qs:
             row, how = match(q, rows, length)
-            if q["variant"].stages is None:
+            if q["variant"].stages is None and q["variant"].kv_budget is None:
                 points.append({"source": label, **q, "speedup": 1.0, "speed": None, "how": "dense"})
             elif row is None:
                 unmatched.append({"source": label, "scorer": q["scorer"], "share": q["share"], "why": how})

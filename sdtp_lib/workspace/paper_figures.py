@@ -10,13 +10,13 @@ Saliency sparsity and latency are sdtp_lib.workspace.plots', LongBench and lm-ev
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
+
+from .frontier import h2o_base
 
 MARKERS = "osD^v<>p*hX"
 LINES = ("-", "--", "-.", ":")
 HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--", "**", "||")
-H2O = re.compile(r"\+H([^+:]+)")
 
 
 def palette(n: int):
@@ -171,12 +171,6 @@ def ablation_figure(result: dict, x: str):
 
 
 # ------------------------------------------------------------------ H2O
-def h2o_base(spec: str) -> tuple[str, float | None]:
-    """"sdtp+H0.4:attention" -> ("sdtp:attention", 0.4); a spec without +H -> (spec, None)."""
-    m = H2O.search(spec)
-    return (spec, None) if m is None else (H2O.sub("", spec, count=1), float(m.group(1)))
-
-
 def _mean(v):
     v = [x for x in v if x is not None]
     return sum(v) / len(v) if v else None
@@ -186,23 +180,26 @@ def h2o_points(synthetic: dict | None = None, predictions: list[dict] | None = N
                longbench: dict | None = None) -> list[dict]:
     """One point per "+H<budget>" scorer and per scorer it is the budget of (budget None: no eviction):
     {bench, scorer, base, budget, score, kv_bytes, decode_ms_per_token}; synthetic accuracy in %, LongBench's
-    category average. kv_bytes / decode_ms_per_token: the mean over the suite's prediction rows (or LongBench's
-    scorer entry) that carry them, else None. Empty when no scorer has a +H."""
+    category average. kv_bytes / decode_ms_per_token: the suite's "efficiency" entry (else the mean over prediction
+    rows that carry them), LongBench's mean_kv_bytes / mean_decode_ms_per_token; None where absent. Empty when no
+    scorer has a +H."""
+    keys = ("kv_bytes", "decode_ms_per_token")
     pts = []
     if synthetic is not None:
         acc: dict = defaultdict(lambda: [0.0, 0])
         for s in synthetic["summary"]:
             acc[s["scorer"]][0] += s["accuracy"] * s["n"]
             acc[s["scorer"]][1] += s["n"]
-        extra: dict = defaultdict(lambda: defaultdict(list))
+        rows: dict = defaultdict(lambda: defaultdict(list))
         for r in predictions or []:
-            for k in ("kv_bytes", "decode_ms_per_token"):
-                extra[r["scorer"]][k].append(r.get(k))
+            for k in keys:
+                rows[r["scorer"]][k].append(r.get(k))
+        eff = synthetic.get("efficiency") or {}
         pts += [{"bench": "synthetic", "scorer": s, "score": 100 * a / n,
-                 **{k: _mean(extra[s][k]) for k in ("kv_bytes", "decode_ms_per_token")}} for s, (a, n) in acc.items()]
+                 **{k: (eff.get(s) or {}).get(k, _mean(rows[s][k])) for k in keys}} for s, (a, n) in acc.items()]
     if longbench is not None:
-        pts += [{"bench": "LongBench", "scorer": s, "score": v.get("category_average"), "kv_bytes": v.get("kv_bytes"),
-                 "decode_ms_per_token": v.get("decode_ms_per_token")} for s, v in longbench["scorers"].items()]
+        pts += [{"bench": "LongBench", "scorer": s, "score": v.get("category_average"),
+                 **{k: v.get(f"mean_{k}", v.get(k)) for k in keys}} for s, v in longbench["scorers"].items()]
     for p in pts:
         p["base"], p["budget"] = h2o_base(p["scorer"])
     with_h = {(p["bench"], p["base"]) for p in pts if p["budget"] is not None}
@@ -235,9 +232,11 @@ def h2o_figure(points: list[dict]):
             scale = 1 / 2 ** 20 if key == "kv_bytes" else 1.0
             ax.plot([p["budget"] if p["budget"] is not None else 1.0 for p in sel], [p[key] * scale for p in sel],
                     marker=MARKERS[k % len(MARKERS)], ls=LINES[k % len(LINES)], color=colours[k], label=base)
-        ax.set(xlabel="H2O KV budget (share of the prompt's KV; 1 = no eviction)",
+        ax.set(xlabel="H2O KV budget (1 = no eviction)",
                ylabel=ylabel[key] or ("accuracy %" if bench == "synthetic" else "category average"),
-               title=f"{bench}" if bench else ylabel[key])
+               title=(f"{bench}: " + ("accuracy" if bench == "synthetic" else "score")) if bench else ylabel[key])
+        if bench == "synthetic":
+            ax.set_ylim(-3, 103)
         ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

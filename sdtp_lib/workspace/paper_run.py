@@ -76,7 +76,8 @@ def _h2o_why(src: Sources) -> str:
 def _h2o(src: Sources):
     syn = src.get("synthetic")
     preds = None
-    if syn is not None and any(PF.h2o_base(s["scorer"])[1] is not None for s in syn["summary"]):
+    if syn is not None and "efficiency" not in syn and any(PF.h2o_base(s["scorer"])[1] is not None
+                                                           for s in syn["summary"]):  # older results: the rows
         preds = read_jsonl(src.run / "06_synthetic" / "predictions.jsonl", missing_ok=True) or None
     pts = PF.h2o_points(syn, preds, src.get("longbench"))
     return PF.h2o_figure(pts), {"h2o": pts}
