@@ -252,18 +252,18 @@ def test_evaluation_bars_carry_one_hatch_per_scorer_in_bars_and_legend():
 
 
 def test_our_scorers_stand_beside_the_papers_rows_only_when_they_are_its_setting():
-    from sdtp_lib.workspace import report as R
-    got = {s: R._paper_method(s) for s in ("dense", "sdtp:norm", "sdtp-low:auto", "sdtp@0.9:norm", "sdtp@0.8:norm",
+    from sdtp_lib.workspace import paper_tables as PT
+    got = {s: PT.paper_method(s) for s in ("dense", "sdtp:norm", "sdtp-low:auto", "sdtp@0.9:norm", "sdtp@0.8:norm",
                                            "sdtp@1.6x:norm", "sdtp+L8:norm", "dense+H0.4", "sdtp+H0.4:norm", "oops")}
     assert got == {"dense": "original", "sdtp:norm": "SDTP", "sdtp-low:auto": "SDTP-low", "sdtp@0.9:norm": "SDTP",
                    "sdtp@0.8:norm": None, "sdtp@1.6x:norm": None, "sdtp+L8:norm": None, "dense+H0.4": None,
                    "sdtp+H0.4:norm": None, "oops": None}
-    assert [R._canon(s) for s in ("Full", "no rank", "no-rank-mse", "cls only", "rank only")] == [
+    assert [PT.canon_loss(s) for s in ("Full", "no rank", "no-rank-mse", "cls only", "rank only")] == [
         "full", "no_rank", "no_rank_mse", "no_rank_mse", None]
 
 
 def test_ablation_tables_order_the_settings_and_split_the_start_layer_by_keep_ratio(tmp_path):
-    from sdtp_lib.workspace.report import ablation_section
+    from sdtp_lib.workspace.paper_tables import ablation_section
     run = tmp_path / "run"
     write(run / "07_ablations" / "start_layer" / "results.json", start_layer_result())
     write(run / "07_ablations" / "stages" / "results.json", ablation("stages", [
@@ -281,7 +281,7 @@ def test_ablation_tables_order_the_settings_and_split_the_start_layer_by_keep_ra
 
 
 def test_latency_table_takes_this_runs_profile_as_a_column_at_the_papers_lengths(tmp_path):
-    from sdtp_lib.workspace.report import latency_section
+    from sdtp_lib.workspace.paper_tables import latency_section
     run = tmp_path / "run"
     rows = [row("dense", "hf", 4096, 1.0), row("sdtp", "sdtp", 4096, 0.8)]
     write(run / "03_profiling" / "latency_20261205-000000.json", {"header": {"model": "m", "gpu": "g"}, "rows": rows})
@@ -292,6 +292,7 @@ def test_latency_table_takes_this_runs_profile_as_a_column_at_the_papers_lengths
 
 
 def test_h2o_summary_compares_sdtp_with_h2o_against_h2o_alone_at_the_same_budget(tmp_path):
+    from sdtp_lib.workspace import paper_tables as PT
     from sdtp_lib.workspace import report as R
     run = tmp_path / "run"
     syn = synthetic_result(["dense", "dense+H0.4", "sdtp:norm", "sdtp+H0.4:norm", "sdtp+H0.2:norm"],
@@ -301,12 +302,12 @@ def test_h2o_summary_compares_sdtp_with_h2o_against_h2o_alone_at_the_same_budget
     write(run / "06_synthetic" / "results.json", syn)
     src = load_sources(run, tmp_path / "results")
     pts = PF.h2o_points(src.get("synthetic"))
-    rows = {r["scorer"]: r for r in R.h2o_rows(pts)}
+    rows = {r["scorer"]: r for r in PT.h2o_rows(pts)}
     assert set(rows) == {"dense+H0.4", "sdtp+H0.4:norm", "sdtp+H0.2:norm"}
     assert rows["sdtp+H0.4:norm"]["without"] == pytest.approx(80.0)
     assert rows["sdtp+H0.4:norm"]["dense_same_budget"] == pytest.approx(90.0)
     assert rows["sdtp+H0.2:norm"]["dense_same_budget"] is None  # no dense+H0.2: nothing to compare with
-    text = R.h2o_section(pts, src) + R.verdict(src, None, pts)
+    text = PT.h2o_section(pts, src) + R.verdict(src, None, pts)
     assert "| synthetic | sdtp+H0.4:norm | 0.4 | 50.0 | 80.0 | -30.0 | 90.0 | -40.0 |" in text
     assert "**H2O, synthetic sdtp+H0.4:norm: does not reproduce** \"almost no further loss\" on top of H2O (-40.0" in text
     assert "sdtp+H0.2:norm: " not in text.split("## Verdict")[1]  # no verdict without its H2O-alone reference
