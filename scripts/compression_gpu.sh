@@ -8,7 +8,9 @@
 # under a 10-minute device call) and the next call resumes from the predictions already written
 # (python -m sdtp_lib synthetic --out OUT resumes and adds scorers). SCORERS overrides the list. The +R0.02
 # variants keep the newest 2% instead of the paper's 10%: at r = 0.8 the last stage keeps 10.7% of the prompt, so
-# the paper's window leaves the scorer almost no choice (docs/scorers.md, the needle-retention screen).
+# the paper's window leaves the scorer almost no choice (docs/scorers.md, the needle-retention screen). -h16: a second
+# hop (the window's 16 most-attended tokens, the question when it comes first, query every token without the causal
+# mask).
 set -euo pipefail
 OUT=${1:?usage: MODEL=... bash scripts/compression_gpu.sh OUT}
 MODEL=${MODEL:-qwen2.5-coder-0.5b}
@@ -18,7 +20,8 @@ DTYPE=${DTYPE:-bfloat16}
 read -r -a LEN_ARGS <<< "${LENGTHS:+--lengths $LENGTHS}"
 cd "$(dirname "$0")/.."
 read -r -a SCORERS <<< "${SCORERS:-dense sdtp:attention sdtp@0.8:attention sdtp@0.8+R0.02:attention \
-sdtp@0.8+R0.02:attention-k31-s10 sdtp@0.8+R0.02:attention-w8 sdtp@0.9+R0.02:attention}"
+sdtp@0.8+R0.02:attention-k31-s10 sdtp@0.8+R0.02:attention-w8 sdtp@0.9+R0.02:attention sdtp:attention-h16 \
+sdtp@0.8+R0.02:attention-h16}"
 if [ "$MODEL" = qwen2.5-coder-0.5b ]; then  # the shipped predictor exists for the 0.5B only
   read -r -a SCORERS <<< "${SCORERS[*]} sdtp:predictor sdtp@0.8+R0.02:predictor"
 fi

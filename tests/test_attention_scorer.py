@@ -10,6 +10,7 @@ import torch
 import sdtp_lib as S
 from sdtp_lib.engine import forced_mask, select_tokens
 from sdtp_lib.scorers import TIE_BREAK, WindowAttentionScorer, make_scorer, window_attention
+from sdtp_lib.scorers.attention import SINK, hop_attention
 
 from .conftest import FAMILIES, prompt_ids
 
@@ -79,11 +80,12 @@ def test_smoothing_is_a_max_over_neighbours(eager):
     torch.testing.assert_close(smooth, padded.unfold(-1, 5, 1).amax(-1) + TIE_BREAK * raw)
 
 
-def test_engine_keeps_the_top_k_of_the_window_attention(tiny):
+@pytest.mark.parametrize("hops", [0, 4])
+def test_engine_keeps_the_top_k_of_the_window_attention(tiny, hops):
     model, _ = tiny
     cfg = S.SDTPConfig.for_model(model, keep_ratio=0.6)
     ids = prompt_ids(80, seed=5)
-    scorer = WindowAttentionScorer(window=8, kernel=3)
+    scorer = WindowAttentionScorer(window=8, kernel=3, hops=hops)
     l0 = cfg.stage_layers[0]
     with torch.no_grad():
         hs = model(ids, output_hidden_states=True).hidden_states  # dense: nothing is pruned before stage 0
@@ -139,8 +141,8 @@ def test_bad_settings_are_refused(tiny_sdpa):
         S.TokenPredictor(4, [1], attn_window=4)(torch.zeros(1, 8, 4), 0)
 
 
-@pytest.mark.parametrize("kernel", [1, 5])
-def test_rowwise_window_equals_the_compacted_sequence(eager, kernel):
+@pytest.mark.parametrize("kernel,hops", [(1, 0), (5, 0), (5, 3)])
+def test_rowwise_window_equals_the_compacted_sequence(eager, kernel, hops):
     """With a keep mask (`alive`) and protected tokens (`eligible`), each row scores as if its dropped tokens were
     removed and the sequence ended at its last eligible token: what the engine sees at the same stage."""
     model, _ = eager
@@ -152,15 +154,16 @@ def test_rowwise_window_equals_the_compacted_sequence(eager, kernel):
     alive = torch.rand(2, T, generator=g) > 0.35
     eligible = torch.ones(2, T, dtype=torch.bool)
     eligible[0, 70:] = False  # row 0: a protected "response" at the end
-    sc = WindowAttentionScorer(window=12, kernel=kernel)
+    sc = WindowAttentionScorer(window=12, kernel=kernel, hops=hops)
     with torch.no_grad():
         got = sc(hs[l], 0, layer=layer, position_embeddings=cos_sin, alive=alive, eligible=eligible)  # (2, T)
         for b in range(2):
             end = 70 if b == 0 else T
             keep = (alive[b] & (torch.arange(T) < end)).nonzero().flatten()  # the compacted window's sequence
             tail = (alive[b] & (torch.arange(T) >= end)).nonzero().flatten()  # present, after every query: 0
-            raw = window_attention(layer, hs[l][b:b + 1, keep], tuple(t[:, keep] for t in cos_sin), 12,
-                                       heads=sc.heads)[0]
+            h, cs = hs[l][b:b + 1, keep], tuple(t[:, keep] for t in cos_sin)
+            raw = window_attention(layer, h, cs, 12, heads=sc.heads)
+            raw = (raw + hop_attention(layer, h, cs, raw, 12, hops, heads=sc.heads) if hops else raw)[0]
             raw = torch.cat([raw, torch.zeros(len(tail))])  # the present tokens, in order
             ref = raw if kernel == 1 else torch.nn.functional.max_pool1d(
                 raw[None, None], kernel, 1, kernel // 2)[0, 0] + TIE_BREAK * raw
@@ -312,3 +315,46 @@ def test_shift_by_name_and_bounds(tiny_sdpa):
             model(ids)
     assert a.kept_per_stage == b.kept_per_stage and not all(
         torch.equal(x, y) for x, y in zip(a.stage_positions, b.stage_positions))
+
+
+@pytest.mark.parametrize("heads", ["mean", "max"])
+def test_hop_attention_is_the_non_causal_attention_of_the_windows_top_tokens(eager, heads):
+    """The second hop equals the layer's own eager attention probabilities (its attention module called with an
+    additive mask that hides nothing causal, only the sink and the hop queries) of the `hops` tokens the window ranks
+    highest outside itself and the sink, averaged over them; the window's queries and the sink are never hop
+    queries, and a hop query can see tokens after it."""
+    model, _ = eager
+    T, w, m, l = 80, 8, 5, 1
+    ids = prompt_ids(T, B=2, seed=5)
+    hs, cos_sin, _ = _dense_states(model, ids)
+    layer = model.get_decoder().layers[l]
+    with torch.no_grad():
+        first = window_attention(layer, hs[l], cos_sin, w, heads=heads)
+        got = hop_attention(layer, hs[l], cos_sin, first, w, m, heads=heads)  # (B, T)
+        normed = layer.input_layernorm(hs[l])
+        for b in range(2):
+            cand = first[b].clone()
+            cand[:SINK], cand[T - w:] = -1, -1
+            hop = cand.topk(m).indices  # the hop queries: never the sink or the window
+            assert ((hop >= SINK) & (hop < T - w)).all()
+            mask = torch.zeros(1, 1, T, T)
+            mask[..., :SINK] = mask[..., hop] = float("-inf")
+            _, probs = layer.self_attn(hidden_states=normed[b:b + 1], position_embeddings=tuple(t[b:b + 1] if t.shape[0] > 1 else t for t in cos_sin),
+                                       attention_mask=mask)  # (1, H, T, T), no causal mask
+            per_head = probs[0][:, hop].float().mean(1)  # (H, T)
+            ref = per_head.mean(0) if heads == "mean" else per_head.amax(0)
+            torch.testing.assert_close(got[b], ref, rtol=1e-4, atol=1e-6)
+            assert got[b, :SINK].eq(0).all() and got[b, hop].eq(0).all()
+            assert got[b, hop.max() + 1:].sum() > 0  # keys after the latest hop query are seen (no causal mask)
+
+
+def test_hops_by_name_and_bounds():
+    """attention-h<n> names the scorer with a second hop (0: the window alone); a negative count is refused; the
+    hop queries' scores are in the scorer's FLOPs."""
+    sc = make_scorer("attention-w8-h4")
+    assert (sc.window, sc.hops) == (8, 4) and make_scorer("attention").hops == 0
+    with pytest.raises(ValueError, match="hops must be >= 0"):
+        WindowAttentionScorer(hops=-1)
+    a, b = WindowAttentionScorer(window=8), WindowAttentionScorer(window=8, hops=4)
+    a._dims = b._dims = (64, 32, 64)
+    assert b.flops_per_token() - a.flops_per_token() == 2 * 64 * 4

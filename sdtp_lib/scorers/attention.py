@@ -37,6 +37,9 @@ class WindowAttentionScorer:
     # value follows its key; a fact's tail follows the token the question matched)
     # max over heads with kernel 31 kept the most of dense on the synthetic suite (n = 10: 81% / 92% question first
     # / last, against 81% / 82% for the mean with kernel 15; n = 5: 57% / 75% with kernel 7): docs/scorers.md
+    hops: int = 0  # a second hop: the `hops` tokens the window attends to most (outside the window and the first
+    # SINK present tokens; with the question first, the question) query every token without the causal mask, and
+    # their attention is added to the window's (hop_attention). 0: the window alone
     needs_layer = True
 
     def __post_init__(self):
@@ -45,6 +48,8 @@ class WindowAttentionScorer:
                              f"{self.kernel}")
         if self.heads not in ("mean", "max"):
             raise ValueError(f"WindowAttentionScorer: heads must be 'mean' or 'max', got {self.heads!r}")
+        if self.hops < 0:
+            raise ValueError(f"WindowAttentionScorer: hops must be >= 0, got {self.hops}")
         if not 0 <= self.shift <= self.kernel // 2:
             raise ValueError(f"WindowAttentionScorer: shift must be in [0, kernel // 2] = [0, {self.kernel // 2}], "
                              f"got {self.shift}")
@@ -58,6 +63,9 @@ class WindowAttentionScorer:
         self._dims = (hidden.shape[-1], attn.k_proj.out_features, attn.q_proj.out_features)  # C, KVH*D, H*D
         probs = window_attention(layer, hidden, position_embeddings, self.window, alive, eligible,
                                  heads=self.heads)  # (B, T)
+        if self.hops:
+            probs = probs + hop_attention(layer, hidden, position_embeddings, probs, self.window, self.hops, alive,
+                                          eligible, heads=self.heads)
         if self.kernel == 1:
             return probs
         # the tokens of a span share its max: their own attention breaks the tie (the same way in every engine)
@@ -67,7 +75,7 @@ class WindowAttentionScorer:
         """FLOPs per token entering a stage (the engine adds them to the pruned prefill's): its key projection
         and its scores against the window's queries (the window's own query projection is not counted)."""
         C, kv, q = getattr(self, "_dims", (0, 0, 0))
-        return 2 * C * kv + 2 * q * self.window
+        return 2 * C * kv + 2 * q * (self.window + self.hops)
 
 
 def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: int, alive=None,
@@ -79,30 +87,12 @@ def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: i
     alive (B, T) bool: the tokens still present (the masked simulation's keep mask; None: all). Only they are
     keys and queries; the others receive 0. eligible (B, T) bool: tokens that may be queries (None: all). The
     queries of a row are its last `window` present, eligible tokens."""
-    attn = layer.self_attn
     B, T, _ = hidden.shape
-    w, D = min(window, T), attn.head_dim
-    cos, sin = position_embeddings  # (B|1, T, D) of the current tokens
+    w = min(window, T)
     pos = torch.arange(T, device=hidden.device)
-    if alive is None and eligible is None:  # the engine without a protect mask: the last w tokens
-        qidx, valid = (pos[T - w:]).expand(B, w), None  # (B, w)
-    else:
-        ok = torch.ones(B, T, dtype=torch.bool, device=hidden.device)
-        ok = ok & alive if alive is not None else ok
-        ok = ok & eligible if eligible is not None else ok
-        from_end = ok.flip(-1).cumsum(-1).flip(-1)  # (B, T) ok tokens at or after each position
-        qidx = torch.where(ok & (from_end <= w), pos, -1).topk(w, dim=-1).values.flip(-1)  # (B, w); -1 = none
-        valid, qidx = qidx >= 0, qidx.clamp(min=0)
-    gather = lambda t: t.expand(B, *t.shape[1:]).gather(1, qidx[..., None].expand(B, w, t.shape[-1]))
-    q = attn.q_proj(layer.input_layernorm(gather(hidden)))  # the norm is per token: only the w queries'
-    q = (q * attn.scaling).view(B, w, -1, D).transpose(1, 2)  # (B, H, w, D), the softmax scale folded in
-    k = normed_proj(layer.input_layernorm, attn.k_proj, hidden).view(B, T, -1, D).transpose(1, 2)  # (B, KVH, T, D)
-    rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the family's own rotary
-    q, _ = rope(q, q, gather(cos), gather(sin))
-    _, k = rope(k, k, cos, sin)
-    H, KVH = q.shape[1], k.shape[1]
-    G = H // KVH
-    q = q.reshape(B, KVH, G * w, D)  # query heads grouped under their KV head, (B, KVH, G*w, D)
+    qidx, valid = window_queries(B, T, w, alive, eligible, hidden.device)
+    q, k = _queries_keys(layer, hidden, position_embeddings, qidx)  # (B, KVH, G*w, D), (B, KVH, T, D)
+    KVH, G = k.shape[1], q.shape[2] // w
     s = torch.matmul(q.float(), k.float().transpose(-1, -2))  # (B, KVH, G*w, T)
     if valid is None and alive is None:  # the last w tokens are the queries: only they have later keys to hide
         later = pos[T - w:][None, :] > pos[T - w:][:, None]  # (w, w) key after query
@@ -118,6 +108,73 @@ def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: i
     n_q = w if valid is None else valid.sum(-1).clamp(min=1)[:, None, None, None]  # queries per row
     per_head = p.view(B, KVH, G, w, T).sum(3) / n_q  # (B, KVH, G, T) window mean per head
     return per_head.mean(dim=(1, 2)) if heads == "mean" else per_head.amax(dim=(1, 2))  # (B, T)
+
+
+def window_queries(B: int, T: int, w: int, alive=None, eligible=None, device=None):
+    """(qidx (B, w), valid (B, w) bool or None): the window's queries, each row's last w present (alive), eligible
+    tokens in order; valid marks real ones (a row with fewer has index 0 for the rest). With no masks: the last w
+    tokens, valid None."""
+    pos = torch.arange(T, device=device)
+    if alive is None and eligible is None:  # the engine without a protect mask: the last w tokens
+        return pos[T - w:].expand(B, w), None
+    ok = torch.ones(B, T, dtype=torch.bool, device=device)
+    ok = ok & alive if alive is not None else ok
+    ok = ok & eligible if eligible is not None else ok
+    from_end = ok.flip(-1).cumsum(-1).flip(-1)  # (B, T) ok tokens at or after each position
+    qidx = torch.where(ok & (from_end <= w), pos, -1).topk(w, dim=-1).values.flip(-1)  # (B, w); -1 = none
+    return qidx.clamp(min=0), qidx >= 0
+
+
+def _queries_keys(layer, hidden: torch.Tensor, position_embeddings, qidx: torch.Tensor):
+    """The stage layer's rotated queries of the tokens qidx (B, n), grouped under their KV head (B, KVH, G*n, D),
+    scaled by the softmax scale, and the rotated keys of every token (B, KVH, T, D). Only the n queries are
+    projected; the norm is per token."""
+    attn = layer.self_attn
+    B, T, _ = hidden.shape
+    n, D = qidx.shape[1], attn.head_dim
+    cos, sin = position_embeddings  # (B|1, T, D) of the current tokens
+    gather = lambda t: t.expand(B, *t.shape[1:]).gather(1, qidx[..., None].expand(B, n, t.shape[-1]))  # noqa: E731
+    q = attn.q_proj(layer.input_layernorm(gather(hidden)))
+    q = (q * attn.scaling).view(B, n, -1, D).transpose(1, 2)  # (B, H, n, D), the softmax scale folded in
+    k = normed_proj(layer.input_layernorm, attn.k_proj, hidden).view(B, T, -1, D).transpose(1, 2)  # (B, KVH, T, D)
+    rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the family's own rotary
+    q, _ = rope(q, q, gather(cos), gather(sin))
+    _, k = rope(k, k, cos, sin)
+    return q.reshape(B, k.shape[1], -1, D), k  # query heads grouped under their KV head
+
+
+SINK = 4  # the first present tokens (attention sinks, SDTPConfig.num_sink's default) are never hop queries
+
+
+def hop_attention(layer, hidden: torch.Tensor, position_embeddings, first: torch.Tensor, window: int, hops: int,
+                  alive=None, eligible=None, heads: str = "max") -> torch.Tensor:
+    """(B, T) float32: the second hop. first (B, T): the window's attention (window_attention). The `hops` present,
+    eligible tokens it ranks highest, outside the window's queries and the first SINK present tokens (with the
+    question before the context, the question's tokens), become queries over every present, eligible token
+    *without* the causal mask (a question written before a fact can then find it); their attention, averaged over
+    them and pooled over heads as the window's, is returned (0 for hidden keys). Hidden keys: absent, not eligible,
+    the first SINK, the hop queries themselves."""
+    B, T, _ = hidden.shape
+    present = torch.ones(B, T, dtype=torch.bool, device=hidden.device) if alive is None else alive
+    present = present & eligible if eligible is not None else present
+    sink = present.cumsum(-1) <= SINK  # (B, T) the first SINK present tokens
+    w = min(window, T)
+    qidx, valid = window_queries(B, T, w, alive, eligible, hidden.device)
+    in_window = torch.zeros(B, T, dtype=torch.bool, device=hidden.device).scatter_(
+        1, qidx, torch.ones_like(qidx, dtype=torch.bool) if valid is None else valid)
+    cand = present & ~sink & ~in_window
+    m = min(hops, T)
+    top = first.float().masked_fill(~cand, float("-inf")).topk(m, dim=-1)  # (B, m); -inf: fewer candidates
+    hidx, hvalid = top.indices, torch.isfinite(top.values)
+    q, k = _queries_keys(layer, hidden, position_embeddings, hidx)  # (B, KVH, G*m, D), (B, KVH, T, D)
+    KVH, G = k.shape[1], q.shape[2] // m
+    is_hop = torch.zeros(B, T, dtype=torch.bool, device=hidden.device).scatter_(1, hidx, hvalid)
+    hide = ~present | sink | is_hop  # (B, T), the same for every hop query
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2))  # (B, KVH, G*m, T)
+    p = s.masked_fill(hide[:, None, None], float("-inf")).softmax(-1).nan_to_num(0.0)  # a row with no key: 0
+    p = torch.where(hvalid.repeat(1, G)[:, None, :, None], p, 0.0)
+    per_head = p.view(B, KVH, G, m, T).sum(3) / hvalid.sum(-1).clamp(min=1)[:, None, None, None]  # (B, KVH, G, T)
+    return per_head.mean(dim=(1, 2)) if heads == "mean" else per_head.amax(dim=(1, 2))
 
 
 def normed_proj(norm, proj, hidden: torch.Tensor) -> torch.Tensor:
