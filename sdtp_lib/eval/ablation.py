@@ -18,9 +18,9 @@ placement), trained once and shared by the ablations; fewer stages use the first
 is only ever evaluated at the layers it was trained for (TokenPredictor.check_compatible refuses anything else).
 The losses other than the full one are trained with the full loss's effective L_cls weight (w_cls x the factor its
 loss balance measured, cls_balance off), so that only the switched-off term changes.
-Each ablation writes out_dir/<ablation>/: results.json / results.md (schema: docs/ablations.md), <ablation>.png,
+Each ablation writes out_dir/<ablation>/: results.json / results.md (schema: docs/ablations.md), config.json,
 heldout.jsonl(.gz) (one line per finished setting with its per-sample losses: a rerun skips those settings) and
-synthetic/ (the suite's folder).
+synthetic/ (the suite's folder); write_figure adds <ablation>.png.
 """
 from __future__ import annotations
 
@@ -447,6 +447,16 @@ def figure(res: dict):
     fig.suptitle(f"{res['ablation']} ({res['model']})", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def write_figure(out: Path, res: dict, dpi: int = 110, close: bool = True) -> Path:
+    """figure(res) into out/<ablation>.png; close=False leaves it open (a notebook shows it inline)."""
+    import matplotlib.pyplot as plt
+    fig, path = figure(res), Path(out) / f"{res['ablation']}.png"
+    fig.savefig(path, dpi=dpi)
+    if close:
+        plt.close(fig)
+    return path
 
 
 # ------------------------------------------------------------------ the run
