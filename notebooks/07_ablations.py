@@ -24,7 +24,7 @@
 model = "smollm2-135m"  # load_model spec or a local checkpoint path
 data = None  # Dolly-schema source (None: the project's data/sdtp_default)
 run_dir = "runs/explore/07_ablations"  # predictors/, saliency*/, <ablation>/ go here
-n_samples = 20  # samples for training + held-out (None: all 600 of data/sdtp_default)
+n_samples = 10  # samples for training + held-out (None: all 600 of data/sdtp_default)
 device = "auto"  # "auto": the GPU when there is one
 seed = 0  # which samples and the train/validation split (as in notebooks 01 / 02)
 dtype = None  # None: float32 on CPU, bfloat16 on GPU
