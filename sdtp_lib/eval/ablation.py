@@ -279,7 +279,7 @@ def _heldout(model, scorer, config, samples, dense=None, n_boot=2000, seed=0) ->
     return res
 
 
-def _row(s: Setting | None, ablation: str, spec: str, model_depth: int, cost: Cost, keep_ratio: float) -> dict:
+def _row(s: Setting | None, spec: str, model_depth: int, cost: Cost, keep_ratio: float) -> dict:
     """The schema's fields that do not depend on results (s None: the dense row)."""
     v = parse_variant(s.variant) if s is not None else None
     conf = v.config(model_depth, keep_ratio) if v is not None else None
@@ -344,11 +344,11 @@ def run_ablation(model, tok, cfg: AblationConfig, ablation: str, out_dir, bank: 
     compress_jsonl(path) if find_jsonl(path) is not None else None
     suite = _synthetic(model, tok, cfg, out / "synthetic", [specs[s.key] for s in settings], progress)
     dense = done["dense"]
-    rows = [_fill(_row(None, ablation, "dense", depth, cost, cfg.keep_ratio), dense, dense, suite, "dense")]
+    rows = [_fill(_row(None, "dense", depth, cost, cfg.keep_ratio), dense, dense, suite, "dense")]
     for s in settings:
         rel = specs[s.key] if s.scorer != PREDICTOR else \
             f"{s.variant}:{Path(specs[s.key].partition(':')[2]).parent.relative_to(Path(out_dir))}"
-        rows.append(_fill(_row(s, ablation, rel, depth, cost, cfg.keep_ratio), done[s.key], dense, suite,
+        rows.append(_fill(_row(s, rel, depth, cost, cfg.keep_ratio), done[s.key], dense, suite,
                           specs[s.key]))
     return write_results(out, ablation, cfg, rows)
 
