@@ -294,7 +294,7 @@ def _row(s: Setting | None, spec: str, model_depth: int, cost: Cost, keep_ratio:
             "n_heldout": None}
 
 
-def _config_record(cfg: AblationConfig, ablation: str) -> dict:
+def _config_record(cfg: AblationConfig) -> dict:
     """What decides the rows' values (settings lists excluded: settings can be added to a folder)."""
     keep = ("model", "data", "samples", "seq_len", "val_frac", "data_seed", "dtype", "train", "keep_ratio",
             "synthetic", "reference_length", "n_boot")
@@ -307,7 +307,7 @@ def run_ablation(model, tok, cfg: AblationConfig, ablation: str, out_dir, bank: 
     from tqdm.auto import tqdm
     out = Path(out_dir) / ablation
     out.mkdir(parents=True, exist_ok=True)
-    record = _config_record(cfg, ablation)
+    record = _config_record(cfg)
     if (out / "config.json").exists():
         old = json.loads((out / "config.json").read_text())
         diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
@@ -341,7 +341,8 @@ def run_ablation(model, tok, cfg: AblationConfig, ablation: str, out_dir, bank: 
                                                      cfg.data_seed)}
             f.write(json.dumps(done[s.key]) + "\n")
             f.flush()
-    compress_jsonl(path) if find_jsonl(path) is not None else None
+    if find_jsonl(path) is not None:
+        compress_jsonl(path)  # every setting of this ablation has its line
     suite = _synthetic(model, tok, cfg, out / "synthetic", [specs[s.key] for s in settings], progress)
     dense = done["dense"]
     rows = [_fill(_row(None, "dense", depth, cost, cfg.keep_ratio), dense, dense, suite, "dense")]
