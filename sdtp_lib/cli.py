@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--force", action="store_true", help="with --resume: accept a run of another commit/profile")
     n.add_argument("--list", action="store_true", help="list the profiles and exit")
 
+    rp = sub.add_parser("report", help="the paper's figures and final_summary.md from a run folder's results "
+                        "(what notebook 08_figures does, without papermill)")
+    rp.set_defaults(func=cmd_report)
+    rp.add_argument("run", help="a pipeline run folder (runs/<time>-<profile>)")
+    rp.add_argument("--out", default=None, help="where the figures and final_summary.md go (default: RUN/08_figures)")
+    rp.add_argument("--frontier-length", type=int, default=32768, help="the prompt length of the frontier's speedups")
+
     mo = sub.add_parser("models", help="the embedded GGUF models: list, export as parts, import parts (offline)")
     mo.set_defaults(func=cmd_models)
     msub = mo.add_subparsers(dest="action", required=True)
@@ -334,6 +341,19 @@ def cmd_pipeline(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"run folder: {run}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .workspace import paper_run as PR
+    from .workspace.sources import load_sources
+    src = load_sources(args.run)
+    out = Path(args.out) if args.out else Path(args.run) / "08_figures"
+    made = PR.draw_figures(src, out, length=args.frontier_length)
+    path = PR.write_summary(src, out, made)
+    for name, m in made.items():
+        print(f"{name}: {out / m.file}" if m.file else f"{name}: not drawn ({m.why})")
+    print(f"wrote {path}")
     return 0
 
 

@@ -129,6 +129,7 @@ BAD_INPUT = {  # verb: (arguments, exit code, what the message must name); {tmp}
     "lmeval": (["lmeval", "--model", "sdtp", "--model_args", "pretrained=tiny-qwen2"], 2,
                ["no --tasks given", "--tasks sdtp_paper"]),
     "models": (["models", "import", "{tmp}/missing"], 2, ["missing/manifest.json not found", "models export"]),
+    "report": (["report", "{tmp}/nope"], 2, ["run folder", "nope", "does not exist"]),
     "lab": (["lab", "--no-kernel", "--ServerApp.root_dir={tmp}/missing"], 2,
             ["--ServerApp.root_dir", "missing", "no such folder"]),
 }

@@ -24,7 +24,7 @@ def run(name, tmp_path, **extra):
 
 def test_notebooks_share_one_parameter_vocabulary():
     assert NOTEBOOKS == ["00_explore", "01_saliency", "02_training", "03_profiling", "04_longbench", "05_lmeval",
-                         "06_synthetic", "07_ablations"]
+                         "06_synthetic", "07_ablations", "08_figures"]
     for name in NOTEBOOKS:
         params = pm.inspect_notebook(str(NB / f"{name}.ipynb"))
         assert VOCABULARY <= set(params), f"{name} lacks {VOCABULARY - set(params)}"
@@ -87,3 +87,19 @@ def test_evaluation_notebooks_share_the_scorer_vocabulary():
         scorers = eval(params["scorers"]["default"])  # a literal list
         assert scorers[0] == "dense" and all(parse_scorer(s) for s in scorers)
         assert {"sdtp", "sdtp-low"} <= {parse_scorer(s)[0] for s in scorers}, name
+
+
+def test_08_figures_runs_on_a_run_folder(tmp_path):
+    """08 on the committed default-profile run's result files (no saliency file, no ablations): the figures their
+    sources allow, the others named missing in final_summary.md."""
+    import shutil
+    runf = tmp_path / "run"
+    shutil.copytree(NB.parent / "reports" / "results" / "2026-12-04_smollm2_pipeline-default_cpu", runf)
+    out, text = run("08_figures", tmp_path, run=str(runf))
+    assert {p.name for p in out.glob("*.png")} == {"latency_run.png", "latency_qwen2-7b-shape_h200.png", "longbench.png",
+                                                   "lmeval.png", "frontier.png"}
+    summary = (out / "final_summary.md").read_text()
+    assert "saliency_sparsity | **not drawn**: missing source saliency" in summary
+    assert f"{runf}/07_ablations/start_layer/results.json not found" in summary
+    assert "no +H<budget> scorer in" in summary
+    assert "smollm2-135m" in summary and "**fixture**" in summary  # the stand-in said in the table

@@ -31,7 +31,7 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     assert rec["git_commit"] and rec["versions"]["papermill"] and rec["device"].startswith("cpu")
     names = [s["name"] for s in rec["notebooks"]]
     assert names == ["00_explore", "01_saliency", "02_training", "03_profiling", "04_longbench", "05_lmeval",
-                     "06_synthetic", "07_ablations"]
+                     "06_synthetic", "07_ablations", "08_figures"]
     for s in rec["notebooks"]:
         assert s["status"] == "ok" and s["duration_s"] > 0 and s["error"] is None
         assert s["parameters"]["run_dir"] == str(run / s["name"]) and s["parameters"]["model"] == "tiny-qwen2"
@@ -68,8 +68,17 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
         assert all(r["n_synthetic"] == 1 and r["heldout_loss"] is not None for r in res["rows"])
         assert (abl / name / f"{name}.png").stat().st_size > 5_000
     assert (abl / "predictors" / "full_L2" / "seed0" / "predictor.safetensors").exists()
+    # 08: the paper's figures from this run's files, the ablations (07) included
+    fig = run / "08_figures"
+    for png in ("saliency_sparsity", "latency_run", "longbench", "lmeval", "frontier"):
+        assert (fig / f"{png}.png").stat().st_size > 10_000, png
+    summary = (fig / "final_summary.md").read_text()
+    assert f"`{run}`" in summary and "## Verdict" in summary and "42.34" in summary  # the paper's LongBench original
+    assert "07_ablations/losses/results.json not found" not in summary
+    for png in ("losses", "stages", "keep_ratio", "start_layer"):
+        assert (fig / f"{png}.png").stat().st_size > 10_000, png
     log = (run / "pipeline.log").read_text()
-    assert "[8/8] 07_ablations done" in log and "run complete" in log
+    assert "[9/9] 08_figures done" in log and "run complete" in log
 
 
 def test_failing_notebook_stops_the_run_then_resume_skips_finished(tmp_path, capsys):

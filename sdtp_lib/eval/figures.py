@@ -19,8 +19,12 @@ def length_label(n: int) -> str:  # 4096 -> "4K"
 
 
 def _palette(names):
+    """Colour-blind-safe colours (seaborn's "colorblind", 10 of them; tab20 beyond that)."""
     import seaborn as sns
-    return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "tab20", len(names))))
+    return dict(zip(names, sns.color_palette("colorblind" if len(names) <= 10 else "tab20", len(names))))
+
+
+HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--", "**", "||")  # bars told apart in black and white
 
 
 def _bars(ax, rows, x_order, hue_order, colours, ylabel, ylim=None):
@@ -29,14 +33,21 @@ def _bars(ax, rows, x_order, hue_order, colours, ylabel, ylim=None):
     import seaborn as sns
     df = pd.DataFrame([r for r in rows if r["value"] is not None], columns=["x", "scorer", "value"])
     if not df.empty:
-        sns.barplot(df, x="x", y="value", hue="scorer", order=x_order, hue_order=hue_order, palette=colours, ax=ax)
+        sns.barplot(df, x="x", y="value", hue="scorer", order=x_order, hue_order=hue_order, palette=colours, ax=ax,
+                    edgecolor="black", linewidth=0.5)
+        present = [n for n in hue_order if n in set(df["scorer"])]  # seaborn: one container per scorer drawn
+        for name, bars in zip(present, ax.containers):
+            for b in bars:
+                b.set_hatch(HATCHES[hue_order.index(name) % len(HATCHES)])
     ax.set(xlabel="", ylabel=ylabel)
     if ylim:
         ax.set_ylim(*ylim)
     ax.tick_params(axis="x", labelrotation=25)
     ax.grid(axis="y", alpha=0.3)
-    if ax.get_legend() is not None:
-        ax.legend(fontsize=8, title=None)
+    if ax.get_legend() is not None:  # rebuilt: seaborn's handles have no hatches
+        from matplotlib.patches import Patch
+        ax.legend(handles=[Patch(facecolor=colours[n], edgecolor="black", hatch=HATCHES[k % len(HATCHES)], label=n)
+                           for k, n in enumerate(hue_order) if n in set(df["scorer"])], fontsize=8, title=None)
 
 
 def longbench_figure(result: dict):
@@ -79,8 +90,8 @@ def lmeval_figure(results_by_scorer: dict):
         raise ValueError("lmeval_figure: no results")
     acc = {n: results_by_scorer[n]["accuracy"] for n in names}
     tasks = list(dict.fromkeys(t for a in acc.values() for t in a))
-    group = [t for t in tasks if any(t in ((r.get("lm_eval") or {}).get("groups") or {})
-                                     for r in results_by_scorer.values())]
+    group = [t for t in tasks if t == "sdtp_paper" or any(t in ((r.get("lm_eval") or {}).get("groups") or {})
+                                                          for r in results_by_scorer.values())]  # the paper's mean
     order = [t for t in tasks if t not in group] + group
     label = lambda t: "mean" if t in group else t.removeprefix("sdtp_")  # noqa: E731
     rows = [{"x": label(t), "scorer": n, "value": acc[n].get(t)} for n in names for t in order]

@@ -2,33 +2,55 @@
 from __future__ import annotations
 
 
-def latency_figure(rows: list[dict], engine: str = "sdtp", title: str | None = None):
+def latency_figure(rows: list[dict], engine: str = "sdtp", title: str | None = None, engines=None):
     """Prefill and end-to-end latency, prefill FLOPs and peak memory vs prompt length; one line per variant on
-    `engine`, plus plain HF dense (dashed)."""
+    `engine`, plus plain HF dense (dashed); engines=("sdtp", "hf"): every variant on both loops. Colour and marker
+    tell the variant, the line style the engine (colour-blind palette, readable in black and white)."""
     import matplotlib
     matplotlib.use("Agg") if matplotlib.get_backend().lower().startswith("tk") else None
     import matplotlib.pyplot as plt
+    import seaborn as sns
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
-    series = [(v, engine) for v in ("dense", "sdtp", "sdtp-low")] + [("dense", "hf")]
+    variants = ("dense", "sdtp", "sdtp-low")
+    if engines is None:
+        series = [(v, engine) for v in variants] + [("dense", "hf")]
+    else:
+        series = [(v, e) for e in engines for v in variants]
+    colours = dict(zip(variants, sns.color_palette("colorblind", len(variants))))
     for variant, eng in series:
         rs = sorted((r for r in rows if r["variant"] == variant and r["engine"] == eng), key=lambda r: r["prompt_len"])
         if not rs:
             continue
         x = [r["prompt_len"] for r in rs]
-        style = dict(marker="o", label=f"{variant} ({eng})", linestyle="--" if eng == "hf" else "-")
+        label = f"{variant} ({'HF loop' if eng == 'hf' else 'this engine' if eng == 'sdtp' else eng})"
+        style = dict(marker="osD"[variants.index(variant)], color=colours[variant], label=label,
+                     linestyle="--" if eng == "hf" else "-", markerfacecolor="white" if eng == "hf" else None)
         axes[0].plot(x, [r["prefill_s"] for r in rs], **style)
         axes[1].plot(x, [r["e2e_s"] for r in rs], **style)
         axes[2].plot(x, [r["flops"] / 1e12 for r in rs], **style)
         if all(r["peak_mem_gib"] is not None for r in rs):
             axes[3].plot(x, [r["peak_mem_gib"] for r in rs], **style)
+    if not axes[3].lines:
+        axes[3].text(0.5, 0.5, "peak memory not measured\n(no GPU in this run)", ha="center", va="center",
+                     transform=axes[3].transAxes, fontsize=9)
     titles = ("prefill latency (s)", "end-to-end latency (s)", "prefill TFLOPs", "peak memory (GiB)")
+    lengths = sorted({r["prompt_len"] for r in rows})
     for ax, t in zip(axes, titles):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [f"{n // 1024}K" if n % 1024 == 0 else str(n) for n in lengths])
+        ax.minorticks_off()
         ax.set_xlabel("prompt tokens")
         ax.set_title(t)
         ax.grid(alpha=0.3)
+    from matplotlib.ticker import FuncFormatter
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.2, 2, 2000 rather than 2 x 10^-1
+    minor = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")  # 2s and 5s only: no crowding
+    for ax in axes:
+        ax.set_xlim(lengths[0] / 1.25, lengths[-1] * 1.25)  # also on a panel with no line (memory on a CPU)
     for ax in axes[:3]:
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(minor)
     axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -99,15 +121,17 @@ def saliency_sparsity_figure(stats: dict):
     rows = stats["per_layer"]
     x = [r["layer"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for f in stats["fractions"]:
+    for k, f in enumerate(stats["fractions"]):
         key = f"top{round(100 * f)}_share"
-        a.plot(x, [r[key] for r in rows], marker="o", label=f"top {round(100 * f)}% of tokens")
+        a.plot(x, [r[key] for r in rows], marker="osD^"[k % 4], ls=("-", "--", "-.", ":")[k % 4],
+               label=f"top {round(100 * f)}% of tokens")
     a.set(xlabel="layer", ylabel="share of total |saliency|", title="saliency sparsity", ylim=(0, 1.02))
     a.legend(fontsize=8)
     pairs = [(r["layer"], r["spearman_next"]) for r in rows if r["spearman_next"] is not None]
     b.plot([p[0] for p in pairs], [p[1] for p in pairs], marker="o")
     b.set(xlabel="layer", ylabel="Spearman rho", title="rank agreement with the next stage")
     for ax in (a, b):
+        ax.set_xticks(x)  # the stage layers
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

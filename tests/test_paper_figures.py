@@ -1,0 +1,313 @@
+"""Notebook 08's library: each figure draws what its rows say, the frontier's matching rules, missing sources
+reported, and the final summary's tables and verdict computed from the files (small fixtures of each schema)."""
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+from sdtp_lib.workspace import frontier as FR  # noqa: E402
+from sdtp_lib.workspace import paper_figures as PF  # noqa: E402
+from sdtp_lib.workspace import paper_run as PR  # noqa: E402
+from sdtp_lib.workspace.sources import HEADLINE_LATENCY, load_sources  # noqa: E402
+
+
+def ablation(name, rows):
+    keys = ("setting", "scorer", "seed", "keep_ratio", "start_layer", "stages", "compression", "flops_ratio",
+            "heldout_loss", "heldout_loss_dense", "heldout_delta", "heldout_ci", "synthetic_accuracy",
+            "synthetic_dense_accuracy", "synthetic_delta", "synthetic_ci", "n_synthetic", "n_heldout")
+    return {"ablation": name, "model": "tiny-qwen2", "config": {}, "versions": {}, "commit": "x",
+            "rows": [{k: r.get(k) for k in keys} for r in rows]}
+
+
+def start_layer_result():
+    rows = [{"keep_ratio": r, "start_layer": L, "scorer": "predictor", "seed": 0,
+             "synthetic_delta": -0.1 * k - 0.01 * L, "heldout_delta": 0.2 * k + 0.01 * L if L != 6 else None}
+            for k, r in enumerate((0.9, 0.8, 0.7)) for L in (2, 4, 6)]
+    return ablation("start_layer", rows)
+
+
+def test_start_layer_figure_one_line_per_keep_ratio_with_the_rows_values():
+    res = start_layer_result()
+    fig = PF.start_layer_figure(res)
+    syn, held = fig.axes
+    assert "synthetic" in syn.get_title() and "held-out" in held.get_title()
+    for k, r in enumerate((0.9, 0.8, 0.7)):
+        (line,) = [ln for ln in syn.lines if ln.get_label() == f"r = {r}"]
+        assert list(line.get_xdata()) == [2, 4, 6]
+        assert list(line.get_ydata()) == pytest.approx([100 * (-0.1 * k - 0.01 * L) for L in (2, 4, 6)])
+        (line,) = [ln for ln in held.lines if ln.get_label() == f"r = {r}"]
+        assert list(line.get_xdata()) == [2, 4]  # layer 6's held-out value is null: no point
+    assert "_hue" not in res["rows"][0]  # the caller's rows are left as they were
+
+
+def test_ablation_bars_are_the_mean_over_seeds_and_the_interval_only_for_one_seed():
+    rows = [{"stages": s, "scorer": "predictor", "seed": seed, "compression": c,
+             "synthetic_accuracy": a + 0.1 * seed, "synthetic_dense_accuracy": 0.8, "heldout_delta": d,
+             "heldout_ci": [d - 0.1, d + 0.1]} for s, c, a, d in ((1, 1.47, 0.3, 0.9), (5, 1.3, 0.5, 0.4),
+                                                                   (10, 1.47, 0.6, 0.3)) for seed in (0, 1)]
+    rows.append({"stages": 10, "scorer": "attention", "seed": 0, "compression": 1.47, "synthetic_delta": -0.05,
+                 "heldout_delta": 0.2, "heldout_ci": [0.1, 0.3]})
+    fig = PF.ablation_figure(ablation("stages", rows), "stages")
+    syn, held = fig.axes
+    assert [b.get_height() for b in syn.containers[0]] == pytest.approx([100 * (a + 0.05 - 0.8) for a in (0.3, 0.5, 0.6)])
+    assert [b.get_height() for b in syn.containers[1]] == pytest.approx([-5.0])  # attention: at 10 stages only
+    assert [b.get_height() for b in held.containers[0]] == pytest.approx([0.9, 0.4, 0.3])
+    assert len(held.collections) == 1  # the interval: the one-seed attention bar only
+    assert [t.get_text() for t in syn.get_xticklabels()] == ["1 stage\n1.47x", "5 stages\n1.30x", "10 stages\n1.47x"]
+    with pytest.raises(ValueError, match="no row has a synthetic or held-out value"):
+        PF.ablation_figure(ablation("stages", [{"stages": 1}]), "stages")
+
+
+def synthetic_result(scorers, acc, n=2, layouts=("question_last",)):
+    """results.json of the suite: acc[scorer] per (layout) cell."""
+    return {"config": {"suite": {"keep_ratio": 0.9}}, "compression": {s: 1.5 for s in scorers},
+            "summary": [{"task": "passkey", "length": 1024, "layout": lay, "scorer": s, "accuracy": acc[s][i], "n": n}
+                        for s in scorers for i, lay in enumerate(layouts)]}
+
+
+def test_h2o_points_pair_each_budget_with_its_scorer_and_draw_kv_only_when_present():
+    syn = synthetic_result(["dense", "dense+H0.4", "sdtp:norm", "sdtp+H0.4:norm", "sdtp:recent"],
+                           {"dense": [1.0], "dense+H0.4": [0.5], "sdtp:norm": [0.5], "sdtp+H0.4:norm": [0.0],
+                            "sdtp:recent": [1.0]})
+    pts = PF.h2o_points(syn)
+    assert {(p["scorer"], p["base"], p["budget"]) for p in pts} == {
+        ("dense", "dense", None), ("dense+H0.4", "dense", 0.4), ("sdtp:norm", "sdtp:norm", None),
+        ("sdtp+H0.4:norm", "sdtp:norm", 0.4)}  # recent has no budget: left out
+    fig = PF.h2o_figure(pts)
+    assert len(fig.axes) == 1  # no kv_bytes / decode_ms_per_token anywhere: no panel for them
+    line = next(ln for ln in fig.axes[0].lines if ln.get_label() == "sdtp:norm")
+    assert list(line.get_xdata()) == [0.4, 1.0] and list(line.get_ydata()) == pytest.approx([0.0, 50.0])
+    preds = [{"scorer": "dense+H0.4", "kv_bytes": 2 ** 20 * k, "decode_ms_per_token": 5.0} for k in (1, 3)]
+    fig = PF.h2o_figure(PF.h2o_points(syn, preds))
+    assert [ax.get_ylabel() for ax in fig.axes][1:] == ["KV cache (MiB)", "decode ms / token"]
+    assert list(fig.axes[1].lines[0].get_ydata()) == pytest.approx([2.0])
+    eff = {**syn, "efficiency": {"dense": {"kv_bytes": 2 ** 22, "decode_ms_per_token": 6.0}}}  # 06's own summary
+    lb = {"scorers": {"dense": {"category_average": 30.0}, "dense+H0.4": {"category_average": 20.0,
+                                                                         "mean_kv_bytes": 2 ** 21}}}
+    got = {(p["bench"], p["scorer"]): p for p in PF.h2o_points(eff, None, lb)}
+    assert got["synthetic", "dense"]["kv_bytes"] == 2 ** 22 and got["synthetic", "dense+H0.4"]["kv_bytes"] is None
+    assert got["LongBench", "dense+H0.4"]["kv_bytes"] == 2 ** 21 and got["LongBench", "dense"]["score"] == 30.0
+    assert PF.h2o_points(synthetic_result(["dense"], {"dense": [1.0]})) == []
+    with pytest.raises(ValueError, match=r"no \+H<budget> scorer"):
+        PF.h2o_figure([])
+
+
+def profile(rows, scorer="predictor", keep_ratio=0.9, attn="sdpa"):
+    return {"header": {"attn": attn, "profile_config": {"scorer": scorer, "keep_ratio": keep_ratio}}, "rows": rows}
+
+
+def row(variant, engine, T, prefill_s):
+    return {"variant": variant, "engine": engine, "prompt_len": T, "prefill_s": prefill_s}
+
+
+def speed_files():
+    return {  # the headline (dense + predictor), an attention run with its own dense, an r = 0.8 run without dense
+        "a_latency/latency.json": profile([row("dense", "hf", 32768, 1.2), row("sdtp", "sdtp", 32768, 0.6),
+                                           row("sdtp-low", "sdtp", 32768, 0.8), row("sdtp", "hf", 32768, 0.7)]),
+        "b_attention/latency.json": profile([row("dense", "hf", 32768, 1.0), row("sdtp", "sdtp", 32768, 0.5)],
+                                            scorer="attention"),
+        "c_fa4/sdpa.json": profile([row("dense", "hf", 32768, 1.5)]),
+        "c_fa4/r08.json": profile([row("sdtp", "sdtp", 32768, 0.5)], keep_ratio=0.8, attn="flash_attention_4"),
+        "d_cost/hybrid.json": profile([row("sdtp", "sdtp", 32768, 0.4)], scorer="hybrid"),
+    }
+
+
+def test_speed_rows_take_the_baseline_from_the_file_then_the_folder_then_the_headline():
+    rows = {(r.scorer, r.variant, r.keep_ratio): r for r in FR.speed_rows(speed_files())}
+    assert len(rows) == 5  # the HF-loop SDTP row is not a measurement of this engine
+    assert rows["predictor", "sdtp", 0.9].speedup == pytest.approx(2.0)
+    assert rows["attention", "sdtp", 0.9].base_source == "b_attention/latency.json"
+    r08 = rows["predictor", "sdtp", 0.8]
+    assert r08.base_source == "c_fa4/sdpa.json" and r08.speedup == pytest.approx(3.0) and r08.attn == "flash_attention_4"
+    assert rows["hybrid", "sdtp", 0.9].base_source == "a_latency/latency.json"
+    assert "c_fa4/r08.json" in r08.describe() and "3.00x" in r08.describe()
+
+
+def test_frontier_matches_scorers_and_keep_ratios_explicitly():
+    specs = ["dense", "sdtp:predictor", "sdtp-low:predictor", "sdtp:norm", "sdtp:attention-mean-k15", "sdtp:oracle",
+             "sdtp@0.8:predictor", "sdtp@0.7:predictor", "sdtp+L8:attention", "sdtp:hybrid"]
+    acc = {s: [0.1 * (k + 1)] for k, s in enumerate(specs)}
+    acc["dense"] = [1.0]
+    zero = synthetic_result(["dense", "sdtp:norm"], {"dense": [0.0], "sdtp:norm": [0.0]})  # a tiny random model
+    fr = FR.frontier({"q": synthetic_result(specs, acc), "z": zero}, FR.speed_rows(speed_files()))
+    assert fr["unmatched"][-1] == {"source": "z", "scorer": "every scorer", "share": None,
+                                  "why": "no dense scorer, or dense answers nothing: no % of dense"}
+    fr["unmatched"] = fr["unmatched"][:-1]
+    got = {p["scorer"]: (p["speedup"], p["how"], p["share"]) for p in fr["points"]}
+    assert got["dense"][:2] == (1.0, "dense")
+    assert got["sdtp:predictor"][:2] == (pytest.approx(2.0), "own")
+    assert got["sdtp-low:predictor"][0] == pytest.approx(1.5)
+    assert got["sdtp:norm"][:2] == (pytest.approx(2.0), "predictor's row (policy: no measurement)")
+    assert got["sdtp:attention-mean-k15"][0] == pytest.approx(2.0)  # b_attention: 1.0 / 0.5
+    assert got["sdtp@0.8:predictor"][0] == pytest.approx(3.0) and got["sdtp:hybrid"][0] == pytest.approx(3.0)
+    assert got["sdtp:predictor"][2] == pytest.approx(0.2)  # share of dense
+    why = {u["scorer"]: u["why"] for u in fr["unmatched"]}
+    assert set(why) == {"sdtp:oracle", "sdtp@0.7:predictor", "sdtp+L8:attention"}
+    assert "not deployable" in why["sdtp:oracle"] and "r=0.7" in why["sdtp@0.7:predictor"]
+    fig = PF.frontier_figure(fr)
+    (ax,) = fig.axes
+    drawn = sorted(tuple(map(float, c.get_offsets()[0])) for c in ax.collections if len(c.get_offsets()) == 1)
+    want = sorted((p["speedup"], 100 * p["share"]) for p in fr["points"])
+    assert len(drawn) == len(want) and all(d == pytest.approx(w) for d, w in zip(drawn, want))
+    notes = fig.texts[0].get_text()
+    assert "c_fa4/r08.json" in notes and "not drawn: sdtp:oracle" in notes
+
+
+def fig_bars(out, result):
+    """{series: bar heights} of the held-out panel of ablation_figure(result, "setting")."""
+    fig = PF.ablation_figure(result, "setting")
+    ax = fig.axes[-1]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]  # one per series, in the containers' order
+    return {lab: [b.get_height() for b in c] for lab, c in zip(labels, ax.containers)}
+
+
+def write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def test_summary_and_figures_of_a_fixture_run_name_every_missing_source(tmp_path):
+    run, results = tmp_path / "run", tmp_path / "results"
+    write(run / "run.json", {"profile": "t", "description": "d", "device": "cpu (x)", "started": "s", "ended": "e",
+                             "status": "ok", "versions": {"torch": "2"}, "git_commit": "abc",
+                             "notebooks": [{"name": "06_synthetic", "status": "ok", "duration_s": 3.0,
+                                            "parameters": {"model": "tiny-qwen2", "run_dir": "x"}}]})
+    write(run / "06_synthetic" / "results.json",
+          synthetic_result(["dense", "sdtp:predictor"], {"dense": [1.0, 0.5], "sdtp:predictor": [0.5, 0.5]},
+                           layouts=("question_first", "question_last")))
+    losses = ablation("losses", [  # as 07 writes them: a dense row, labels, the loss key, the predictor's path
+        {"setting": s, "scorer": "sdtp@0.9:/x/predictor.safetensors", "heldout_delta": d} for s, d in (
+            ("full loss", 0.1), ("no ranking loss", 0.2), ("no MSE", 0.15), ("no ranking, no MSE", 0.3))])
+    for r, loss in zip(losses["rows"], ("full", "no_rank", "no_mse", "no_both")):
+        r.update(scorer_name="predictor", loss=loss)
+    losses["rows"].insert(0, {"setting": "dense", "scorer": "dense", "scorer_name": "dense", "heldout_delta": 0.0})
+    write(run / "07_ablations" / "losses" / "results.json", losses)
+    headline = profile([dict(row(v, e, T, p), flops=f, e2e_s=2 * p, peak_mem_gib=m)
+                        for T in (4096, 32768) for v, e, p, f, m in (("dense", "hf", 1.0, 3e12, 20.0),
+                                                                    ("sdtp", "sdtp", 0.6, 2e12, 18.0),
+                                                                    ("sdtp", "hf", 0.7, 2e12, 19.0))])
+    write(results / HEADLINE_LATENCY, headline)
+    src = load_sources(run, results)
+    missing = dict(src.missing())
+    assert {"saliency", "latency", "longbench", "lmeval", "ablation_stages", "committed_synthetic"} <= set(missing)
+    assert str(run / "04_longbench" / "results.json") in missing["longbench"]
+    made = PR.draw_figures(src, tmp_path / "out")
+    drawn = {n for n, m in made.items() if m.file}
+    assert drawn == {"losses", "latency_qwen2-7b-shape_h200", "frontier"}
+    assert made["longbench"].why.startswith("missing source longbench") and "not found" in made["longbench"].why
+    text = PR.write_summary(src, tmp_path / "out", made).read_text()
+    assert "| 32K | 1.79x / 1.43x / 1.67x |" in text  # paper 3.40 / 1.90 s; ours 1.0 / 0.7 (HF loop), 1.0 / 0.6
+    assert "**Prefill speed: reproduces**" in text and "at 2 of 2 prompt lengths" in text  # 1.67x vs 1.55x, 1.79x
+    assert "**Losses: reproduces** the paper's order" in text
+    assert "| no ranking loss | no_rank | 66.27 | -0.55 |" in text and "| no MSE | - | - | - |" in text
+    assert "| dense |" not in text[text.index("Losses ("):]  # the reference row is not a setting
+    bars = fig_bars(tmp_path / "out", losses)
+    assert bars == {"predictor": pytest.approx([0.1, 0.2, 0.15, 0.3])}
+    assert "## LongBench\n\nNot compared:" in text and "**not drawn**: missing source lmeval" in text
+    assert "Hand-written" in text and "`" + str(run) + "`" in text
+    with pytest.raises(FileNotFoundError, match="run folder"):
+        load_sources(tmp_path / "nope", results)
+
+
+def test_report_command_writes_the_figures_and_the_summary_of_a_run(tmp_path, capsys):
+    from sdtp_lib.cli import main
+    run = tmp_path / "run"
+    write(run / "06_synthetic" / "results.json",
+          synthetic_result(["dense", "sdtp:norm"], {"dense": [1.0], "sdtp:norm": [0.5]}))
+    assert main(["report", str(run), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert f"frontier: {tmp_path / 'o' / 'frontier.png'}" in out and "longbench: not drawn (missing source" in out
+    text = (tmp_path / "o" / "final_summary.md").read_text()
+    assert "no run.json" in text and "| sdtp:norm |" not in text  # no LongBench: no row of it
+    assert main(["report", str(tmp_path / "nope")]) == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_latency_figure_on_both_engines_draws_the_rows():
+    from sdtp_lib.workspace.plots import latency_figure
+    rows = [dict(row(v, e, T, p * T / 1024), flops=1e12 * p, e2e_s=2 * p, peak_mem_gib=None)
+            for T in (1024, 2048) for v, e, p in (("dense", "hf", 1.0), ("dense", "sdtp", 0.9), ("sdtp", "sdtp", 0.6),
+                                                  ("sdtp", "hf", 0.7), ("sdtp-low", "sdtp", 0.8))]
+    fig = latency_figure(rows, engines=("sdtp", "hf"))
+    pre = {ln.get_label(): list(ln.get_ydata()) for ln in fig.axes[0].lines}
+    assert set(pre) == {"dense (this engine)", "sdtp (this engine)", "sdtp-low (this engine)", "dense (HF loop)",
+                        "sdtp (HF loop)"}  # no sdtp-low row on the HF loop: no line
+    assert pre["sdtp (HF loop)"] == pytest.approx([0.7, 1.4])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1K", "2K"]
+    assert not fig.axes[3].lines and "not measured" in fig.axes[3].texts[0].get_text()  # CPU: no peak memory
+
+
+def test_evaluation_bars_carry_one_hatch_per_scorer_in_bars_and_legend():
+    from sdtp_lib.eval import figures as EF
+    r = lambda acc: {"accuracy": acc, "config": {"num_fewshot": 5}, "lm_eval": {}}  # noqa: E731
+    fig = EF.lmeval_figure({"dense": r({"sdtp_copa": 0.5, "sdtp_cb": 0.25}), "sdtp:norm": r({"sdtp_copa": 0.75}),
+                            "sdtp-low:norm": r({"sdtp_copa": 0.25, "sdtp_cb": 1.0})})
+    (ax,) = fig.axes
+    hatches = [{b.get_hatch() or "" for b in c} for c in ax.containers]
+    assert [len(h) for h in hatches] == [1, 1, 1] and len(set.union(*hatches)) == 3
+    assert [b.get_height() for b in ax.containers[2]] == pytest.approx([0.25, 1.0])
+    assert [p.get_hatch() or "" for p in ax.get_legend().get_patches()] == [h.pop() for h in hatches]
+
+
+def test_our_scorers_stand_beside_the_papers_rows_only_when_they_are_its_setting():
+    from sdtp_lib.workspace import paper_tables as PT
+    got = {s: PT.paper_method(s) for s in ("dense", "sdtp:norm", "sdtp-low:auto", "sdtp@0.9:norm", "sdtp@0.8:norm",
+                                           "sdtp@1.6x:norm", "sdtp+L8:norm", "dense+H0.4", "sdtp+H0.4:norm", "oops")}
+    assert got == {"dense": "original", "sdtp:norm": "SDTP", "sdtp-low:auto": "SDTP-low", "sdtp@0.9:norm": "SDTP",
+                   "sdtp@0.8:norm": None, "sdtp@1.6x:norm": None, "sdtp+L8:norm": None, "dense+H0.4": None,
+                   "sdtp+H0.4:norm": None, "oops": None}
+    assert [PT.canon_loss(s) for s in ("Full", "no rank", "no-rank-mse", "cls only", "rank only")] == [
+        "full", "no_rank", "no_rank_mse", "no_rank_mse", None]
+
+
+def test_ablation_tables_order_the_settings_and_split_the_start_layer_by_keep_ratio(tmp_path):
+    from sdtp_lib.workspace.paper_tables import ablation_section
+    run = tmp_path / "run"
+    write(run / "07_ablations" / "start_layer" / "results.json", start_layer_result())
+    write(run / "07_ablations" / "stages" / "results.json", ablation("stages", [
+        {"stages": s, "seed": seed, "heldout_delta": 1 / s + seed} for s in (10, 1, 5) for seed in (0, 1)]))
+    text = ablation_section(load_sources(run, tmp_path / "results"))
+    stages = text[text.index("| stages |"):].splitlines()
+    assert [ln.split(" | ")[0] for ln in stages[2:5]] == ["| 1", "| 5", "| 10"]  # numbers in order, not as text
+    assert stages[2].endswith("| +1.500 |")  # the mean over the two seeds: (1 + 2) / 2
+    head = next(ln for ln in text.splitlines() if ln.startswith("| first stage's layer"))
+    assert head.count("r = 0.7:") == head.count("r = 0.9:") == 2
+    row4 = next(ln for ln in text.splitlines() if ln.startswith("| 4 |"))
+    assert "| -4.0 | +0.040 |" in row4  # r = 0.9 (k = 0): synthetic -0.04, held-out 0.04
+    assert "Lowest held-out loss here: r = 0.7: layer 2, r = 0.8: layer 2, r = 0.9: layer 2." in text
+    assert "Losses: not compared" in text and "07_ablations/losses/results.json not found" in text
+
+
+def test_latency_table_takes_this_runs_profile_as_a_column_at_the_papers_lengths(tmp_path):
+    from sdtp_lib.workspace.paper_tables import latency_section
+    run = tmp_path / "run"
+    rows = [row("dense", "hf", 4096, 1.0), row("sdtp", "sdtp", 4096, 0.8)]
+    write(run / "03_profiling" / "latency_20261205-000000.json", {"header": {"model": "m", "gpu": "g"}, "rows": rows})
+    text = latency_section(load_sources(run, tmp_path / "results"))
+    assert "this run's prefill speedup, engine (m)" in text and "| 4K | 1.55x / - / - | 1.25x |" in text
+    assert "| 8K | 1.60x / - / - | - |" in text  # measured at 4K only
+    assert "Ours: `reports/results/2026-11-29_qwen2-7b-shape_latency_h200/latency.json` (committed; missing)" in text
+
+
+def test_h2o_summary_compares_sdtp_with_h2o_against_h2o_alone_at_the_same_budget(tmp_path):
+    from sdtp_lib.workspace import paper_tables as PT
+    from sdtp_lib.workspace import report as R
+    run = tmp_path / "run"
+    syn = synthetic_result(["dense", "dense+H0.4", "sdtp:norm", "sdtp+H0.4:norm", "sdtp+H0.2:norm"],
+                           {"dense": [1.0], "dense+H0.4": [0.9], "sdtp:norm": [0.8], "sdtp+H0.4:norm": [0.5],
+                            "sdtp+H0.2:norm": [0.4]})
+    syn["config"]["model"] = "qwen2.5-coder-0.5b"
+    write(run / "06_synthetic" / "results.json", syn)
+    src = load_sources(run, tmp_path / "results")
+    pts = PF.h2o_points(src.get("synthetic"))
+    rows = {r["scorer"]: r for r in PT.h2o_rows(pts)}
+    assert set(rows) == {"dense+H0.4", "sdtp+H0.4:norm", "sdtp+H0.2:norm"}
+    assert rows["sdtp+H0.4:norm"]["without"] == pytest.approx(80.0)
+    assert rows["sdtp+H0.4:norm"]["dense_same_budget"] == pytest.approx(90.0)
+    assert rows["sdtp+H0.2:norm"]["dense_same_budget"] is None  # no dense+H0.2: nothing to compare with
+    text = PT.h2o_section(pts, src) + R.verdict(src, None, pts)
+    assert "| synthetic | sdtp+H0.4:norm | 0.4 | 50.0 | 80.0 | -30.0 | 90.0 | -40.0 |" in text
+    assert "**H2O, synthetic sdtp+H0.4:norm: does not reproduce** \"almost no further loss\" on top of H2O (-40.0" in text
+    assert "sdtp+H0.2:norm: " not in text.split("## Verdict")[1]  # no verdict without its H2O-alone reference
