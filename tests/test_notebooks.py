@@ -24,7 +24,7 @@ def run(name, tmp_path, **extra):
 
 def test_notebooks_share_one_parameter_vocabulary():
     assert NOTEBOOKS == ["00_explore", "01_saliency", "02_training", "03_profiling", "04_longbench", "05_lmeval",
-                         "06_synthetic", "08_figures"]
+                         "06_synthetic", "07_ablations", "08_figures"]
     for name in NOTEBOOKS:
         params = pm.inspect_notebook(str(NB / f"{name}.ipynb"))
         assert VOCABULARY <= set(params), f"{name} lacks {VOCABULARY - set(params)}"

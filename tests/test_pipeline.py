@@ -31,7 +31,7 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     assert rec["git_commit"] and rec["versions"]["papermill"] and rec["device"].startswith("cpu")
     names = [s["name"] for s in rec["notebooks"]]
     assert names == ["00_explore", "01_saliency", "02_training", "03_profiling", "04_longbench", "05_lmeval",
-                     "06_synthetic", "08_figures"]
+                     "06_synthetic", "07_ablations", "08_figures"]
     for s in rec["notebooks"]:
         assert s["status"] == "ok" and s["duration_s"] > 0 and s["error"] is None
         assert s["parameters"]["run_dir"] == str(run / s["name"]) and s["parameters"]["model"] == "tiny-qwen2"
@@ -60,15 +60,25 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
                                                                     for n in (256, 512)}
     for png in ("accuracy_vs_length", "accuracy_vs_length_by_layout", "heatmap_dense", "heatmap_sdtp_norm"):
         assert (run / "06_synthetic" / f"{png}.png").stat().st_size > 10_000
-    # 08: the paper's figures from this run's files; the ablations (07) are not in the tiny profile: said so
+    abl = run / "07_ablations"  # every ablation, 01's saliency reused, the start layer's extra layers computed
+    assert (abl / "saliency" / "saliency.safetensors").read_bytes() == sal.read_bytes()
+    for name in ("losses", "stages", "keep_ratio", "start_layer"):
+        res = json.loads((abl / name / "results.json").read_text())
+        assert res["ablation"] == name and res["rows"][0]["scorer"] == "dense" and len(res["rows"]) > 2
+        assert all(r["n_synthetic"] == 1 and r["heldout_loss"] is not None for r in res["rows"])
+        assert (abl / name / f"{name}.png").stat().st_size > 5_000
+    assert (abl / "predictors" / "full_L2" / "seed0" / "predictor.safetensors").exists()
+    # 08: the paper's figures from this run's files, the ablations (07) included
     fig = run / "08_figures"
     for png in ("saliency_sparsity", "latency_run", "longbench", "lmeval", "frontier"):
         assert (fig / f"{png}.png").stat().st_size > 10_000, png
     summary = (fig / "final_summary.md").read_text()
     assert f"`{run}`" in summary and "## Verdict" in summary and "42.34" in summary  # the paper's LongBench original
-    assert f"{run}/07_ablations/losses/results.json not found" in summary and not (fig / "losses.png").exists()
+    assert "07_ablations/losses/results.json not found" not in summary
+    for png in ("losses", "stages", "keep_ratio", "start_layer"):
+        assert (fig / f"{png}.png").stat().st_size > 10_000, png
     log = (run / "pipeline.log").read_text()
-    assert "[8/8] 08_figures done" in log and "run complete" in log
+    assert "[9/9] 08_figures done" in log and "run complete" in log
 
 
 def test_failing_notebook_stops_the_run_then_resume_skips_finished(tmp_path, capsys):
