@@ -950,10 +950,11 @@ def score_longbench(out_dir, partial: bool = False, write: bool = True) -> dict:
             "partial": any(v["n"] < v["expected"] for v in per_task.values()),
             "mean_compression": _mean(r.get("compression") for r in all_recs),
             "mean_prefill_s": _mean(r.get("prefill_s") for r in all_recs),
-            "mean_prompt_len": _mean(r.get("prompt_len") for r in all_recs),
-            "kv_budget": cfg["scorers"][name].get("kv_budget"),
-            "mean_kv_bytes": _mean(r.get("kv_bytes") for r in all_recs),
-            "mean_decode_ms_per_token": _mean(r.get("decode_ms_per_token") for r in all_recs)}
+            "mean_prompt_len": _mean(r.get("prompt_len") for r in all_recs)}
+        if any(r.get("kv_bytes") is not None for r in all_recs):  # older predictions have none
+            res["scorers"][name].update(kv_budget=cfg["scorers"][name].get("kv_budget"),
+                                        mean_kv_bytes=_mean(r.get("kv_bytes") for r in all_recs),
+                                        mean_decode_ms_per_token=_mean(r.get("decode_ms_per_token") for r in all_recs))
         records[name] = recs
     dense = res["dense"]
     for name, s in res["scorers"].items():
@@ -1000,21 +1001,24 @@ def markdown(result: dict) -> str:
         f"{_fmt(sc[n]['average'])} ({sc[n]['n_tasks']} tasks)" for n in names) + " |")
     lines.append("| **all** | average over categories | | " + " | ".join(
         f"{_fmt(sc[n]['category_average'])} ({len(sc[n]['categories'])} categories)" for n in names) + " |")
+    kv = any("mean_kv_bytes" in sc[n] for n in names)  # predictions made before the KV columns have none
     lines += ["", "| scorer | samples | mean prompt tokens | mean compression | mean prefill s | "
-              "prefill speedup vs dense | end-to-end speedup vs dense | KV at the end, MiB | decode ms/token |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "prefill speedup vs dense | end-to-end speedup vs dense |" + (" KV at the end, MiB | decode ms/token |"
+                                                                         if kv else ""),
+              "|---|---|---|---|---|---|---|" + ("---|---|" if kv else "")]
     speed = lambda s, k: "(baseline)" if n == result["dense"] else f"{s[k]:.2f}x" if s.get(k) else "-"  # noqa: E731
     for n in names:
         s = sc[n]
         lines.append(f"| {n} | {s['n_samples']} | {_fmt(s['mean_prompt_len'], '.0f')} | "
                      f"{_fmt(s['mean_compression'], '.2f')}x | {_fmt(s['mean_prefill_s'], '.4f')} | "
-                     f"{speed(s, 'prefill_speedup_vs_dense')} | {speed(s, 'e2e_speedup_vs_dense')} | "
-                     f"{_fmt(s.get('mean_kv_bytes') and s['mean_kv_bytes'] / 2 ** 20, '.2f')} | "
-                     f"{_fmt(s.get('mean_decode_ms_per_token'), '.2f')} |")
+                     f"{speed(s, 'prefill_speedup_vs_dense')} | {speed(s, 'e2e_speedup_vs_dense')} |" + (
+                         f" {_fmt(s.get('mean_kv_bytes') and s['mean_kv_bytes'] / 2 ** 20, '.2f')} | "
+                         f"{_fmt(s.get('mean_decode_ms_per_token'), '.2f')} |" if kv else ""))
     lines += ["", "Speedups: total time over the samples both scorers answered; end-to-end is the whole greedy generation, "
-              "so it also counts answers of different lengths. KV: sum over layers of the cached tokens x 2 x KV heads "
-              "x head dim x dtype bytes when decoding ends; decode ms/token: HF generate's (whole call - prefill) per "
-              "token after the first, or the project's loop for H2O scorers (+H<b>)."]
+              "so it also counts answers of different lengths." + (
+                  " KV: sum over layers of the cached tokens x 2 x KV heads x head dim x dtype bytes when decoding "
+                  "ends; decode ms/token: HF generate's (whole call - prefill) per token after the first, or the "
+                  "project's loop for H2O scorers (+H<b>)." if kv else "")]
     return "\n".join(lines)
 
 

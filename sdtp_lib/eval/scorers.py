@@ -30,9 +30,9 @@ def parse_spec(spec: str) -> tuple[Variant, str | None]:
     if variant is not None and variant.stages is None and not sep:  # dense with an H2O budget
         return variant, None
     if variant is None or variant.stages is None or not sep or not scorer:
-        raise ValueError(f"scorer {spec!r}: expected 'dense[+H<H2O KV budget>]' or '<variant>:<scorer>' with variant "
+        raise ValueError(f"scorer {spec!r}: expected 'dense' or '<variant>:<scorer>' with variant "
                          f"{VARIANT_SYNTAX.replace('dense|', '')} and scorer a policy, 'auto', 'predictor' or a "
-                         f"path{why}")
+                         f"path; dense takes only +H<H2O KV budget> and no scorer{why}")
     return variant, scorer
 
 

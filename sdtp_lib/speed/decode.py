@@ -11,6 +11,7 @@ aware, it reads each layer's K/V once instead of SDPA's masked path, which repea
 23 ms/token at 32K); or "flash_attention_4" (`decode_attention_fa4`): flash-attn 4's split-KV kernel
 (flash-decoding: the cache is cut into chunks read by all SMs at once, merged by log-sum-exp), told each layer's
 filled length instead of masked. A model loaded with attn_implementation="flash_attention_4" decodes with it.
+kv_budget=b evicts KV entries as H2O does (sdtp_lib.speed.h2o: its layers replace the static ones; "matmul" only).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 from transformers.cache_utils import Cache, StaticLayer
 
 from ..engine import PruningStats, pruning
+from . import h2o
 from .kernels import prefill_kernels
 
 
@@ -270,7 +272,6 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     no eviction; needs the "matmul" decode attention). stop_ids: decoding ends after the step at which every
     sequence has produced one of them (one host sync per step); suppress_first: ids the first new token may not
     take (model.generate's min_new_tokens=1 with them as end-of-sequence ids)."""
-    from . import h2o
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     kernel = resolve_decode_attn(model, decode_attn)
@@ -305,7 +306,7 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
             cache = _static_cache(dyn, max_new_tokens)
         else:
             where = stats.layer_positions if stats is not None else [None] * len(kept)
-            cache = h2o.h2o_cache(dyn, kv_budget, T, max_new_tokens - 1, prefill_scores, where, step)
+            cache = h2o.h2o_cache(dyn, kv_budget, T, max_new_tokens - 1, prefill_scores, where, step, _slots)
         del dyn
         all_logits = None
         if return_logits:

@@ -28,8 +28,7 @@ import sys
 from dataclasses import dataclass
 
 import torch
-
-from .decode import DecodeLayer, _slots
+from transformers.cache_utils import StaticLayer
 
 CHUNK_ELEMENTS = 1 << 25  # prefill column sums: query rows per chunk so a chunk's scores hold about this many floats
 
@@ -111,7 +110,11 @@ def collect_prefill_scores(model):
                                  "supported; prefill unpadded prompts")
             sc = scaling if scaling is not None else query.shape[-1] ** -0.5
             scores[module.layer_idx] = column_sums(query, key, attention_mask, sc)
-        return _backend(module, orig)(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+        model.config._attn_implementation = orig  # a backend may read it (HF's flash integration does)
+        try:
+            return _backend(module, orig)(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+        finally:
+            model.config._attn_implementation = name
 
     AttentionInterface.register(name, attention)
     if orig in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
@@ -132,8 +135,9 @@ class H2OState:
     scores: list[torch.Tensor]
 
 
-class H2OLayer(DecodeLayer):
-    """A static layer of S slots whose one-token update writes a free slot or evicts (module docstring).
+class H2OLayer(StaticLayer):
+    """A static layer of S slots whose one-token update writes a free slot or evicts (module docstring); the decode
+    loop reads it through DecodeLayer's interface (visible_slot, attention_kwargs, snapshot, restore).
     step: the decode loop's counter (0-dim long; the token fed at step s sits at position T + s - 1); free[s]: the
     slot to fill at step s, -1 when the layer is at its budget; recent_from[s] (B,): the smallest position among the
     r(n) newest (the new token included) at step s."""
@@ -208,10 +212,11 @@ def _tables(kv_budget: float, T: int, n: int, steps: int):
     return c0, free, recent, count
 
 
-def h2o_cache(dyn, kv_budget: float, T: int, steps: int, scores: dict, layer_positions: list, step: torch.Tensor):
+def h2o_cache(dyn, kv_budget: float, T: int, steps: int, scores: dict, layer_positions: list, step: torch.Tensor,
+              slots=lambda n: n):
     """Per-layer H2OLayers from a filled DynamicCache (consumed layer by layer), each cut to k(T) by scores
     (collect_prefill_scores) with room for `steps` more tokens. layer_positions[l]: (B, T_l) original positions of
-    layer l's cached tokens (None: all T)."""
+    layer l's cached tokens (None: all T); slots(n): the static length for n tokens (the decode loop rounds up)."""
     from transformers.cache_utils import Cache
     layers = []
     for l, d in enumerate(dyn.layers):
@@ -231,7 +236,7 @@ def h2o_cache(dyn, kv_budget: float, T: int, steps: int, scores: dict, layer_pos
             idx = torch.arange(n, device=dev).expand(B, kvh, n)
         seq = torch.cat([pos, torch.arange(T, T + steps + 1, device=dev).expand(B, -1)], 1)  # (B, n + steps + 1)
         recent_from = seq[:, torch.tensor(recent, device=dev)].T.contiguous()  # (steps + 1, B); index n + steps:
-        layer = H2OLayer(_slots(final), step, torch.tensor(free, device=dev), recent_from, T)  # nothing is recent
+        layer = H2OLayer(slots(final), step, torch.tensor(free, device=dev), recent_from, T)  # nothing is recent
         g = idx[..., None].expand(-1, -1, -1, D)
         layer.fill(d.keys.gather(2, g), d.values.gather(2, g), pos[:, None].expand(B, kvh, n).gather(2, idx),
                    sc.gather(2, idx))
