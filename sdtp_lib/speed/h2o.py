@@ -19,6 +19,8 @@ Definition (as in H2O's reference implementation: heavy ratio = recent ratio = b
   Slot order does not matter (RoPE is already applied). Which slot is free and which positions count as recent
   follow from T, the layer's kept tokens and the step alone, so they are tables read with the step counter: the
   step has no data-dependent shape and no host sync, and the CUDA graph captures it.
+One choice differs from the reference code, which appends the new token, attends over k + 1 tokens and then
+evicts: here the eviction comes first, so the cache never holds more than k(n) tokens (static slots = the budget).
 """
 from __future__ import annotations
 
