@@ -439,7 +439,8 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
              span: list[int]) -> dict:
     """One greedy answer; `entry` is the plan's entry plus the prompt's hash, `span` the needle's (needle_span).
     The static loop also gives the KV bytes held when decoding ends and the decode ms/token (None with "hf")."""
-    scorer = _oracle(model, tok, ex, ids, sp.config) if isinstance(sp.scorer, str) and sp.scorer == ORACLE else sp.scorer
+    oracle = isinstance(sp.scorer, str) and sp.scorer == ORACLE
+    scorer = _oracle(model, tok, ex, ids, sp.config) if oracle else sp.scorer
     kv, ms = None, None
     if decode == "static":  # fixed-length greedy tokens, cut where generate would have stopped
         res = greedy_generate(model, ids.to(next(model.parameters()).device), ex.max_new_tokens, scorer, sp.config,
