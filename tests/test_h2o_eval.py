@@ -62,6 +62,10 @@ def test_synthetic_suite_with_budgets(tiny, tmp_path):
         if r["scorer"] in ("dense+H1.0", "sdtp+H1.0:norm"):
             twin = by[r["id"], r["scorer"].replace("+H1.0", "")]
             assert r["prediction"] == twin["prediction"] and r["kv_bytes"] == twin["kv_bytes"]
+        if r["scorer"] == "dense+H1.0":  # with a budget: the share of the needle the caches hold at the end
+            assert r["needle_kept"] == 1.0
+        if r["scorer"] == "dense+H0.3":
+            assert 0.0 <= r["needle_kept"] <= 1.0
         if r["scorer"] == "dense":
             assert r["kv_bytes"] == c.num_hidden_layers * (r["prompt_len"] + 15) * per_token  # passkey: 16 new
             assert by[r["id"], "dense+H0.3"]["kv_bytes"] < 0.35 * r["kv_bytes"]

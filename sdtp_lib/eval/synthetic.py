@@ -434,6 +434,16 @@ def needle_kept(span: list[int], stats) -> float | None:
     return sum(k in kept for k in span) / len(span)
 
 
+def needle_held(span: list[int], h2o_state) -> float | None:
+    """With H2O: share of the needle's tokens (span: needle_span) the caches hold when decoding ends, averaged over
+    layers and KV heads (h2o_state: DecodeResult.h2o; None when the needle was not located)."""
+    if not span:
+        return None
+    shares = [sum(k in held for k in span) / len(span) for p in h2o_state.positions for held in
+              (set(h.tolist()) for h in p[0])]  # p (B, KVH, S): sample 0's heads
+    return sum(shares) / len(shares)
+
+
 @torch.no_grad()
 def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str, sp: _Spec, decode: str,
              span: list[int]) -> dict:
@@ -441,13 +451,14 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
     The static loop also gives the KV bytes held when decoding ends and the decode ms/token (None with "hf")."""
     oracle = isinstance(sp.scorer, str) and sp.scorer == ORACLE
     scorer = _oracle(model, tok, ex, ids, sp.config) if oracle else sp.scorer
-    kv, ms = None, None
+    kv, ms, held = None, None, None
     if decode == "static":  # fixed-length greedy tokens, cut where generate would have stopped
         res = greedy_generate(model, ids.to(next(model.parameters()).device), ex.max_new_tokens, scorer, sp.config,
                               kv_budget=sp.kv_budget)
         gen, stops, stats = res.tokens[0].tolist(), _stop_ids(model, tok), res.stats
         out = answer_tokens(tok, gen[:next((k for k, t in enumerate(gen) if t in stops), len(gen)) + 1])
         kv, ms = res.kv_bytes, res.timings["decode_ms_per_token"]
+        held = needle_held(span, res.h2o) if sp.kv_budget is not None else None
     else:  # a fresh block per prompt: the random policy draws the same scores however the examples are sharded
         with (pruning(model, scorer, sp.config) if scorer is not None else contextlib.nullcontext()) as stats:
             out = greedy_answer(model, tok, ids, ex.max_new_tokens)
@@ -456,8 +467,8 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
     return {**entry, "scorer": spec, "prompt_len": ids.shape[1], "depth_realised": ex.depth,
             "answer": ex.answer, "prediction": prediction, "score": score(ex.task, prediction, ex.answer),
             "compression": compression, "kept_tokens": kept, "new_tokens": len(out),
-            "needle_kept": needle_kept(span, stats), "kv_budget": sp.kv_budget, "kv_bytes": kv,
-            "decode_ms_per_token": ms}
+            "needle_kept": needle_kept(span, stats) if held is None else held, "kv_budget": sp.kv_budget,
+            "kv_bytes": kv, "decode_ms_per_token": ms}
 
 
 def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank: int = 0,
@@ -760,7 +771,9 @@ def retention_markdown(table: list[dict]) -> str:
              "accuracy, needle cut |", "|---|---|---|---|---|---|"]
     lines += [f"| {t['layout']} | {t['scorer']} | {pct(t['needle_kept'])} | {pct(t['whole'])} | "
               f"{pct(t['accuracy_whole'])} | {pct(t['accuracy_cut'])} |" for t in table]
-    return "\n".join(lines) + "\n\nthe target needle's tokens present after the last stage (the engine's kept positions)\n"
+    return "\n".join(lines) + ("\n\nthe target needle's tokens present after the last stage (the engine's kept positions); "
+                               "with an H2O budget (+H): held in the caches when decoding ends, mean over layers and "
+                               "KV heads\n")
 
 
 def write_results(out_dir, rows: list[dict]) -> dict:
