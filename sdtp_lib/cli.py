@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     g.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help=ATTN_HELP)
     g.add_argument("--compare", action="store_true", help="also run dense generation and report speedups")
+    g.add_argument("--kv-budget", type=float, default=None, metavar="B", help="H2O KV budget B in (0, 1] in decoding "
+                   "(a fraction of the sequence length; the project's decode loop): the pruned answer decoded with H2O")
     g.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt (no chat template)")
     g.add_argument("--repeats", type=int, default=3, help="timed prefill runs (median reported)")
     g.add_argument("--json", help="write args, stats, timings and answers to this JSON file")
@@ -151,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--layouts", nargs="+", default=None, choices=("question_first", "question_last"))
     ev.add_argument("--n-samples", type=int, default=10, help="examples per task x length x layout")
     ev.add_argument("--scorers", nargs="+", default=None, help="dense, VARIANT:SCORER (sdtp:norm, sdtp-low:recent, "
-                    "sdtp:PATH-to-predictor ...)")
+                    "sdtp:PATH-to-predictor ...; +H<b>: H2O KV budget in decoding, e.g. dense+H0.4, sdtp+H0.4:norm)")
+    ev.add_argument("--kv-budget", type=float, default=None, metavar="B", help="also run every scorer with H2O at KV "
+                    "budget B (side by side: each spec and its +H<B>)")
     ev.add_argument("--keep-ratio", type=float, default=0.9)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--dtype", choices=("float32", "bfloat16"))
@@ -182,6 +186,11 @@ def check_args(args) -> None:
     for name in ("max_new_tokens", "repeats", "stages"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.kv_budget is not None:
+        from .speed.h2o import check_budget
+        check_budget(args.kv_budget)
+        if args.compare:
+            raise ValueError("--kv-budget decodes with the project's loop; --compare times HF generate: give one")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but CUDA is not available")
     if args.json:
@@ -244,11 +253,36 @@ def cmd_generate(args) -> int:
     scorer = load_predictor(args.predictor, model=model, config=config) if args.predictor else policy
     log.info("prompt %d tokens, stages at layers %s, scorer %s", ids.shape[1], list(config.stage_layers),
              args.predictor or policy)
+    if args.kv_budget is not None:
+        return _generate_h2o(args, model, tok, ids, scorer, config)
     cmp = compare(model, tok, ids, scorer, config, args.max_new_tokens, args.repeats, dense=args.compare)
     report(cmp)
     if args.json:
         atomic_write_text(args.json, json.dumps(json_payload(args, config, cmp), indent=2) + "\n",
                           overwrite=args.overwrite)
+    return 0
+
+
+def _generate_h2o(args, model, tok, ids, scorer, config) -> int:
+    """`generate --kv-budget B`: the pruned prefill, then the project's decode loop with H2O at B (stops at the
+    tokenizer's end of sequence); prints the answer, the prefill summary, the KV held at the end and the timings."""
+    from .speed.decode import greedy_generate
+    stops = [t for t in (tok.eos_token_id,) if t is not None]
+    res = greedy_generate(model, ids.to(next(model.parameters()).device), args.max_new_tokens, scorer, config,
+                          kv_budget=args.kv_budget, stop_ids=stops)
+    answer = tok.decode(res.tokens[0, :res.new_tokens], skip_special_tokens=True).strip()
+    t = res.timings
+    print(answer)
+    print(f"{res.stats.summary()} | H2O budget {args.kv_budget:g}: KV at the end {res.kv_bytes / 2 ** 20:.2f} MiB "
+          f"({sum(res.kv_tokens)} layer-tokens) | prefill {t['prefill_s']:.3f} s | decode "
+          f"{t['decode_ms_per_token']:.2f} ms/token | e2e {t['e2e_s']:.2f} s ({res.new_tokens} new tokens)")
+    if args.json:
+        payload = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "config": config.to_dict(),
+                   "stats": {"prompt_len": res.prompt_len, "kept_per_layer": res.kept_per_layer,
+                             "kept_per_stage": res.stats.kept_per_stage, "compression": res.stats.compression},
+                   "h2o": {"kv_budget": args.kv_budget, "kv_tokens": res.kv_tokens, "kv_bytes": res.kv_bytes},
+                   "timings": t, "new_tokens": res.new_tokens, "answers": {"sdtp+h2o": answer}}
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n", overwrite=args.overwrite)
     return 0
 
 
@@ -417,7 +451,10 @@ def cmd_synthetic(args) -> int:
     from .eval import synthetic as SY
     from .eval.distributed import launched
     from .models import resolve_device
-    given = dict(tasks=args.tasks, lengths=args.lengths, layouts=args.layouts, scorers=args.scorers)
+    from .eval.scorers import with_budgets
+    scorers = args.scorers or (SY.SuiteConfig.scorers if args.kv_budget is not None else None)
+    given = dict(tasks=args.tasks, lengths=args.lengths, layouts=args.layouts,
+                 scorers=with_budgets(scorers, args.kv_budget) if scorers else None)
     cfg = SY.SuiteConfig(**{k: tuple(v) for k, v in given.items() if v}, n_samples=args.n_samples, seed=args.seed,
                          keep_ratio=args.keep_ratio, decode=args.decode)
     shard = launched()  # rank / world size under accelerate launch

@@ -173,7 +173,7 @@ class Variant:
     (5), optionally with a keep ratio ("sdtp@0.8") or a target compression ("sdtp@2.04x"), the first stage's
     layer ("sdtp@0.8+L8"), the newest fraction always kept ("sdtp@0.8+R0.02": 2% instead of the paper's 10%), the
     number of stages ("sdtp@2x+S1": one stage at the compression of ten) and an H2O KV budget for the decoding, a
-    fraction of the prompt's KV ("dense+H0.4", "sdtp+H0.4"; dense takes only this one). parse_variant reads the
+    fraction of the sequence length ("dense+H0.4", "sdtp+H0.4"; dense takes only this one; sdtp_lib.speed.h2o). parse_variant reads the
     text; config() builds the SDTPConfig."""
     name: str
     keep_ratio: float | None = None  # None: the caller's default
@@ -181,7 +181,7 @@ class Variant:
     start_layer: int | None = None  # None: the default placement
     local_frac: float | None = None  # the newest fraction always kept; None: SDTPConfig's (0.1, the paper's)
     num_stages: int | None = None  # None: the variant's (10 for sdtp, 5 for sdtp-low)
-    kv_budget: float | None = None  # H2O's KV budget in decoding, a fraction of the prompt's KV; None: no eviction
+    kv_budget: float | None = None  # H2O's KV budget in decoding, a fraction of the sequence length; None: no eviction
 
     @property
     def stages(self) -> int | None:
@@ -237,5 +237,5 @@ def parse_variant(text: str) -> Variant:
     stages = int(m["stages"]) if m["stages"] else None
     if stages is not None and stages < 1:
         raise bad("the number of stages must be >= 1")
-    kv = number("kv", lambda v: 0.0 < v <= 1.0, "the H2O KV budget is a fraction of the prompt's KV in (0, 1], got {}")
+    kv = number("kv", lambda v: 0.0 < v <= 1.0, "the H2O KV budget is a fraction of the sequence length in (0, 1], got {}")
     return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start, local, stages, kv)

@@ -44,6 +44,7 @@ class PruningStats:
     kept_per_stage: list[int] = field(default_factory=list)  # tokens left after each stage
     stage_positions: list[torch.Tensor] = field(default_factory=list)  # (B, k_s) original positions per stage
     kept_positions: torch.Tensor | None = None  # (B, T_last) original positions of the returned logits
+    layer_positions: list = field(default_factory=list)  # per layer: (B, T_l) original positions it cached; None: all
     flops_dense: int = 0
     flops_pruned: int = 0
     num_prefills: int = 0
@@ -270,6 +271,7 @@ class _Session:
         st.kept_per_layer, st.stage_positions = kept, f.stage_positions
         st.kept_per_stage = [p.shape[1] for p in f.stage_positions]
         st.kept_positions = f.positions
+        st.layer_positions = [self.segment_positions.get(l) for l in range(self.num_layers)]
         pf = getattr(self.scorer, "flops_per_token", None)  # predictor scores the tokens entering each stage
         pred = sum(kept[l - 1] for l in self.config.stage_layers) * pf() if callable(pf) else 0
         st.flops_dense = prefill_flops(self.model, [f.T] * self.num_layers)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "data" / "longbench_fixture"
 RUN_TASKS = ["hotpotqa", "trec"]  # a chat-templated QA task (32 new tokens), a raw few-shot one with all_classes
 MAX_LEN = 400  # prompt tokens: the tiny byte-level model runs fast, and the fixture's prompts get truncated
-TIMING = ("prefill_s", "gen_s")
+TIMING = ("prefill_s", "gen_s", "decode_ms_per_token")
 
 
 @pytest.fixture(scope="module")

@@ -462,6 +462,9 @@ def _suite_runs(model, variants, scorers, keep_ratio, predictor) -> dict:
     runs = {}
     for spec in specs:
         variant, name = parse_spec(spec)
+        if variant.kv_budget is not None:
+            raise ValueError(f"scorer {spec!r}: lm-eval's tasks here are loglikelihood-only (no decoding), so an H2O "
+                             "KV budget (+H, applied while decoding) has nothing to act on; drop the +H part")
         if variant.stages is None:
             runs[spec] = dict(scorer="dense", stages=0, predictor=predictor, keep_ratio=keep_ratio)
             continue

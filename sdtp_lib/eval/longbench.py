@@ -57,7 +57,7 @@ from ..models import ATTN_IMPLEMENTATIONS
 from ..io import (atomic_write_text, compress_jsonl, decompress_jsonl, find_jsonl, provenance, read_jsonl,
                   write_jsonl)
 from ..scorers.oracle import SaliencyOracle
-from .scorers import ORACLE, VARIANTS, file_stem, make_scorer_for, parse_spec
+from .scorers import ORACLE, VARIANTS, file_stem, make_scorer_for, parse_spec, with_budgets
 
 log = logging.getLogger(__name__)
 
@@ -492,41 +492,85 @@ def generate_answer(model, tok, ids: torch.Tensor, task: str) -> dict:
             "new_tokens": int(new.shape[0]), "prefill_s": timer.seconds, "gen_s": gen_s}
 
 
+@torch.no_grad()
+def generate_answer_h2o(model, tok, ids: torch.Tensor, task: str, scorer, config, kv_budget: float,
+                        warm: bool) -> tuple[dict, object]:
+    """generate_answer's record (and the pruned prefill's stats, None for dense) from the project's decode loop with
+    H2O at kv_budget (sdtp_lib.speed.h2o), with generate's stop rules: MAXLEN[task] new tokens at most, stopping
+    at the generation config's end-of-sequence ids (samsum: also the newline, and never as the first token).
+    prefill_s is the loop's prefill (H2O's attention column sums included), gen_s the whole call; warm: an untimed
+    prefill of the same prompt first."""
+    from ..speed.decode import greedy_generate
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    kw = generation_kwargs(model, tok, task)
+    stops = _as_list(kw.get("eos_token_id", getattr(model.generation_config, "eos_token_id", None)))
+    if warm:
+        with pruning(model, scorer, config) if scorer is not None else contextlib.nullcontext():
+            model(ids, logits_to_keep=1)
+    res = greedy_generate(model, ids, kw["max_new_tokens"], scorer, config, kv_budget=kv_budget, stop_ids=stops,
+                          suppress_first=stops if kw.get("min_new_tokens") else ())
+    new = res.tokens[0, :res.new_tokens]
+    return {"pred": tok.decode(new, skip_special_tokens=True), "prompt_len": int(ids.shape[1]),
+            "new_tokens": res.new_tokens, "prefill_s": res.timings["prefill_s"], "gen_s": res.timings["e2e_s"],
+            "kv_bytes": res.kv_bytes, "decode_ms_per_token": res.timings["decode_ms_per_token"]}, res.stats
+
+
+def _hf_efficiency(model, rec: dict, stats) -> dict:
+    """KV bytes HF's cache holds when generate ends (each layer's kept prompt tokens + the new tokens fed back) and
+    decode ms/token ((gen_s - prefill_s) over the tokens after the first; None for a one-token answer)."""
+    from ..speed.decode import kv_bytes
+    kept = stats.kept_per_layer if stats is not None else [rec["prompt_len"]] * model.config.num_hidden_layers
+    n = rec["new_tokens"]
+    ms = 1000 * (rec["gen_s"] - rec["prefill_s"]) / (n - 1) if n > 1 and rec["prefill_s"] is not None else None
+    return {"kv_bytes": kv_bytes(model, [k + max(0, n - 1) for k in kept]), "decode_ms_per_token": ms}
+
+
 # ======================================================================= scorers (dense / SDTP variants)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+=-]*$")
 
 
 class _Variant:
-    def __init__(self, name, scorer=None, config: SDTPConfig | None = None, label="dense", scorer_id="dense"):
+    def __init__(self, name, scorer=None, config: SDTPConfig | None = None, label="dense", scorer_id="dense",
+                 kv_budget: float | None = None):
         self.name, self.scorer, self.config, self.label, self.scorer_id = name, scorer, config, label, scorer_id
+        self.kv_budget = kv_budget  # H2O's KV budget: decoded with the project's loop (generate_answer_h2o)
 
     @property
     def dense(self) -> bool:
         return self.config is None
 
     def describe(self) -> dict:
+        h2o = {} if self.kv_budget is None else {"kv_budget": self.kv_budget}
         if self.dense:
-            return {"kind": "dense"}
+            return {"kind": "dense", **h2o}
         c = self.config
         return {"kind": "sdtp", "scorer": self.label, "scorer_id": self.scorer_id, "keep_ratio": c.keep_ratio,
-                "stage_layers": list(c.stage_layers), "num_sink": c.num_sink, "local_frac": c.local_frac}
+                "stage_layers": list(c.stage_layers), "num_sink": c.num_sink, "local_frac": c.local_frac, **h2o}
 
     @property
     def oracle(self) -> bool:
         return isinstance(self.scorer, str) and self.scorer == ORACLE
 
     def context(self, model):
-        """The block around all of a task's samples (none for dense, and for the oracle, built per sample)."""
-        return pruning(model, self.scorer, self.config) if not (self.dense or self.oracle) else \
+        """The block around all of a task's samples (none for dense, for the oracle, built per sample, and with an H2O
+        budget: the decode loop opens its own)."""
+        return pruning(model, self.scorer, self.config) if not (self.dense or self.oracle or self.kv_budget) else \
             contextlib.nullcontext(None)
 
+    def sample_scorer(self, model, tok, ids: torch.Tensor, sample: dict):
+        """The scorer of one sample: the oracle's, from the saliency of the sample's first gold answer on the dense
+        model; else the variant's."""
+        if not self.oracle:
+            return self.scorer
+        answer = torch.tensor([tok.encode(str(_as_list(sample["answers"])[0]), add_special_tokens=False)])  # (1, A)
+        return SaliencyOracle.for_answer(model, ids, answer, self.config)
+
     def sample_context(self, model, tok, ids: torch.Tensor, sample: dict, stats):
-        """The block around one sample: the oracle's own, from the saliency of the sample's first gold answer on the
-        dense model; else the task's block (its stats)."""
+        """The block around one sample: the oracle's own; else the task's block (its stats)."""
         if not self.oracle:
             return contextlib.nullcontext(stats)
-        answer = torch.tensor([tok.encode(str(_as_list(sample["answers"])[0]), add_special_tokens=False)])  # (1, A)
-        return pruning(model, SaliencyOracle.for_answer(model, ids, answer, self.config), self.config)
+        return pruning(model, self.sample_scorer(model, tok, ids, sample), self.config)
 
 
 def _scorer_id(scorer) -> str:
@@ -548,35 +592,42 @@ def _is_low(name: str) -> bool:
     return re.split(r"[:@]", name)[0].endswith("-low")
 
 
-def _resolve_one(model, name: str, value, keep_ratio: float) -> _Variant:
+def _resolve_one(model, name: str, value, keep_ratio: float, kv_budget: float | None = None) -> _Variant:
     if not _NAME.match(name) or name == "tasks":
         raise ValueError(f"scorer name {name!r}: use letters, digits and . _ @ : + = - (it names a folder)")
     if value is None:
-        return _Variant(name)
+        return _Variant(name, kv_budget=kv_budget)
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], SDTPConfig):
         value, config = value
     else:
         config = SDTPConfig.for_model(model, keep_ratio=keep_ratio, num_stages=VARIANTS["sdtp-low" if _is_low(name)
                                                                                          else "sdtp"])
     if isinstance(value, str) and value == ORACLE:  # built per sample from its answer (_Variant.sample_context)
-        return _Variant(name, ORACLE, config, "saliency oracle (first gold answer)", ORACLE)
+        return _Variant(name, ORACLE, config, "saliency oracle (first gold answer)", ORACLE, kv_budget)
     if isinstance(value, str):
         scorer, label = make_scorer_for(value, model, config, name)
     else:
         scorer, label = value, type(value).__name__
-    return _Variant(name, scorer, config, label, _scorer_id(scorer))
+    return _Variant(name, scorer, config, label, _scorer_id(scorer), kv_budget)
 
 
 def resolve_scorers(model, scorers, keep_ratio: float = 0.9) -> dict[str, _Variant]:
     """{name: variant} from a dict {name: None (dense) | scorer | (scorer, SDTPConfig)} (a name ending in "-low"
-    gets 5 stages, others 10) or from a list of spec strings ("dense", "sdtp:norm", "sdtp-low@0.8:auto", ...)."""
+    gets 5 stages, others 10) or from a list of spec strings ("dense", "sdtp:norm", "sdtp-low@0.8:auto", ...; an
+    H2O budget "+H<b>" only this way: "dense+H0.4", "sdtp+H0.4:norm")."""
     if not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio!r}")
     if scorers is None:
         scorers = {"dense": None}
     elif isinstance(scorers, str):
         scorers = [scorers]
-    if not isinstance(scorers, dict):
+    budgets = {}
+    if isinstance(scorers, dict):
+        for name in scorers:
+            if "+H" in str(name):
+                raise ValueError(f"scorer name {name!r}: an H2O budget (+H) is given as a spec string in a list "
+                                 "(e.g. ['dense+H0.4', 'sdtp+H0.4:norm']), not as a dict name")
+    else:
         items = {}
         for spec in scorers:
             variant, sc = parse_spec(spec)
@@ -585,13 +636,14 @@ def resolve_scorers(model, scorers, keep_ratio: float = 0.9) -> dict[str, _Varia
                 raise ValueError(f"scorer {spec!r} is given twice")
             config = variant.config(model, keep_ratio)
             items[name] = None if config is None else (sc, config)
+            budgets[name] = variant.kv_budget
         scorers = items
     if not scorers:
         raise ValueError("no scorers given: pass e.g. {'dense': None, 'sdtp': 'auto'}")
     dirs = [scorer_dir(n) for n in scorers]
     if len(set(dirs)) != len(dirs):
         raise ValueError(f"scorers {list(scorers)} would share a predictions folder ({dirs}); rename one")
-    return {name: _resolve_one(model, name, value, keep_ratio) for name, value in scorers.items()}
+    return {name: _resolve_one(model, name, value, keep_ratio, budgets.get(name)) for name, value in scorers.items()}
 
 
 # ======================================================================= files
@@ -772,22 +824,30 @@ def run_longbench(model, tok, tasks, source, out_dir, scorers=None, keep_ratio: 
                                                        desc=f"{task} {name}") as bar:
                     for s in todo:
                         ids = build_prompt(tok, s, task, max_length)
-                        with var.sample_context(model, tok, ids, s, stats) as st:  # the oracle: one block each
-                            if warmup == "sample" or (warmup == "once" and name not in warm):
-                                with torch.no_grad():  # untimed prefill of the same shape
-                                    model(ids.to(next(model.parameters()).device), logits_to_keep=1)
-                                warm.add(name)
-                            before = st.num_prefills if st is not None else 0
-                            rec = generate_answer(model, tok, ids, task)
-                        if st is not None and st.num_prefills != before + 1:
-                            raise RuntimeError(f"{name}: the prompt was not prefilled through the pruning engine")
+                        warm_now = warmup == "sample" or (warmup == "once" and name not in warm)
+                        if var.kv_budget is not None:  # the project's loop with H2O (its own pruning block)
+                            rec, st = generate_answer_h2o(model, tok, ids, task, var.sample_scorer(model, tok, ids, s),
+                                                          var.config, var.kv_budget, warm_now)
+                            warm.add(name)
+                        else:
+                            with var.sample_context(model, tok, ids, s, stats) as st:  # the oracle: one block each
+                                if warm_now:
+                                    with torch.no_grad():  # untimed prefill of the same shape
+                                        model(ids.to(next(model.parameters()).device), logits_to_keep=1)
+                                    warm.add(name)
+                                before = st.num_prefills if st is not None else 0
+                                rec = generate_answer(model, tok, ids, task)
+                            if st is not None and st.num_prefills != before + 1:
+                                raise RuntimeError(f"{name}: the prompt was not prefilled through the pruning engine")
+                            rec.update(_hf_efficiency(model, rec, st))
                         comp = st.compression if st is not None else 1.0
                         flops = st.flops_pruned / st.flops_dense if st is not None else 1.0
                         _append(path, {"_id": s["_id"], "pred": rec["pred"], "answers": s["answers"],
                                        "all_classes": s["all_classes"], "length": s["length"],
                                        "prompt_len": rec["prompt_len"], "new_tokens": rec["new_tokens"],
                                        "compression": comp, "flops_ratio": flops, "prefill_s": rec["prefill_s"],
-                                       "gen_s": rec["gen_s"]})
+                                       "gen_s": rec["gen_s"], "kv_bytes": rec["kv_bytes"],
+                                       "decode_ms_per_token": rec["decode_ms_per_token"]})
                         bar.update(1)
             if world_size == 1:
                 rows = read_predictions(path)
@@ -851,7 +911,8 @@ def score_longbench(out_dir, partial: bool = False, write: bool = True) -> dict:
     tasks = [t for t in TASKS if _manifest(out, t) is not None]
     res = {"format": FORMAT, "version": VERSION, "out_dir": str(out), "config": cfg,
            "provenance": {**provenance(), "metric_libraries": metric_libraries()}, "tasks": tasks,
-           "dense": next((n for n, d in cfg["scorers"].items() if d["kind"] == "dense"), None), "scorers": {}}
+           "dense": next((n for n, d in cfg["scorers"].items() if d["kind"] == "dense"
+                           and d.get("kv_budget") is None), None), "scorers": {}}
     records = {}
     for name in cfg["scorers"]:
         per_task, recs = {}, {}
@@ -890,6 +951,10 @@ def score_longbench(out_dir, partial: bool = False, write: bool = True) -> dict:
             "mean_compression": _mean(r.get("compression") for r in all_recs),
             "mean_prefill_s": _mean(r.get("prefill_s") for r in all_recs),
             "mean_prompt_len": _mean(r.get("prompt_len") for r in all_recs)}
+        if any(r.get("kv_bytes") is not None for r in all_recs):  # older predictions have none
+            res["scorers"][name].update(kv_budget=cfg["scorers"][name].get("kv_budget"),
+                                        mean_kv_bytes=_mean(r.get("kv_bytes") for r in all_recs),
+                                        mean_decode_ms_per_token=_mean(r.get("decode_ms_per_token") for r in all_recs))
         records[name] = recs
     dense = res["dense"]
     for name, s in res["scorers"].items():
@@ -936,16 +1001,24 @@ def markdown(result: dict) -> str:
         f"{_fmt(sc[n]['average'])} ({sc[n]['n_tasks']} tasks)" for n in names) + " |")
     lines.append("| **all** | average over categories | | " + " | ".join(
         f"{_fmt(sc[n]['category_average'])} ({len(sc[n]['categories'])} categories)" for n in names) + " |")
+    kv = any("mean_kv_bytes" in sc[n] for n in names)  # predictions made before the KV columns have none
     lines += ["", "| scorer | samples | mean prompt tokens | mean compression | mean prefill s | "
-              "prefill speedup vs dense | end-to-end speedup vs dense |", "|---|---|---|---|---|---|---|"]
+              "prefill speedup vs dense | end-to-end speedup vs dense |" + (" KV at the end, MiB | decode ms/token |"
+                                                                         if kv else ""),
+              "|---|---|---|---|---|---|---|" + ("---|---|" if kv else "")]
     speed = lambda s, k: "(baseline)" if n == result["dense"] else f"{s[k]:.2f}x" if s.get(k) else "-"  # noqa: E731
     for n in names:
         s = sc[n]
         lines.append(f"| {n} | {s['n_samples']} | {_fmt(s['mean_prompt_len'], '.0f')} | "
                      f"{_fmt(s['mean_compression'], '.2f')}x | {_fmt(s['mean_prefill_s'], '.4f')} | "
-                     f"{speed(s, 'prefill_speedup_vs_dense')} | {speed(s, 'e2e_speedup_vs_dense')} |")
+                     f"{speed(s, 'prefill_speedup_vs_dense')} | {speed(s, 'e2e_speedup_vs_dense')} |" + (
+                         f" {_fmt(s.get('mean_kv_bytes') and s['mean_kv_bytes'] / 2 ** 20, '.2f')} | "
+                         f"{_fmt(s.get('mean_decode_ms_per_token'), '.2f')} |" if kv else ""))
     lines += ["", "Speedups: total time over the samples both scorers answered; end-to-end is the whole greedy generation, "
-              "so it also counts answers of different lengths."]
+              "so it also counts answers of different lengths." + (
+                  " KV: sum over layers of the cached tokens x 2 x KV heads x head dim x dtype bytes when decoding "
+                  "ends; decode ms/token: HF generate's (whole call - prefill) per token after the first, or the "
+                  "project's loop for H2O scorers (+H<b>)." if kv else "")]
     return "\n".join(lines)
 
 
@@ -966,7 +1039,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK")
     r.add_argument("--scorers", nargs="+", default=["dense", "sdtp:auto", "sdtp-low:auto"],
-                   help="'dense' or '<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>][+R<fraction>]:<policy|auto|predictor|path>'")
+                   help="'dense[+H<b>]' or '<sdtp|sdtp-low>[@<r>|@<c>x][+L<layer>][+R<fraction>][+S<stages>][+H<b>]:"
+                        "<policy|auto|predictor|path>' (+H<b>: H2O KV budget b in (0, 1] in decoding)")
+    r.add_argument("--kv-budget", type=float, default=None, metavar="B",
+                   help="also run every given scorer with H2O at KV budget B (each spec side by side with its +H<B>)")
     r.add_argument("--keep-ratio", type=float, default=0.9)
     r.add_argument("--limit", type=int, default=None)
     r.add_argument("--max-length", type=int, default=None)
@@ -999,9 +1075,11 @@ def main(argv=None, prog: str = PROG) -> int:
                     f"{shard.rank} of {shard.world_size}); leave them out")
         rank, world = (shard.rank, shard.world_size) if shard.world_size > 1 else (a.rank, a.world_size)
         check_source(a.data, a.tasks)  # before the model loads
+        with_budgets(a.scorers, a.kv_budget)  # a bad spec or budget too
         model, tok = load_model(a.model, dtype=a.dtype, device=shard.device or resolve_device(a.device),
                                 attn_implementation=a.attn)
-        run_longbench(model, tok, a.tasks, a.data, a.out, scorers=a.scorers, keep_ratio=a.keep_ratio,
+        run_longbench(model, tok, a.tasks, a.data, a.out, scorers=with_budgets(a.scorers, a.kv_budget),
+                      keep_ratio=a.keep_ratio,
                       limit=a.limit, max_length=a.max_length, rank=rank, world_size=world, warmup=a.warmup,
                       progress=shard.main)
         shard.wait()

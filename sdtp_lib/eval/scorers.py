@@ -1,7 +1,8 @@
 """The evaluations' scorer syntax, shared by the synthetic suite, LongBench and lm-eval: "dense" or
 "<variant>:<scorer>", the variant as sdtp_lib.config.parse_variant reads it ("sdtp", "sdtp-low", with "@<r>" or
-"@<compression>x", "+L<first stage layer>" and "+R<newest fraction always kept>"), e.g. "sdtp:norm",
-"sdtp-low:auto", "sdtp@1.0:random", "sdtp@0.8+L8:attention", "sdtp@2.04x+R0.02:attention", "sdtp:runs/x/seed0"."""
+"@<compression>x", "+L<first stage layer>", "+R<newest fraction always kept>", "+S<stages>" and "+H<H2O KV budget>"),
+e.g. "sdtp:norm", "sdtp-low:auto", "sdtp@1.0:random", "sdtp@0.8+L8:attention", "sdtp@2.04x+R0.02:attention",
+"sdtp:runs/x/seed0", "dense+H0.4", "sdtp+H0.4:attention"."""
 from __future__ import annotations
 
 import re
@@ -14,8 +15,9 @@ ORACLE = "oracle"  # the stage-1 saliency of the gold answer: an upper bound (sd
 
 
 def parse_spec(spec: str) -> tuple[Variant, str | None]:
-    """(variant, scorer) of a spec; (Variant("dense"), None) for "dense". Scorer: a policy ("norm", "attention",
-    ...), "auto", "predictor" / "hybrid" (the shipped ones), "oracle", or a predictor path / run folder."""
+    """(variant, scorer) of a spec; (Variant("dense"), None) for "dense" (and "dense+H<budget>": dense decoding with
+    H2O's KV budget, Variant.kv_budget). Scorer: a policy ("norm", "attention", ...), "auto", "predictor" /
+    "hybrid" (the shipped ones), "oracle", or a predictor path / run folder."""
     if spec == "dense":
         return Variant("dense"), None
     head, sep, scorer = str(spec).partition(":")
@@ -25,11 +27,31 @@ def parse_spec(spec: str) -> tuple[Variant, str | None]:
         variant, why = None, f" ({e})"
     else:
         why = ""
+    if variant is not None and variant.stages is None and not sep:  # dense with an H2O budget
+        return variant, None
     if variant is None or variant.stages is None or not sep or not scorer:
         raise ValueError(f"scorer {spec!r}: expected 'dense' or '<variant>:<scorer>' with variant "
                          f"{VARIANT_SYNTAX.replace('dense|', '')} and scorer a policy, 'auto', 'predictor' or a "
-                         f"path{why}")
+                         f"path; dense takes only +H<H2O KV budget> and no scorer{why}")
     return variant, scorer
+
+
+def with_budget(spec: str, kv_budget: float) -> str:
+    """The spec decoded with H2O at kv_budget ("sdtp:norm", 0.4 -> "sdtp+H0.4:norm"); a spec with its own budget is
+    refused (the command lines' --kv-budget adds one to every spec)."""
+    from ..speed.h2o import check_budget
+    kv_budget = check_budget(kv_budget)
+    variant, scorer = parse_spec(spec)
+    if variant.kv_budget is not None:
+        raise ValueError(f"scorer {spec!r} already has an H2O budget; --kv-budget adds one to specs without")
+    head, _, _ = str(spec).partition(":")
+    return f"{head}+H{kv_budget:g}" + (f":{scorer}" if scorer is not None else "")
+
+
+def with_budgets(specs, kv_budget: float | None) -> list[str]:
+    """Every spec, then each with +H<kv_budget> (side by side); specs unchanged when kv_budget is None."""
+    specs = list(specs)
+    return specs if kv_budget is None else specs + [with_budget(s, kv_budget) for s in specs]
 
 
 def parse_scorer(spec: str) -> tuple[str, float | None, str | None]:

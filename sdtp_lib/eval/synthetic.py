@@ -243,7 +243,8 @@ class SuiteConfig:
     scorers: tuple[str, ...] = ("dense", "sdtp:norm", "sdtp:recent", "sdtp:random", "sdtp-low:norm")
     keep_ratio: float = 0.9
     max_positions: int | None = None  # None: model.config.max_position_embeddings
-    decode: str = "auto"  # "hf": model.generate; "static": sdtp_lib.speed.decode's loop (CUDA graphs); auto: static on CUDA
+    decode: str = "auto"  # "hf": model.generate; "static": sdtp_lib.speed.decode's loop (CUDA graphs); auto: static on
+    # CUDA, and everywhere when a scorer has an H2O budget ("+H<b>": only the static loop evicts)
 
     def __post_init__(self):
         self.tasks, self.layouts, self.scorers = tuple(self.tasks), tuple(self.layouts), tuple(self.scorers)
@@ -255,10 +256,12 @@ class SuiteConfig:
                                  + (f", from {known}" if known else ""))
         if min(self.lengths) < 1:
             raise ValueError(f"SuiteConfig.lengths {self.lengths}: token counts must be >= 1")
-        for s in self.scorers:
-            parse_spec(s)
+        budgets = [s for s in self.scorers if parse_spec(s)[0].kv_budget is not None]
         if self.decode not in DECODES:
             raise ValueError(f"SuiteConfig.decode {self.decode!r}: one of {DECODES}")
+        if budgets and self.decode == "hf":
+            raise ValueError(f"SuiteConfig: scorers {budgets} have an H2O budget, which only the static decode loop "
+                             "applies; use decode 'static' or 'auto'")
         if self.n_samples < 1 or not 0.0 < self.keep_ratio <= 1.0:
             raise ValueError(f"SuiteConfig: n_samples must be >= 1 and keep_ratio in (0, 1], got {self.n_samples}, "
                              f"{self.keep_ratio}")
@@ -349,15 +352,22 @@ def _check_meta(out: Path, meta: dict, path: Path) -> None:
                          "another out_dir or delete it")
 
 
-def _resolve(spec: str, model, cfg: SuiteConfig):
-    """None for dense, else (scorer, SDTPConfig)."""
+@dataclass
+class _Spec:
+    """A resolved scorer spec: scorer and SDTPConfig (None, None for dense) and H2O's KV budget (None: no eviction)."""
+    scorer: object = None
+    config: object = None
+    kv_budget: float | None = None
+
+
+def _resolve(spec: str, model, cfg: SuiteConfig) -> _Spec:
     variant, name = parse_spec(spec)
     config = variant.config(model, cfg.keep_ratio)
     if config is None:  # dense
-        return None
+        return _Spec(kv_budget=variant.kv_budget)
     if name == ORACLE:  # built per example from its answer (_predict)
-        return ORACLE, config
-    return make_scorer_for(name, model, config, spec)[0], config
+        return _Spec(ORACLE, config, variant.kv_budget)
+    return _Spec(make_scorer_for(name, model, config, spec)[0], config, variant.kv_budget)
 
 
 def _oracle(model, tok, ex: Example, ids: torch.Tensor, config) -> SaliencyOracle:
@@ -373,10 +383,14 @@ def resolve_decode(cfg: SuiteConfig, model) -> str:
     gc = model.generation_config
     extra = {k: getattr(gc, k, None) for k in ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids")
              if getattr(gc, k, None) not in (None, 1.0, 0)}  # processors greedy_generate does not apply
-    if cfg.decode == "static" and extra:
-        raise ValueError(f"SuiteConfig.decode 'static' ignores the model's generation config {extra}; use 'hf'")
+    budgets = any(parse_spec(s)[0].kv_budget is not None for s in cfg.scorers)
+    if (cfg.decode == "static" or budgets) and extra:
+        raise ValueError(f"SuiteConfig.decode 'static' (or an H2O budget) ignores the model's generation config "
+                         f"{extra}; use 'hf' without +H scorers")
     if cfg.decode != "auto":
         return cfg.decode
+    if budgets:  # every scorer through the same loop: comparable decode times and KV sizes
+        return "static"
     cuda = next(model.parameters()).device.type == "cuda"
     if cuda and extra:
         log.info("synthetic suite: decoding with model.generate (the generation config sets %s)", extra)
@@ -420,26 +434,41 @@ def needle_kept(span: list[int], stats) -> float | None:
     return sum(k in kept for k in span) / len(span)
 
 
+def needle_held(span: list[int], h2o_state) -> float | None:
+    """With H2O: share of the needle's tokens (span: needle_span) the caches hold when decoding ends, averaged over
+    layers and KV heads (h2o_state: DecodeResult.h2o; None when the needle was not located)."""
+    if not span:
+        return None
+    shares = [sum(k in held for k in span) / len(span) for p in h2o_state.positions for held in
+              (set(h.tolist()) for h in p[0])]  # p (B, KVH, S): sample 0's heads
+    return sum(shares) / len(shares)
+
+
 @torch.no_grad()
-def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str, scorer, decode: str,
+def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str, sp: _Spec, decode: str,
              span: list[int]) -> dict:
-    """One greedy answer; `entry` is the plan's entry plus the prompt's hash, `span` the needle's (needle_span)."""
-    if scorer is not None and scorer[0] == ORACLE:
-        scorer = (_oracle(model, tok, ex, ids, scorer[1]), scorer[1])
+    """One greedy answer; `entry` is the plan's entry plus the prompt's hash, `span` the needle's (needle_span).
+    The static loop also gives the KV bytes held when decoding ends and the decode ms/token (None with "hf")."""
+    oracle = isinstance(sp.scorer, str) and sp.scorer == ORACLE
+    scorer = _oracle(model, tok, ex, ids, sp.config) if oracle else sp.scorer
+    kv, ms, held = None, None, None
     if decode == "static":  # fixed-length greedy tokens, cut where generate would have stopped
-        res = greedy_generate(model, ids.to(next(model.parameters()).device), ex.max_new_tokens,
-                              *(scorer or (None, None)))
+        res = greedy_generate(model, ids.to(next(model.parameters()).device), ex.max_new_tokens, scorer, sp.config,
+                              kv_budget=sp.kv_budget)
         gen, stops, stats = res.tokens[0].tolist(), _stop_ids(model, tok), res.stats
         out = answer_tokens(tok, gen[:next((k for k, t in enumerate(gen) if t in stops), len(gen)) + 1])
+        kv, ms = res.kv_bytes, res.timings["decode_ms_per_token"]
+        held = needle_held(span, res.h2o) if sp.kv_budget is not None else None
     else:  # a fresh block per prompt: the random policy draws the same scores however the examples are sharded
-        with (pruning(model, *scorer) if scorer is not None else contextlib.nullcontext()) as stats:
+        with (pruning(model, scorer, sp.config) if scorer is not None else contextlib.nullcontext()) as stats:
             out = greedy_answer(model, tok, ids, ex.max_new_tokens)
     compression, kept = (stats.compression, stats.kept_per_stage[-1]) if stats is not None else (1.0, ids.shape[1])
     prediction = tok.decode(out, skip_special_tokens=True).strip()
     return {**entry, "scorer": spec, "prompt_len": ids.shape[1], "depth_realised": ex.depth,
             "answer": ex.answer, "prediction": prediction, "score": score(ex.task, prediction, ex.answer),
             "compression": compression, "kept_tokens": kept, "new_tokens": len(out),
-            "needle_kept": needle_kept(span, stats)}
+            "needle_kept": needle_kept(span, stats) if held is None else held, "kv_budget": sp.kv_budget,
+            "kv_bytes": kv, "decode_ms_per_token": ms}
 
 
 def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank: int = 0,
@@ -540,6 +569,29 @@ def compression_by_scorer(rows: list[dict]) -> dict[str, float]:
     for r in rows:
         got.setdefault(r["scorer"], []).append(r["compression"])
     return {s: sum(v) / len(v) for s, v in got.items()}
+
+
+def efficiency_by_scorer(rows: list[dict]) -> dict[str, dict]:
+    """Per scorer: mean compression, mean KV bytes held when decoding ends and mean decode ms/token (None where
+    the rows have none: "hf" decoding or older predictions)."""
+    got: dict = {}
+    for r in rows:
+        got.setdefault(r["scorer"], []).append(r)
+    mean = lambda v: sum(v) / len(v) if v else None  # noqa: E731
+    return {s: {"compression": mean([r["compression"] for r in rs]),
+                "kv_bytes": mean([r["kv_bytes"] for r in rs if r.get("kv_bytes") is not None]),
+                "decode_ms_per_token": mean([r["decode_ms_per_token"] for r in rs
+                                             if r.get("decode_ms_per_token") is not None])}
+            for s, rs in got.items()}
+
+
+def efficiency_markdown(eff: dict[str, dict]) -> str:
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    lines = ["| scorer | mean compression | KV held at the end, MiB | decode ms/token |", "|---|---|---|---|"]
+    lines += [f"| {s} | {e['compression']:.2f}x | {fmt(e['kv_bytes'] and e['kv_bytes'] / 2 ** 20, '.2f')} | "
+              f"{fmt(e['decode_ms_per_token'], '.2f')} |" for s, e in eff.items()]
+    return "\n".join(lines) + ("\n\nKV: sum over layers of the cached tokens x 2 x KV heads x head dim x dtype bytes "
+                               "when the decode loop ends (max_new_tokens - 1 steps); mean over the prompts\n")
 
 
 def markdown(summary: list[dict]) -> str:
@@ -719,24 +771,26 @@ def retention_markdown(table: list[dict]) -> str:
              "accuracy, needle cut |", "|---|---|---|---|---|---|"]
     lines += [f"| {t['layout']} | {t['scorer']} | {pct(t['needle_kept'])} | {pct(t['whole'])} | "
               f"{pct(t['accuracy_whole'])} | {pct(t['accuracy_cut'])} |" for t in table]
-    return "\n".join(lines) + "\n\nthe target needle's tokens present after the last stage (the engine's kept positions)\n"
+    return "\n".join(lines) + ("\n\nthe target needle's tokens present after the last stage (the engine's kept positions); "
+                               "with an H2O budget (+H): held in the caches when decoding ends, mean over layers and "
+                               "KV heads\n")
 
 
 def write_results(out_dir, rows: list[dict]) -> dict:
     """results.json (config, versions, commit, skipped lengths, summary) and results.md, written atomically."""
     out = Path(out_dir)
     meta, summary = _load_meta(out), summarise(rows)
-    comp = compression_by_scorer(rows)
+    comp, eff = compression_by_scorer(rows), efficiency_by_scorer(rows)
     table = compare(rows) if "dense" in comp else []  # every scorer against dense, per layout
     kept = retention(rows)
     res = {"config": meta, **provenance(), "skipped": meta["skipped"], "n_rows": len(rows), "summary": summary,
-           "compression": comp, "comparison": table, "retention": kept}
+           "compression": comp, "efficiency": eff, "comparison": table, "retention": kept}
     atomic_write_text(out / "results.json", json.dumps(res, indent=2) + "\n")
     skipped = "".join(f"- skipped length {s['length']}: {s['reason']}\n" for s in meta["skipped"]) + "".join(
         f"- length {length_label(f['length'])} fitted to {f['tokens']} prompt tokens (room for the longest answer)\n"
         for f in meta.get("fitted", []))
     head = f"# Synthetic long-context suite: {meta['model']} (commit {res['git_commit'] or 'unknown'})\n\n"
-    eff = "\n| scorer | mean compression |\n|---|---|\n" + "".join(f"| {k} | {v:.2f}x |\n" for k, v in comp.items())
+    eff = "\n" + efficiency_markdown(eff)
     vs = "\n## Against dense, per layout\n\n" + comparison_markdown(table) if table else ""
     vs += "\n## Does the needle survive?\n\n" + retention_markdown(kept) if kept else ""
     atomic_write_text(out / "results.md", head + markdown(summary) + eff + vs + ("\n" + skipped if skipped else ""))

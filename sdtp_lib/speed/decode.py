@@ -11,6 +11,7 @@ aware, it reads each layer's K/V once instead of SDPA's masked path, which repea
 23 ms/token at 32K); or "flash_attention_4" (`decode_attention_fa4`): flash-attn 4's split-KV kernel
 (flash-decoding: the cache is cut into chunks read by all SMs at once, merged by log-sum-exp), told each layer's
 filled length instead of masked. A model loaded with attn_implementation="flash_attention_4" decodes with it.
+kv_budget=b evicts KV entries as H2O does (sdtp_lib.speed.h2o: its layers replace the static ones; "matmul" only).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 from transformers.cache_utils import Cache, StaticLayer
 
 from ..engine import PruningStats, pruning
+from . import h2o
 from .kernels import prefill_kernels
 
 
@@ -34,11 +36,14 @@ SPLIT_SLOTS = 1024  # long caches: P @ V as a split-K batch over blocks of this 
 SPLIT_MIN = 8192  # caches of at least this many slots take the split path; their lengths are multiples of SPLIT_SLOTS
 
 
-def decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sdtp_scores=None,
+                     **kwargs):
     """One-token attention over a static cache. query (B, H, 1, D); key/value (B, KVH, S, D), not repeated;
     attention_mask (B|1, 1, 1, S) additive. Returns (B, 1, H, D). The softmax is over all S slots at once;
     for long caches P @ V (a (G, S) x (S, D) product: tiny output, huge reduction, few thread blocks) runs as
-    S / SPLIT_SLOTS independent block products summed in float32 (split-K), which spreads the read of V."""
+    S / SPLIT_SLOTS independent block products summed in float32 (split-K), which spreads the read of V.
+    sdtp_scores (B, KVH, S) float32: the probabilities, summed over each KV head's query heads, are added to it
+    (H2O's accumulated attention, sdtp_lib.speed.h2o)."""
     B, H, Q, D = query.shape
     kvh, S = key.shape[1], key.shape[2]
     G = (H // kvh) * Q
@@ -47,6 +52,8 @@ def decode_attention(module, query, key, value, attention_mask, scaling=None, dr
     s = torch.matmul(q, key.transpose(-1, -2))  # (B, KVH, G, S), the cache's dtype (as HF's eager attention)
     s = torch.add(attention_mask[..., :S], s, alpha=scaling) if attention_mask is not None else s * scaling
     p = s.softmax(-1)  # float32 inside, the cache's dtype out: 3 passes over (G, S) instead of 7
+    if sdtp_scores is not None:
+        sdtp_scores.add_(p.float().sum(2))  # (B, KVH, S)
     if S >= SPLIT_MIN and S % SPLIT_SLOTS == 0:
         c = S // SPLIT_SLOTS
         pb = p.view(B, kvh, G, c, SPLIT_SLOTS).transpose(2, 3)  # (B, KVH, c, G, L)
@@ -131,6 +138,11 @@ class DecodeResult:
     logits: torch.Tensor | None = None  # (B, max_new_tokens, V) float32 when return_logits
     stats: PruningStats | None = None  # the pruned prefill's (compression, kept per stage, FLOPs); None when dense
     decode_attn: str = "matmul"  # the decode attention kernel (DECODE_KERNELS)
+    kv_tokens: list[int] = field(default_factory=list)  # tokens each layer's cache holds when decoding ends
+    kv_bytes: int = 0  # K and V of those tokens: sum over layers of tokens x 2 x kv_heads x head_dim x dtype bytes
+    new_tokens: int = 0  # tokens decoded (max_new_tokens, or fewer when every sequence hit one of stop_ids)
+    kv_budget: float | None = None  # H2O's budget (sdtp_lib.speed.h2o); None: no eviction
+    h2o: object | None = None  # h2o.H2OState at the end (cached positions and scores per layer) with a budget
 
 
 class DecodeLayer(StaticLayer):
@@ -145,6 +157,21 @@ class DecodeLayer(StaticLayer):
         self.values.index_copy_(2, pos, value_states)
         self.cumulative_length.add_(1)
         return self.keys, self.values
+
+    def visible_slot(self) -> torch.Tensor:
+        """(1,) the slot this step writes (the decode mask makes it visible)."""
+        return self.cumulative_length.view(1)
+
+    def attention_kwargs(self) -> dict:
+        """Extra keyword arguments for the decode attention of this layer."""
+        return {}
+
+    def snapshot(self):
+        """What a step changes that a later step reads (the CUDA-graph warm-up step is undone with restore)."""
+        return self.cumulative_length.clone()
+
+    def restore(self, state):
+        self.cumulative_length.copy_(state)
 
 
 def _static_cache(dyn, extra: int):
@@ -200,8 +227,9 @@ class _LayerMasks:
         for layer, m, lc in zip(model.get_decoder().layers, self.masks, self.cache.layers):
             if self.kernel == "matmul":
                 def hook(module, args, kwargs, m=m, lc=lc):
-                    m.view(-1).index_fill_(0, lc.cumulative_length.view(1), 0.0)  # the slot this step writes
+                    m.view(-1).index_fill_(0, lc.visible_slot(), 0.0)  # the slot this step writes
                     kwargs["attention_mask"] = m
+                    kwargs.update(lc.attention_kwargs())
                     return args, kwargs
             else:
                 def hook(module, args, kwargs, m=m, lc=lc):
@@ -230,19 +258,28 @@ def _sync(device):
 def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=None, config=None,
                     cuda_graph: bool | None = None, chunk_tokens: int | None = None, fast_kernels: bool | dict = False,
                     forced: torch.Tensor | None = None, return_logits: bool = False,
-                    decode_attn: str | None = None) -> DecodeResult:
-    """Greedy decoding of `max_new_tokens` tokens (no early stop: fixed work, for timing) with a pruned
-    prefill when `scorer` is given (dense otherwise). cuda_graph defaults to True on CUDA; chunk_tokens runs
+                    decode_attn: str | None = None, kv_budget: float | None = None, stop_ids=(),
+                    suppress_first=()) -> DecodeResult:
+    """Greedy decoding of `max_new_tokens` tokens (no early stop unless stop_ids: fixed work, for timing) with a
+    pruned prefill when `scorer` is given (dense otherwise). cuda_graph defaults to True on CUDA; chunk_tokens runs
     the MLPs in chunks of that many tokens (sdtp_lib.speed.memory.chunked_mlp) to cut the prefill's peak memory;
     fast_kernels (True, or a dict of fast_prefill's keyword arguments) runs the prefill and the decode steps
     inside sdtp_lib.speed.kernels.fast_prefill (fused norms/rotary/SiLU-mul, chunked MLPs): about 17 fewer kernels
     per layer and decode step. Both through sdtp_lib.speed.kernels.prefill_kernels, as the profiler's prefill runs.
     For checks: `forced` (B, max_new_tokens) teacher-forces the tokens fed back, `return_logits` keeps every
     step's logits (B, max_new_tokens, V). decode_attn picks the decode attention (DECODE_KERNELS; None: the
-    model's backend decides, resolve_decode_attn)."""
+    model's backend decides, resolve_decode_attn). kv_budget: H2O's KV budget in (0, 1] (sdtp_lib.speed.h2o; None:
+    no eviction; needs the "matmul" decode attention). stop_ids: decoding ends after the step at which every
+    sequence has produced one of them (one host sync per step); suppress_first: ids the first new token may not
+    take (model.generate's min_new_tokens=1 with them as end-of-sequence ids)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     kernel = resolve_decode_attn(model, decode_attn)
+    if kv_budget is not None:
+        kv_budget = h2o.check_budget(kv_budget)
+        if kernel != "matmul":
+            raise ValueError(f"kv_budget (H2O) needs the attention probabilities, which only the 'matmul' decode "
+                             f"attention exposes; decode_attn is {kernel!r}")
     dev = input_ids.device
     cuda_graph = dev.type == "cuda" if cuda_graph is None else cuda_graph
     B, T = input_ids.shape
@@ -251,17 +288,25 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     _sync(dev)
     t0 = time.perf_counter()
     block = pruning(model, scorer, config) if scorer is not None else contextlib.nullcontext()
+    collect = h2o.collect_prefill_scores(model) if kv_budget is not None else contextlib.nullcontext()
     with prefill_kernels(model, chunk_tokens, fast_kernels):  # the decode steps (and graph) use them too
-        with block as stats:
+        with block as stats, collect as prefill_scores:
             out = model(input_ids, use_cache=True, logits_to_keep=1)
-        first = out.logits[:, -1].argmax(-1)  # (B,)
+        logits0 = out.logits[:, -1].float()  # (B, V)
+        if len(suppress_first):
+            logits0[:, torch.as_tensor(list(suppress_first), device=dev)] = float("-inf")
+        first = logits0.argmax(-1)  # (B,)
         _sync(dev)
         t1 = time.perf_counter()
         dyn = out.past_key_values
         kept = [layer.keys.shape[-2] for layer in dyn.layers]
-        logits0 = out.logits[:, -1].float() if return_logits else None
         del out
-        cache = _static_cache(dyn, max_new_tokens)
+        step = torch.ones((), dtype=torch.long, device=dev)  # index of the token this step produces
+        if kv_budget is None:
+            cache = _static_cache(dyn, max_new_tokens)
+        else:
+            where = stats.layer_positions if stats is not None else [None] * len(kept)
+            cache = h2o.h2o_cache(dyn, kv_budget, T, max_new_tokens - 1, prefill_scores, where, step, _slots)
         del dyn
         all_logits = None
         if return_logits:
@@ -271,8 +316,9 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
         tokens[:, 0] = first
         ids = (forced[:, :1] if forced is not None else first[:, None]).clone()  # (B, 1) static input buffer
         pos = torch.full((B, 1), T, dtype=torch.long, device=dev)  # decode positions continue at T
-        step = torch.ones((), dtype=torch.long, device=dev)  # index of the token this step produces
         dummy_mask = torch.zeros(B, 1, 1, 1, device=dev)  # a 4D mask: HF skips its own mask building
+        stops = torch.as_tensor(list(stop_ids), dtype=torch.long, device=dev) if len(stop_ids) else None
+        done = torch.isin(first, stops) if stops is not None else None  # (B,) a stop token produced
 
         def one_step():
             logits = model(input_ids=ids, position_ids=pos, attention_mask=dummy_mask, past_key_values=cache,
@@ -285,6 +331,8 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
                 ids.copy_(forced.index_select(1, step.clamp(max=max_new_tokens - 1)))
             else:
                 ids.copy_(nxt[:, None])
+            if done is not None:
+                done.logical_or_(torch.isin(nxt, stops))
             pos.add_(1)
             step.add_(1)
 
@@ -292,23 +340,39 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
         old_attn = model.config._attn_implementation
         model.config._attn_implementation = DECODE_ATTN if kernel == "matmul" else DECODE_ATTN_FA4
         try:
-            t2 = _decode_steps(model, cache, one_step, ids, pos, step, max_new_tokens - 1, cuda_graph, dev, kernel)
+            n = 0 if done is not None and bool(done.all()) else max_new_tokens - 1
+            t2, ran = _decode_steps(model, cache, one_step, ids, pos, step, n, cuda_graph, dev, kernel, done)
         finally:
             model.config._attn_implementation = old_attn
         t3 = time.perf_counter()
         timings = {"prefill_s": t1 - t0, "setup_s": t2 - t1, "decode_s": t3 - t2,
-                   "decode_ms_per_token": 1000 * (t3 - t2) / max(1, max_new_tokens - 1), "e2e_s": t3 - t0}
+                   "decode_ms_per_token": 1000 * (t3 - t2) / max(1, ran), "e2e_s": t3 - t0}
+        kv_tokens = [int(l.cumulative_length) for l in cache.layers]
         return DecodeResult(tokens=tokens, prompt_len=T, kept_per_layer=kept, timings=timings, logits=all_logits,
-                            stats=stats, decode_attn=kernel)
+                            stats=stats, decode_attn=kernel, kv_tokens=kv_tokens,
+                            kv_bytes=kv_bytes(model, kv_tokens, B), new_tokens=ran + 1, kv_budget=kv_budget,
+                            h2o=h2o.state(cache) if kv_budget is not None else None)
 
 
-def _decode_steps(model, cache, one_step, ids, pos, step, n, cuda_graph, dev, kernel="matmul") -> float:
-    """Run n decode steps (captured once in a CUDA graph and replayed when cuda_graph); returns the time at
-    which the timed steps started (after capture)."""
+def kv_bytes(model, tokens_per_layer: list[int], batch: int = 1) -> int:
+    """Bytes of K and V for these cached tokens per layer: sum of tokens x 2 x kv_heads x head_dim x dtype bytes."""
+    cfg = model.config
+    kvh = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    size = next(model.parameters()).element_size()
+    return batch * sum(tokens_per_layer) * 2 * kvh * hd * size
+
+
+def _decode_steps(model, cache, one_step, ids, pos, step, n, cuda_graph, dev, kernel="matmul", done=None):
+    """Run up to n decode steps (captured once in a CUDA graph and replayed when cuda_graph); `done` (B,) bool:
+    stop once it is all true (checked after every step). Returns (the time at which the timed steps started,
+    after capture; the steps run)."""
     masks = _LayerMasks(model, cache, kernel)
+    ran = 0
     with masks.attached(model):
         if cuda_graph and n > 0:
-            state = [l.cumulative_length.clone() for l in cache.layers], ids.clone(), pos.clone(), step.clone()
+            state = ([l.snapshot() for l in cache.layers], ids.clone(), pos.clone(), step.clone(),
+                     None if done is None else done.clone())
             s = torch.cuda.Stream(device=dev)
             s.wait_stream(torch.cuda.current_stream(dev))
             with torch.cuda.stream(s):
@@ -318,16 +382,21 @@ def _decode_steps(model, cache, one_step, ids, pos, step, n, cuda_graph, dev, ke
             with torch.cuda.graph(graph):
                 one_step()
             for l, c in zip(cache.layers, state[0]):
-                l.cumulative_length.copy_(c)
+                l.restore(c)
             ids.copy_(state[1]), pos.copy_(state[2]), step.copy_(state[3])
+            if done is not None:
+                done.copy_(state[4])
             masks.reset()
             _sync(dev)
             t2 = time.perf_counter()
-            for _ in range(n):
-                graph.replay()
+            step_fn = graph.replay
         else:
             t2 = time.perf_counter()
-            for _ in range(n):
-                one_step()
+            step_fn = one_step
+        for _ in range(n):
+            step_fn()
+            ran += 1
+            if done is not None and bool(done.all()):
+                break
         _sync(dev)
-    return t2
+    return t2, ran
