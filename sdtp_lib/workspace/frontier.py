@@ -13,7 +13,7 @@ it uses (file, backend, seconds, and where its HF dense baseline comes from).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from ..eval.scorers import parse_spec
@@ -28,13 +28,7 @@ def h2o_base(spec: str) -> tuple[str, float | None]:
     return (spec, None) if m is None else (H2O.sub("", spec, count=1), float(m.group(1)))
 
 
-def parse(spec: str):
-    """parse_spec's (variant, scorer), also for an H2O spec ("dense+H0.4", which this checkout's parser may not
-    take): the budget goes into the variant's kv_budget."""
-    base, budget = h2o_base(spec)
-    variant, name = parse_spec(base)
-    return (variant if budget is None else replace(variant, kv_budget=budget)), name
-
+parse = parse_spec  # (variant, scorer); an H2O budget is the variant's kv_budget
 
 @dataclass(frozen=True)
 class SpeedRow:

@@ -13,11 +13,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..eval.ablation import ABLATIONS  # 07_ablations/<name>/results.json
 from ..models import project_root
 
 log = logging.getLogger(__name__)
 
-ABLATIONS = ("losses", "stages", "keep_ratio", "start_layer")  # 07_ablations/<name>/results.json
 # the committed Qwen2-7B-shape H200 profiles the frontier takes its prefill speedups from, in order of preference
 # (the first file with a matching row wins; see sdtp_lib.workspace.frontier)
 SPEED_FILES = (
