@@ -56,8 +56,8 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     assert (run / "05_lmeval" / "sdtp-low_random" / "results.json").exists()
     assert (run / "05_lmeval" / "lmeval.png").stat().st_size > 10_000
     syn = json.loads((run / "06_synthetic" / "results.json").read_text())
-    assert {(s["scorer"], s["length"]) for s in syn["summary"]} == {(s, n) for s in ("dense", "sdtp:norm", "sdtp:oracle")
-                                                                    for n in (256, 512)}
+    specs = ("dense", "sdtp:norm", "sdtp:oracle", "dense+H0.4", "sdtp+H0.4:norm")  # +H0.4: H2O in decoding
+    assert {(s["scorer"], s["length"]) for s in syn["summary"]} == {(s, n) for s in specs for n in (256, 512)}
     for png in ("accuracy_vs_length", "accuracy_vs_length_by_layout", "heatmap_dense", "heatmap_sdtp_norm"):
         assert (run / "06_synthetic" / f"{png}.png").stat().st_size > 10_000
     abl = run / "07_ablations"  # every ablation, 01's saliency reused, the start layer's extra layers computed
@@ -70,7 +70,7 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     assert (abl / "predictors" / "full_L2" / "seed0" / "predictor.safetensors").exists()
     # 08: the paper's figures from this run's files, the ablations (07) included
     fig = run / "08_figures"
-    for png in ("saliency_sparsity", "latency_run", "longbench", "lmeval", "frontier"):
+    for png in ("saliency_sparsity", "latency_run", "longbench", "lmeval", "frontier", "h2o"):
         assert (fig / f"{png}.png").stat().st_size > 10_000, png
     summary = (fig / "final_summary.md").read_text()
     assert f"`{run}`" in summary and "## Verdict" in summary and "42.34" in summary  # the paper's LongBench original
