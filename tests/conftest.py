@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 
@@ -28,3 +30,14 @@ def prompt_ids(T: int, B: int = 1, seed: int = 0) -> torch.Tensor:
 def cfg(model, r: float) -> S.SDTPConfig:
     """The default stage placement for `model` at keep ratio r."""
     return S.SDTPConfig.for_model(model, keep_ratio=r)
+
+
+@contextlib.contextmanager
+def favouring(model, token_id: int, bonus: float = 100.0):
+    """The model's logits with `bonus` added to one token (a forward hook on the output embeddings, removed after)."""
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda mod, args, out: out.index_add(-1, torch.tensor([token_id]), torch.full((*out.shape[:-1], 1), bonus)))
+    try:
+        yield
+    finally:
+        hook.remove()

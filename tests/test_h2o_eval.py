@@ -12,6 +12,8 @@ from sdtp_lib.eval import longbench as L
 from sdtp_lib.eval import scorers as SC
 from sdtp_lib.eval import synthetic as Y
 
+from .conftest import favouring
+
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "longbench_fixture"
 BAD_SPECS = ["dense+H0", "dense+H-0.1", "dense+H1.5", "dense+Hnan", "dense+Hx", "dense+H0.4:norm", "sdtp+H0:norm"]
 
@@ -103,13 +105,9 @@ def test_longbench_h2o_keeps_samsum_stop_rules(tiny):
     nl = tok.encode("\n", add_special_tokens=False)[-1]
     sample = L.load_task(FIXTURE, "samsum", limit=1)[0]
     ids = L.build_prompt(tok, sample, "samsum", max_length=200)
-    hook = model.get_output_embeddings().register_forward_hook(
-        lambda mod, args, out: out.index_add(-1, torch.tensor([nl]), torch.full((*out.shape[:-1], 1), 100.0)))
-    try:
+    with favouring(model, nl):
         ref = L.generate_answer(model, tok, ids, "samsum")
         rec, stats = L.generate_answer_h2o(model, tok, ids, "samsum", None, None, 0.5, warm=False)
-    finally:
-        hook.remove()
     assert rec["new_tokens"] == ref["new_tokens"] == 2 and rec["pred"] == ref["pred"] and stats is None
 
 

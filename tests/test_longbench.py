@@ -13,6 +13,8 @@ import sdtp_lib as S
 from sdtp_lib.eval import longbench as L
 from sdtp_lib.io import write_jsonl
 
+from .conftest import favouring
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "data" / "longbench_fixture"
 RUN_TASKS = ["hotpotqa", "trec"]  # a chat-templated QA task (32 new tokens), a raw few-shot one with all_classes
@@ -236,12 +238,8 @@ def test_samsum_generation_stops_at_newline(tiny):
     # on a model pushed towards "\n": one other token first (min_new_tokens), then the newline ends it
     sample = L.load_task(FIXTURE, "samsum", limit=1)[0]
     ids = L.build_prompt(tok, sample, "samsum", max_length=200)
-    hook = model.get_output_embeddings().register_forward_hook(
-        lambda mod, args, out: out.index_add(-1, torch.tensor([nl]), torch.full((*out.shape[:-1], 1), 100.0)))
-    try:
+    with favouring(model, nl):
         rec = L.generate_answer(model, tok, ids, "samsum")
-    finally:
-        hook.remove()
     assert rec["new_tokens"] == 2 and rec["pred"].endswith("\n") and "\n" not in rec["pred"][:-1]
     assert rec["prompt_len"] == ids.shape[1] and rec["prefill_s"] > 0
 
