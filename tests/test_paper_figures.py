@@ -200,7 +200,7 @@ def test_summary_and_figures_of_a_fixture_run_name_every_missing_source(tmp_path
     assert made["longbench"].why.startswith("missing source longbench") and "not found" in made["longbench"].why
     text = PR.write_summary(src, tmp_path / "out", made).read_text()
     assert "| 32K | 1.79x / 1.43x / 1.67x |" in text  # paper 3.40 / 1.90 s; ours 1.0 / 0.7 (HF loop), 1.0 / 0.6
-    assert "**Prefill speed: reproduces**" in text and "at 2 of 2 prompt lengths" in text  # 1.67x vs 1.55x, 1.79x
+    assert "**Prefill speed: reproduces**" in text and "at 2 of 2 prompt lengths" in text  # 1.67x vs 1.52x, 1.79x
     assert "**Losses: reproduces** the paper's order" in text
     assert "| no ranking loss | no_rank | 66.27 | -0.55 |" in text and "| no MSE | - | - | - |" in text
     assert "| dense |" not in text[text.index("Losses ("):]  # the reference row is not a setting
@@ -286,8 +286,8 @@ def test_latency_table_takes_this_runs_profile_as_a_column_at_the_papers_lengths
     rows = [row("dense", "hf", 4096, 1.0), row("sdtp", "sdtp", 4096, 0.8)]
     write(run / "03_profiling" / "latency_20261205-000000.json", {"header": {"model": "m", "gpu": "g"}, "rows": rows})
     text = latency_section(load_sources(run, tmp_path / "results"))
-    assert "this run's prefill speedup, engine (m)" in text and "| 4K | 1.55x / - / - | 1.25x |" in text
-    assert "| 8K | 1.60x / - / - | - |" in text  # measured at 4K only
+    assert "this run's prefill speedup, engine (m)" in text and "| 4K | 1.52x / - / - | 1.25x |" in text
+    assert "| 8K | 1.58x / - / - | - |" in text  # measured at 4K only
     assert "Ours: `reports/results/2026-11-29_qwen2-7b-shape_latency_h200/latency.json` (committed; missing)" in text
 
 

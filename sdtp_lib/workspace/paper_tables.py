@@ -53,8 +53,7 @@ def latency_rows(src: Sources) -> list[dict]:
     out = []
     for p in PAPER["latency"]["rows"]:
         n = p["prompt_len"]
-        row = {"prompt_len": n, "paper_prefill": p["prefill_s"][0] / p["prefill_s"][1],
-               "paper_e2e": p["e2e_s"][0] / p["e2e_s"][1], "paper_flops": p["tflops"][0] / p["tflops"][1],
+        row = {"prompt_len": n, "paper_prefill": p["speedup"][0], "paper_e2e": p["speedup"][1], "paper_flops": p["tflops"][0] / p["tflops"][1],
                "paper_memory_pct": p["memory_pct"]}
         if ours is not None:
             rs = ours["rows"]
