@@ -311,3 +311,9 @@ def test_h2o_summary_compares_sdtp_with_h2o_against_h2o_alone_at_the_same_budget
     assert "| synthetic | sdtp+H0.4:norm | 0.4 | 50.0 | 80.0 | -30.0 | 90.0 | -40.0 |" in text
     assert "**H2O, synthetic sdtp+H0.4:norm: does not reproduce** \"almost no further loss\" on top of H2O (-40.0" in text
     assert "sdtp+H0.2:norm: " not in text.split("## Verdict")[1]  # no verdict without its H2O-alone reference
+
+
+def test_a_verdict_on_few_samples_says_so():
+    from sdtp_lib.workspace.report import MIN_EVIDENCE_N, few
+    assert few(2, "held-out samples") == " (n = 2 held-out samples: too few to be evidence)"
+    assert few(MIN_EVIDENCE_N, "prompts") == "" and few(None, "prompts") == ""

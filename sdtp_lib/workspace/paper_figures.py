@@ -179,7 +179,7 @@ def _mean(v):
 def h2o_points(synthetic: dict | None = None, predictions: list[dict] | None = None,
                longbench: dict | None = None) -> list[dict]:
     """One point per "+H<budget>" scorer and per scorer it is the budget of (budget None: no eviction):
-    {bench, scorer, base, budget, score, kv_bytes, decode_ms_per_token}; synthetic accuracy in %, LongBench's
+    {bench, scorer, base, budget, score, n (prompts), kv_bytes, decode_ms_per_token}; synthetic accuracy in %, LongBench's
     category average. kv_bytes / decode_ms_per_token: the suite's "efficiency" entry (else the mean over prediction
     rows that carry them), LongBench's mean_kv_bytes / mean_decode_ms_per_token; None where absent. Empty when no
     scorer has a +H."""
@@ -195,10 +195,10 @@ def h2o_points(synthetic: dict | None = None, predictions: list[dict] | None = N
             for k in keys:
                 rows[r["scorer"]][k].append(r.get(k))
         eff = synthetic.get("efficiency") or {}
-        pts += [{"bench": "synthetic", "scorer": s, "score": 100 * a / n,
+        pts += [{"bench": "synthetic", "scorer": s, "score": 100 * a / n, "n": n,
                  **{k: (eff.get(s) or {}).get(k, _mean(rows[s][k])) for k in keys}} for s, (a, n) in acc.items()]
     if longbench is not None:
-        pts += [{"bench": "LongBench", "scorer": s, "score": v.get("category_average"),
+        pts += [{"bench": "LongBench", "scorer": s, "score": v.get("category_average"), "n": v.get("n_samples"),
                  **{k: v.get(f"mean_{k}", v.get(k)) for k in keys}} for s, v in longbench["scorers"].items()]
     for p in pts:
         p["base"], p["budget"] = h2o_base(p["scorer"])

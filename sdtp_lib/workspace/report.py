@@ -42,6 +42,14 @@ def sources_section(src: Sources) -> str:
 
 
 # ------------------------------------------------------------------ verdict
+MIN_EVIDENCE_N = 30  # fewer samples behind a verdict: it is stated, and said to be too few to count
+
+
+def few(n, what: str) -> str:
+    """" (n = 2 held-out samples: too few to be evidence)" below MIN_EVIDENCE_N, else ""."""
+    return f" (n = {n} {what}: too few to be evidence)" if n is not None and n < MIN_EVIDENCE_N else ""
+
+
 def verdict(src: Sources, frontier: dict | None, h2o: list[dict]) -> str:
     lines = []
     lat = [r for r in latency_rows(src) if r.get("ours_prefill") is not None]
@@ -89,11 +97,12 @@ def verdict(src: Sources, frontier: dict | None, h2o: list[dict]) -> str:
                 if canon_loss(k, loss_of.get(k))}
         if {"full", "no_rank", "no_rank_mse"} <= set(held):
             same = held["full"] <= held["no_rank"] <= held["no_rank_mse"]
+            n = min((r.get("n_heldout") or 0 for r in rows), default=0)
             lines.append(f"- **Losses: {'reproduces' if same else 'does not reproduce'}** the paper's order (full best, "
                          f"then without ranking, then without ranking and MSE): held-out loss - dense "
                          f"{held['full']:+.3f} / {held['no_rank']:+.3f} / {held['no_rank_mse']:+.3f}"
                          + (" (a random tiny model: not evidence)" if str(losses.get("model")).startswith("tiny-")
-                            else "") + ".")
+                            else few(n, "held-out samples")) + ".")
         else:
             lines.append("- Losses: the settings full / no ranking / no ranking and MSE were not all found "
                          f"({sorted(loss_of, key=str)}): no verdict.")
@@ -104,7 +113,8 @@ def verdict(src: Sources, frontier: dict | None, h2o: list[dict]) -> str:
             model = bench_model(src, p["bench"])
             lines.append(f"- **H2O, {p['bench']} {p['scorer']}: {word}** \"almost no further loss\" on top of H2O "
                          f"({d:+.1f} vs dense+H{p['budget']:g}, tolerance {TOL_POINTS:g} points)"
-                         + ("; a random tiny model: not evidence" if model.startswith("tiny-") else "") + ".")
+                         + ("; a random tiny model: not evidence" if model.startswith("tiny-")
+                            else few(p.get("n"), "prompts")) + ".")
     if frontier and frontier["points"]:
         best = max((p for p in frontier["points"] if p["speed"] is not None), key=lambda p: (p["share"], p["speedup"]),
                    default=None)
