@@ -145,7 +145,11 @@ def _reference_varlen(q, k, v, seqused_k=None, softmax_scale=None, causal=False,
 
 
 def _reference_combine(out_partial, lse_partial, out_dtype=None, return_lse=True):
-    """flash_attn_combine's contract: (splits, B, Q, H, D) outputs merged by their (splits, B, Q, H) lse."""
+    """flash_attn_combine's contract: (splits, B, Q, H, D) outputs merged by their (splits, B, Q, H) lse. The partials
+    must be float32: bf16 ones pass its checks but read out of bounds on the H200 (flash-attn-4 4.0.0b36, an illegal
+    memory access in the combine kernel; its own split-KV path writes float32 partials)."""
+    assert out_partial.dtype == torch.float32 and lse_partial.dtype == torch.float32
+    assert lse_partial.is_contiguous()
     w = torch.softmax(lse_partial, 0)[..., None]
     return (w * out_partial.float()).sum(0).to(out_dtype), None
 
@@ -165,11 +169,12 @@ def test_fa4_decode_path_passes_each_chunks_filled_length(tiny_sdpa, monkeypatch
     seen = []
 
     def fake(q, k, v, seqused_k=None, **kw):
+        assert q.is_contiguous()  # one query row per chunk, materialised (an expanded view has batch stride 0)
         seen.append((k.shape[1], seqused_k.tolist()))
         return _reference_varlen(q, k, v, seqused_k=seqused_k, **kw)
-    cute = types.ModuleType("flash_attn.cute")
-    cute.flash_attn_varlen_func, cute.flash_attn_combine = fake, _reference_combine
-    monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
+    interface = types.ModuleType("flash_attn.cute.interface")  # flash_attn.cute re-exports no combine
+    interface.flash_attn_varlen_func, interface.flash_attn_combine = fake, _reference_combine
+    monkeypatch.setitem(sys.modules, "flash_attn.cute.interface", interface)
     monkeypatch.setattr(models, "check_attn", lambda name, device: None)
     model, _ = tiny_sdpa
     ids = prompt_ids(70, B=2, seed=11)

@@ -77,7 +77,7 @@ def decode_attention_fa4(module, query, key, value, attention_mask, scaling=None
     read). flash-attn 4 has no split-KV forward on Hopper (SM 9.0), so the split is a batch: chunk i of the cache
     is a (fa4_chunk(S), KVH, D) view and one forward over the c chunks (c x KVH thread blocks instead of KVH)
     returns each chunk's output and log-sum-exp, merged by flash-attn's combine kernel. Returns (B, 1, H, D)."""
-    from flash_attn.cute import flash_attn_combine, flash_attn_varlen_func
+    from flash_attn.cute.interface import flash_attn_combine, flash_attn_varlen_func  # combine is not re-exported
     if sdtp_seqused_k is None:
         raise ValueError("decode_attention_fa4 needs sdtp_seqused_k (the filled slots of each cache chunk)")
     B, H, _, D = query.shape
@@ -86,7 +86,7 @@ def decode_attention_fa4(module, query, key, value, attention_mask, scaling=None
     c = S // L
     outs = []
     for b in range(B):  # B = 1 when timed; a chunk view needs one sequence's cache
-        q = query[b:b + 1].transpose(1, 2).expand(c, 1, H, D)  # (c, 1, H, D): the query once per chunk
+        q = query[b:b + 1].transpose(1, 2).expand(c, 1, H, D).contiguous()  # (c, 1, H, D): the query per chunk
         k = key[b].view(kvh, c, L, D).permute(1, 2, 0, 3)  # (c, L, KVH, D), a view
         v = value[b].view(kvh, c, L, D).permute(1, 2, 0, 3)
         o, lse = flash_attn_varlen_func(q, k, v, seqused_k=sdtp_seqused_k[b], softmax_scale=scaling, causal=False,
@@ -94,7 +94,7 @@ def decode_attention_fa4(module, query, key, value, attention_mask, scaling=None
         if c == 1:
             outs.append(o)
             continue
-        o, _ = flash_attn_combine(o.unsqueeze(1), lse.transpose(1, 2).unsqueeze(1).contiguous(), out_dtype=o.dtype,
+        o, _ = flash_attn_combine(o.unsqueeze(1).float(), lse.transpose(1, 2).unsqueeze(1).contiguous(), out_dtype=o.dtype,
                                   return_lse=False)  # (1, 1, H, D)
         outs.append(o)
     return (outs[0] if B == 1 else torch.cat(outs)), None
