@@ -13,6 +13,7 @@ import sys
 import torch
 
 import sdtp_lib as S
+from sdtp_lib.models import cache_kwarg, output_cache
 from sdtp_lib.speed.decode import greedy_generate
 from sdtp_lib.speed.kernels import fast_prefill
 from sdtp_lib.speed.profiling import host_sync_in_prefill, qwen2_7b_random
@@ -36,9 +37,9 @@ def main():
     def hf_steps(block):  # HF's own teacher-forced step-by-step decode (DynamicCache), pruned inside `block`
         with fast_prefill(model), block:
             out = model(ids, use_cache=True, logits_to_keep=1)
-            steps, cache = [out.logits[:, -1].float()], out.past_key_values
+            steps, cache = [out.logits[:, -1].float()], output_cache(out)
             for j in range(31):
-                out = model(forced[:, j:j + 1], past_key_values=cache, use_cache=True)
+                out = model(forced[:, j:j + 1], **{cache_kwarg(model): cache}, use_cache=True)
                 steps.append(out.logits[:, -1].float())
         return torch.stack(steps, 1)
     ref = {"dense": hf_steps(contextlib.nullcontext()), "sdtp": hf_steps(S.pruning(model, pred, conf))}

@@ -79,6 +79,19 @@ def check_supported(model) -> None:
                                     "(decoder-only models whose layers take position_embeddings=(cos, sin))")
 
 
+def cache_kwarg(model) -> str:
+    """The name of forward's KV-cache argument: "cache" from transformers 5.2x on ("past_key_values" still works
+    there with a FutureWarning and is removed in 5.40), "past_key_values" before (5.17)."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache a forward returned (`out.cache`, or `out.past_key_values` before transformers renamed it)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def config_fingerprint(config) -> str:
     """Short hash of the shape-defining fields: a predictor trained for one model refuses another."""
     keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",

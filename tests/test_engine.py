@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import sdtp_lib as S
+from sdtp_lib.models import cache_kwarg, output_cache
 from sdtp_lib.engine import PruningError
 
 from .conftest import cfg, prompt_ids
@@ -95,13 +96,13 @@ def test_kv_cache_holds_kept_tokens_and_decode_continues_at_T(tiny):
         h = model.get_decoder().layers[-1].register_forward_pre_hook(spy, with_kwargs=True)  # runs after ours
         try:
             out = model(ids, use_cache=True)
-            cache = out.past_key_values
+            cache = output_cache(out)
             lens = [layer.keys.shape[-2] for layer in cache.layers]
             assert lens == st.kept_per_layer
             assert lens[0] == T and lens[-1] < T
             nxt = out.logits[:, -1:].argmax(-1)
-            out2 = model(nxt, past_key_values=cache, use_cache=True)
-            assert [layer.keys.shape[-2] for layer in out2.past_key_values.layers] == [n + 1 for n in lens]
+            out2 = model(nxt, **{cache_kwarg(model): cache}, use_cache=True)
+            assert [layer.keys.shape[-2] for layer in output_cache(out2).layers] == [n + 1 for n in lens]
         finally:
             h.remove()
     assert seen[-1].flatten().tolist() == [T]  # the decode token sits at position T
@@ -117,7 +118,7 @@ def test_pruned_decode_matches_manual_reference(tiny):
     with S.pruning(model, "norm", cfg(model, 0.6)) as st:
         out = model(ids, use_cache=True)
         nxt = out.logits[:, -1:].argmax(-1)
-        dec = model(nxt, past_key_values=out.past_key_values, use_cache=True).logits[:, -1]
+        dec = model(nxt, **{cache_kwarg(model): output_cache(out)}, use_cache=True).logits[:, -1]
     # reference: the full sequence prompt + next token, where layer l only attends to its kept prompt tokens
     full = torch.cat([ids, nxt], 1)
     ref = manual_forward(model, full, st, extra=1)[:, -1]
@@ -239,10 +240,10 @@ def test_static_cache_and_chunked_prefill_refused(tiny_sdpa):
     ids = prompt_ids(30)
     with S.pruning(model, "norm", cfg(model, 0.5)):
         with pytest.raises(PruningError, match="DynamicCache"):
-            model(ids, past_key_values=StaticCache(config=model.config, max_cache_len=64), use_cache=True)
+            model(ids, **{cache_kwarg(model): StaticCache(config=model.config, max_cache_len=64)}, use_cache=True)
         out = model(ids[:, :20], use_cache=True)
         with pytest.raises(PruningError, match="chunked prefill"):
-            model(ids[:, 20:], past_key_values=out.past_key_values, use_cache=True)
+            model(ids[:, 20:], **{cache_kwarg(model): output_cache(out)}, use_cache=True)
 
 
 def test_sliding_window_refused():

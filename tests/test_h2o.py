@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import sdtp_lib as S
+from sdtp_lib.models import cache_kwarg, output_cache
 from sdtp_lib.speed import h2o
 from sdtp_lib.speed.decode import greedy_generate
 
@@ -77,7 +78,7 @@ def _reference_h2o(model, ids: torch.Tensor, n_new: int, b: float):
     L, H, kvh = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
     acc = torch.zeros(L, kvh, T + n_new, dtype=torch.float64)
     out = model(ids, use_cache=True, output_attentions=True)
-    cache = out.past_key_values
+    cache = output_cache(out)
     acc[:, :, :T] = torch.stack([_colsums(a, kvh)[0] for a in out.attentions]).double()
     k, held = math.ceil(b * T), []
     r = k // 2
@@ -116,7 +117,7 @@ def _reference_h2o(model, ids: torch.Tensor, n_new: int, b: float):
                     idx = torch.tensor(sorted(cur[l][h]))
                     m[0, h * (H // kvh):(h + 1) * (H // kvh), 0, idx] = 0.0
                 masks[l] = m
-            o = model(torch.tensor([[tokens[-1]]]), position_ids=torch.tensor([[p]]), past_key_values=cache,
+            o = model(torch.tensor([[tokens[-1]]]), position_ids=torch.tensor([[p]]), **{cache_kwarg(model): cache},
                       use_cache=True, attention_mask=torch.zeros(1, 1, 1, n), output_attentions=True)
             for l, a in enumerate(o.attentions):
                 acc[l, :, :n] += _colsums(a, kvh)[0].double()
@@ -194,7 +195,7 @@ def test_snapshot_restore_undoes_a_step(tiny_sdpa):
     T = 41
     ids = prompt_ids(T, seed=3)
     with h2o.collect_prefill_scores(model) as sc:
-        dyn = model(ids, use_cache=True).past_key_values
+        dyn = output_cache(model(ids, use_cache=True))
     step = torch.ones((), dtype=torch.long)
     cache = h2o.h2o_cache(dyn, 0.2, T, 5, sc, [None] * len(dyn.layers), step)
     layer = cache.layers[0]

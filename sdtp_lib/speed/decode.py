@@ -287,6 +287,8 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
         raise ValueError(f"forced must have shape ({B}, {max_new_tokens}), got {tuple(forced.shape)}")
     _sync(dev)
     t0 = time.perf_counter()
+    from ..models import cache_kwarg, output_cache
+    cache_kw = cache_kwarg(model)
     block = pruning(model, scorer, config) if scorer is not None else contextlib.nullcontext()
     collect = h2o.collect_prefill_scores(model) if kv_budget is not None else contextlib.nullcontext()
     with prefill_kernels(model, chunk_tokens, fast_kernels):  # the decode steps (and graph) use them too
@@ -298,7 +300,7 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
         first = logits0.argmax(-1)  # (B,)
         _sync(dev)
         t1 = time.perf_counter()
-        dyn = out.past_key_values
+        dyn = output_cache(out)
         kept = [layer.keys.shape[-2] for layer in dyn.layers]
         del out
         step = torch.ones((), dtype=torch.long, device=dev)  # index of the token this step produces
@@ -321,7 +323,7 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
         done = torch.isin(first, stops) if stops is not None else None  # (B,) a stop token produced
 
         def one_step():
-            logits = model(input_ids=ids, position_ids=pos, attention_mask=dummy_mask, past_key_values=cache,
+            logits = model(input_ids=ids, position_ids=pos, attention_mask=dummy_mask, **{cache_kw: cache},
                            use_cache=True, logits_to_keep=1).logits
             nxt = logits[:, -1].argmax(-1)  # (B,)
             tokens.index_copy_(1, step.view(1), nxt[:, None])
