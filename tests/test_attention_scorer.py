@@ -358,3 +358,28 @@ def test_hops_by_name_and_bounds():
     a, b = WindowAttentionScorer(window=8), WindowAttentionScorer(window=8, hops=4)
     a._dims = b._dims = (64, 32, 64)
     assert b.flops_per_token() - a.flops_per_token() == 2 * 64 * 4
+
+
+@pytest.mark.parametrize("hops", [0, 4])
+def test_one_key_projection_per_scorer_call(eager, hops):
+    """The scorer projects every token's keys once per stage call, the second hop included (its FLOPs count one
+    key projection), and its score equals the window's plus the hop's computed apart."""
+    model, _ = eager
+    T, l = 64, 1
+    ids = prompt_ids(T, B=2, seed=7)
+    hs, cos_sin, _ = _dense_states(model, ids)
+    layer = model.get_decoder().layers[l]
+    rows = []
+    hook = layer.self_attn.k_proj.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].shape[1]))
+    try:
+        with torch.no_grad():
+            got = WindowAttentionScorer(window=8, kernel=1, hops=hops)(hs[l], 0, layer=layer,
+                                                                        position_embeddings=cos_sin)
+    finally:
+        hook.remove()
+    assert rows == [T]  # one projection, of all T tokens
+    with torch.no_grad():
+        ref = window_attention(layer, hs[l], cos_sin, 8, heads="max")
+        if hops:
+            ref = ref + hop_attention(layer, hs[l], cos_sin, ref, 8, hops, heads="max")
+    torch.testing.assert_close(got, ref)

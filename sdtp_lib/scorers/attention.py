@@ -61,11 +61,14 @@ class WindowAttentionScorer:
                             "sdtp_lib.pruning (the physical engine) or masked_pruning(mode='topk')")
         attn = layer.self_attn
         self._dims = (hidden.shape[-1], attn.k_proj.out_features, attn.q_proj.out_features)  # C, KVH*D, H*D
+        keys = rotated_keys(layer, hidden, position_embeddings)  # (B, KVH, T, D), shared by both hops
+        B, T, _ = hidden.shape
+        queries = window_queries(B, T, min(self.window, T), alive, eligible, hidden.device)
         probs = window_attention(layer, hidden, position_embeddings, self.window, alive, eligible,
-                                 heads=self.heads)  # (B, T)
+                                 heads=self.heads, keys=keys, queries=queries)  # (B, T)
         if self.hops:
             probs = probs + hop_attention(layer, hidden, position_embeddings, probs, self.window, self.hops, alive,
-                                          eligible, heads=self.heads)
+                                          eligible, heads=self.heads, keys=keys, queries=queries)
         if self.kernel == 1:
             return probs
         # the tokens of a span share its max: their own attention breaks the tie (the same way in every engine)
@@ -79,19 +82,21 @@ class WindowAttentionScorer:
 
 
 def window_attention(layer, hidden: torch.Tensor, position_embeddings, window: int, alive=None,
-                     eligible=None, heads: str = "mean") -> torch.Tensor:
+                     eligible=None, heads: str = "mean", keys=None, queries=None) -> torch.Tensor:
     """(B, T) float32: the attention each of the T tokens receives from the last `window` queries of the layer's
     self-attention (softmax over the causal keys of each query), averaged over those queries, then averaged over
     the heads (heads="mean") or their maximum taken (heads="max").
 
     alive (B, T) bool: the tokens still present (the masked simulation's keep mask; None: all). Only they are
     keys and queries; the others receive 0. eligible (B, T) bool: tokens that may be queries (None: all). The
-    queries of a row are its last `window` present, eligible tokens."""
+    queries of a row are its last `window` present, eligible tokens. keys (rotated_keys) and queries
+    (window_queries) may be passed in when computed already (the scorer shares them with the second hop)."""
     B, T, _ = hidden.shape
     w = min(window, T)
     pos = torch.arange(T, device=hidden.device)
-    qidx, valid = window_queries(B, T, w, alive, eligible, hidden.device)
-    q, k = _queries_keys(layer, hidden, position_embeddings, qidx)  # (B, KVH, G*w, D), (B, KVH, T, D)
+    qidx, valid = queries if queries is not None else window_queries(B, T, w, alive, eligible, hidden.device)
+    k = keys if keys is not None else rotated_keys(layer, hidden, position_embeddings)  # (B, KVH, T, D)
+    q = rotated_queries(layer, hidden, position_embeddings, qidx, k.shape[1])  # (B, KVH, G*w, D)
     KVH, G = k.shape[1], q.shape[2] // w
     s = torch.matmul(q.float(), k.float().transpose(-1, -2))  # (B, KVH, G*w, T)
     if valid is None and alive is None:  # the last w tokens are the queries: only they have later keys to hide
@@ -125,48 +130,59 @@ def window_queries(B: int, T: int, w: int, alive=None, eligible=None, device=Non
     return qidx.clamp(min=0), qidx >= 0
 
 
-def _queries_keys(layer, hidden: torch.Tensor, position_embeddings, qidx: torch.Tensor):
-    """The stage layer's rotated queries of the tokens qidx (B, n), grouped under their KV head (B, KVH, G*n, D),
-    scaled by the softmax scale, and the rotated keys of every token (B, KVH, T, D). Only the n queries are
-    projected; the norm is per token."""
+def rotated_keys(layer, hidden: torch.Tensor, position_embeddings) -> torch.Tensor:
+    """The stage layer's rotated keys of every token, (B, KVH, T, D): its input norm, k_proj and rotary."""
     attn = layer.self_attn
     B, T, _ = hidden.shape
-    n, D = qidx.shape[1], attn.head_dim
+    k = normed_proj(layer.input_layernorm, attn.k_proj, hidden).view(B, T, -1, attn.head_dim).transpose(1, 2)
     cos, sin = position_embeddings  # (B|1, T, D) of the current tokens
+    _, k = _rope(attn)(k, k, cos, sin)
+    return k
+
+
+def rotated_queries(layer, hidden: torch.Tensor, position_embeddings, qidx: torch.Tensor, kv_heads: int):
+    """The stage layer's rotated queries of the tokens qidx (B, n), scaled by the softmax scale and grouped under
+    their KV head: (B, KVH, G*n, D). Only the n queries are projected; the norm is per token."""
+    attn = layer.self_attn
+    B = hidden.shape[0]
+    n, D = qidx.shape[1], attn.head_dim
+    cos, sin = position_embeddings
     gather = lambda t: t.expand(B, *t.shape[1:]).gather(1, qidx[..., None].expand(B, n, t.shape[-1]))  # noqa: E731
     q = attn.q_proj(layer.input_layernorm(gather(hidden)))
     q = (q * attn.scaling).view(B, n, -1, D).transpose(1, 2)  # (B, H, n, D), the softmax scale folded in
-    k = normed_proj(layer.input_layernorm, attn.k_proj, hidden).view(B, T, -1, D).transpose(1, 2)  # (B, KVH, T, D)
-    rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the family's own rotary
-    q, _ = rope(q, q, gather(cos), gather(sin))
-    _, k = rope(k, k, cos, sin)
-    return q.reshape(B, k.shape[1], -1, D), k  # query heads grouped under their KV head
+    q, _ = _rope(attn)(q, q, gather(cos), gather(sin))
+    return q.reshape(B, kv_heads, -1, D)  # query heads grouped under their KV head
+
+
+def _rope(attn):
+    return sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the family's own rotary
 
 
 SINK = 4  # the first present tokens (attention sinks, SDTPConfig.num_sink's default) are never hop queries
 
 
 def hop_attention(layer, hidden: torch.Tensor, position_embeddings, first: torch.Tensor, window: int, hops: int,
-                  alive=None, eligible=None, heads: str = "max") -> torch.Tensor:
+                  alive=None, eligible=None, heads: str = "max", keys=None, queries=None) -> torch.Tensor:
     """(B, T) float32: the second hop. first (B, T): the window's attention (window_attention). The `hops` present,
     eligible tokens it ranks highest, outside the window's queries and the first SINK present tokens (with the
     question before the context, the question's tokens), become queries over every present, eligible token
     *without* the causal mask (a question written before a fact can then find it); their attention, averaged over
     them and pooled over heads as the window's, is returned (0 for hidden keys). Hidden keys: absent, not eligible,
-    the first SINK, the hop queries themselves."""
+    the first SINK, the hop queries themselves. keys / queries: as in window_attention."""
     B, T, _ = hidden.shape
     present = torch.ones(B, T, dtype=torch.bool, device=hidden.device) if alive is None else alive
     present = present & eligible if eligible is not None else present
     sink = present.cumsum(-1) <= SINK  # (B, T) the first SINK present tokens
     w = min(window, T)
-    qidx, valid = window_queries(B, T, w, alive, eligible, hidden.device)
+    qidx, valid = queries if queries is not None else window_queries(B, T, w, alive, eligible, hidden.device)
     in_window = torch.zeros(B, T, dtype=torch.bool, device=hidden.device).scatter_(
         1, qidx, torch.ones_like(qidx, dtype=torch.bool) if valid is None else valid)
     cand = present & ~sink & ~in_window
     m = min(hops, T)
     top = first.float().masked_fill(~cand, float("-inf")).topk(m, dim=-1)  # (B, m); -inf: fewer candidates
     hidx, hvalid = top.indices, torch.isfinite(top.values)
-    q, k = _queries_keys(layer, hidden, position_embeddings, hidx)  # (B, KVH, G*m, D), (B, KVH, T, D)
+    k = keys if keys is not None else rotated_keys(layer, hidden, position_embeddings)  # (B, KVH, T, D)
+    q = rotated_queries(layer, hidden, position_embeddings, hidx, k.shape[1])  # (B, KVH, G*m, D)
     KVH, G = k.shape[1], q.shape[2] // m
     is_hop = torch.zeros(B, T, dtype=torch.bool, device=hidden.device).scatter_(1, hidx, hvalid)
     hide = ~present | sink | is_hop  # (B, T), the same for every hop query
