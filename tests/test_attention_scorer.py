@@ -383,3 +383,35 @@ def test_one_key_projection_per_scorer_call(eager, hops):
         if hops:
             ref = ref + hop_attention(layer, hs[l], cos_sin, ref, 8, hops, heads="max")
     torch.testing.assert_close(got, ref)
+
+
+def test_memory_keeps_a_tokens_best_stage_score(eager):
+    """attention-m: each stage's attention is normalised to sum 1 over the present tokens, and a token scores the
+    max of that (pooled) and what it scored at the earlier stages of the same prefill, looked up by original
+    position; stage 0 starts afresh; absent tokens score 0."""
+    model, _ = eager
+    T = 72
+    ids = prompt_ids(T, B=2, seed=8)
+    hs, cos_sin, _ = _dense_states(model, ids)
+    layers = model.get_decoder().layers
+    sc, plain = make_scorer("attention-w8-k3-m"), WindowAttentionScorer(window=8, kernel=3)
+    assert sc.memory and not plain.memory
+    with torch.no_grad():
+        s0 = sc(hs[1], 0, torch.arange(T).expand(2, T), layer=layers[1], position_embeddings=cos_sin)
+        probs = window_attention(layers[1], hs[1], cos_sin, 8, heads="max")
+        norm = probs / probs.sum(-1, keepdim=True)
+        torch.testing.assert_close(s0, torch.nn.functional.max_pool1d(norm[:, None], 3, 1, 1)[:, 0] + TIE_BREAK * norm)
+        keep = torch.stack([torch.randperm(T, generator=torch.Generator().manual_seed(b))[:40].sort().values
+                            for b in range(2)])  # (2, 40) original positions still present at stage 1
+        h1 = hs[2].gather(1, keep[..., None].expand(-1, -1, hs[2].shape[-1]))
+        cs1 = tuple(t.expand(2, -1, -1).gather(1, keep[..., None].expand(-1, -1, t.shape[-1])) for t in cos_sin)
+        s1 = sc(h1, 1, keep, layer=layers[2], position_embeddings=cs1)
+        fresh = WindowAttentionScorer(window=8, kernel=3, memory=True)(h1, 0, keep, layer=layers[2],
+                                                                       position_embeddings=cs1)
+        torch.testing.assert_close(s1, torch.maximum(fresh, s0.gather(1, keep)))  # stage 1 remembers stage 0
+        assert (s1 > fresh + 1e-6).any() and (s1 >= s0.gather(1, keep)).all()
+        again = sc(hs[1], 0, torch.arange(T).expand(2, T), layer=layers[1], position_embeddings=cos_sin)
+        torch.testing.assert_close(again, s0)  # a new prefill forgets the last one
+        alive = torch.rand(2, T, generator=torch.Generator().manual_seed(3)) > 0.3
+        masked = sc(hs[1], 0, torch.arange(T).expand(2, T), layer=layers[1], position_embeddings=cos_sin, alive=alive)
+        assert (masked[~alive] == 0).all()

@@ -22,7 +22,7 @@ def test_all_keep_equals_dense(tiny):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("scorer", ["norm", "predictor", "attention", "attention-max", "hybrid"])
+@pytest.mark.parametrize("scorer", ["norm", "predictor", "attention", "attention-max", "attention-m", "hybrid"])
 def test_topk_simulation_equals_physical_engine(tiny, scorer):
     model, _ = tiny
     c = cfg(model, 0.6)

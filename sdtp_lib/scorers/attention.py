@@ -6,7 +6,7 @@ over heads and max-smoothed over neighbours so a fact's span survives with its m
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,11 @@ class WindowAttentionScorer:
     hops: int = 0  # a second hop: the `hops` tokens the window attends to most (outside the window and the first
     # SINK present tokens; with the question first, the question) query every token without the causal mask, and
     # their attention is added to the window's (hop_attention). 0: the window alone
+    memory: bool = False  # a token scores at least what it scored at the earlier stages of the same prefill (each
+    # stage's attention normalised to sum 1 over the present tokens first): a span that the early layers' retrieval
+    # found is not dropped when later layers look elsewhere. The scorer remembers within one forward (reset at stage 0)
     needs_layer = True
+    _memory: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)  # (B, T) by position
 
     def __post_init__(self):
         if self.window < 1 or self.kernel < 1 or self.kernel % 2 == 0:
@@ -69,10 +73,27 @@ class WindowAttentionScorer:
         if self.hops:
             probs = probs + hop_attention(layer, hidden, position_embeddings, probs, self.window, self.hops, alive,
                                           eligible, heads=self.heads, keys=keys, queries=queries)
+        if self.memory:
+            probs = probs / probs.sum(-1, keepdim=True).clamp(min=1e-30)  # (B, T): absent tokens are 0 already
         if self.kernel == 1:
-            return probs
-        # the tokens of a span share its max: their own attention breaks the tie (the same way in every engine)
-        return max_pool_alive(probs, self.kernel, alive, self.shift) + TIE_BREAK * probs
+            out = probs
+        else:  # the tokens of a span share its max: their own attention breaks the tie (the same way in every engine)
+            out = max_pool_alive(probs, self.kernel, alive, self.shift) + TIE_BREAK * probs
+        return self._remember(out, stage, positions, alive) if self.memory else out
+
+    def _remember(self, score: torch.Tensor, stage: int, positions, alive) -> torch.Tensor:
+        """max(score, what each token scored at this prefill's earlier stages), by original position; stage 0
+        starts a new prefill. positions (B, T) original positions (None: 0..T-1); alive: as in __call__."""
+        B, T = score.shape
+        if positions is None:
+            positions = torch.arange(T, device=score.device).expand(B, T)
+        if stage == 0 or self._memory is None or self._memory.shape[0] != B:
+            self._memory = score.new_zeros(B, int(positions.max()) + 1)
+        out = torch.maximum(score, self._memory.gather(1, positions))
+        if alive is not None:
+            out = out.masked_fill(~alive, 0.0)
+        self._memory = self._memory.scatter(1, positions, out)
+        return out
 
     def flops_per_token(self) -> int:
         """FLOPs per token entering a stage (the engine adds them to the pruned prefill's): its key projection

@@ -13,10 +13,11 @@ from .predictor import load_predictor, shipped_name, shipped_predictors
 
 POLICIES = {"random": RandomScorer, "norm": NormScorer, "recent": RecencyScorer, "attention": WindowAttentionScorer}
 # the window-attention scorer's settings in its name: attention[-mean|-max][-w<window>][-k<kernel>][-s<shift>]
-# [-h<hops>], e.g. attention-mean-k15, attention-k31-s10, attention-h16 (unnamed settings: WindowAttentionScorer's)
+# [-h<hops>][-m], e.g. attention-mean-k15, attention-k31-s10, attention-h16, attention-m (-m: memory across stages;
+# unnamed settings: WindowAttentionScorer's)
 _ATTENTION = re.compile(r"attention(?:-(?P<heads>mean|max))?(?:-w(?P<window>\d+))?(?:-k(?P<kernel>\d+))?"
-                        r"(?:-s(?P<shift>\d+))?(?:-h(?P<hops>\d+))?")
-POLICY_NAMES = f"{sorted(POLICIES)} or attention[-mean|-max][-w<window>][-k<kernel>][-s<shift>][-h<hops>]"  # help, errors
+                        r"(?:-s(?P<shift>\d+))?(?:-h(?P<hops>\d+))?(?P<memory>-m)?")
+POLICY_NAMES = f"{sorted(POLICIES)} or attention[-mean|-max][-w<window>][-k<kernel>][-s<shift>][-h<hops>][-m]"  # help, errors
 
 
 def is_policy(name) -> bool:
@@ -30,7 +31,7 @@ def make_scorer(scorer):
         m = _ATTENTION.fullmatch(scorer)
         if m is not None:  # "attention" itself included: the scorer with the settings its name gives
             kw = {k: int(m[k]) for k in ("window", "kernel", "shift", "hops") if m[k]}
-            return WindowAttentionScorer(**kw, **({"heads": m["heads"]} if m["heads"] else {}))
+            return WindowAttentionScorer(**kw, **({"heads": m["heads"]} if m["heads"] else {}), memory=bool(m["memory"]))
         if scorer not in POLICIES:
             raise ValueError(f"unknown pruning policy {scorer!r}; known: {POLICY_NAMES} (or pass a TokenPredictor)")
         return POLICIES[scorer]()
