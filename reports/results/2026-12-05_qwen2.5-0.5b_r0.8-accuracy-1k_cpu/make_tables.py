@@ -1,4 +1,4 @@
-"""The tables of this folder from the two runs (prompts that every scorer of a run answered):
+"""The tables of this folder from the three runs (prompts that every scorer of a run answered):
     python reports/results/2026-12-05_qwen2.5-0.5b_r0.8-accuracy-1k_cpu/make_tables.py OUT  (with the runs under runs/)"""
 import json, gzip, sys, collections
 from pathlib import Path
@@ -15,8 +15,13 @@ def complete(rows):
     return [r for r in rows if (r["task"], r["layout"], r["sample"], r["length"]) in ok]
 
 out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
-for name, src in (("scorers", "runs/acc_0.5b_1k_cpu"), ("second-hop", "runs/acc_0.5b_1k_hop_cpu")):
-    rows = complete(load(f"{src}/predictions.jsonl"))
+MEMORY = {"dense", "sdtp:attention", "sdtp@0.8:attention", "sdtp@0.8+R0.02:attention", "sdtp:attention-m",
+          "sdtp@0.8:attention-m", "sdtp@0.8+R0.02:attention-m"}   # memory/: the -m scorers beside their plain ones
+for name, src, keep in (("scorers", "runs/acc_0.5b_1k_cpu", None), ("second-hop", "runs/acc_0.5b_1k_hop_cpu", None),
+                        ("memory", "runs/acc_mem_1k", MEMORY)):
+    if not Path(f"{src}/config.json").exists():
+        print(f"{name}: {src} not here, its folder is left as it is"); continue
+    rows = complete([r for r in load(f"{src}/predictions.jsonl") if keep is None or r["scorer"] in keep])
     d = out / name; d.mkdir(exist_ok=True)
     with gzip.open(d / "predictions.jsonl.gz", "wt") as f:
         for r in rows: f.write(json.dumps(r) + "\n")
