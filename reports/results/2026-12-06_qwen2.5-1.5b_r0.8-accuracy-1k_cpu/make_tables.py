@@ -1,0 +1,36 @@
+"""This folder's tables from the 1.5B run (prompts that every scorer answered), beside the 0.5B on the same prompts:
+    python reports/results/2026-12-06_qwen2.5-1.5b_r0.8-accuracy-1k_cpu/make_tables.py OUT  (the run in runs/acc_1.5b_1k_cpu)"""
+import json, gzip, sys, collections
+from pathlib import Path
+from sdtp_lib.eval import synthetic as Y
+from sdtp_lib.io import atomic_write_text
+
+HERE = Path(__file__).resolve().parent
+SMALL = HERE.parent / "2026-12-05_qwen2.5-0.5b_r0.8-accuracy-1k_cpu" / "scorers" / "predictions.jsonl.gz"
+SCORERS = ["dense", "sdtp:attention", "sdtp@0.8+R0.02:attention"]
+
+def load(p):
+    p = Path(p)
+    return [json.loads(l) for l in (gzip.open(p, "rt") if p.suffix == ".gz" else open(p))]
+def key(r): return (r["task"], r["layout"], r["sample"], r["length"])
+def complete(rows):
+    by = collections.defaultdict(set)
+    for r in rows: by[key(r)].add(r["scorer"])
+    return [r for r in rows if by[key(r)] >= set(SCORERS) and r["scorer"] in SCORERS]
+
+out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+RUN = Path("runs/acc_1.5b_1k_cpu")
+big = complete(load(RUN / "predictions.jsonl" if (RUN / "predictions.jsonl").exists() else RUN / "predictions.jsonl.gz"))
+with gzip.open(out / "predictions.jsonl.gz", "wt") as f:
+    for r in big: f.write(json.dumps(r) + "\n")
+(out / "config.json").write_text(Path("runs/acc_1.5b_1k_cpu/config.json").read_text())
+prompts = {key(r) for r in big}
+small = [r for r in complete(load(SMALL)) if key(r) in prompts]   # the 0.5B on the same prompts
+lines = ["# Qwen2.5-Coder-1.5B beside Qwen2.5-Coder-0.5B: 1K prompts, CPU float32, the same prompts\n"]
+for name, rows in (("Qwen2.5-Coder-1.5B", big), ("Qwen2.5-Coder-0.5B", small)):
+    for task in [None] + list(dict.fromkeys(r["task"] for r in big)):
+        sub = [r for r in rows if task is None or r["task"] == task]
+        lines.append(f"\n## {name}: {'all tasks' if task is None else task}\n\n" + Y.comparison_markdown(Y.compare(sub)))
+    lines.append(f"\n## {name}: needle retention\n\n" + Y.retention_markdown(Y.retention(rows)))
+atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n", overwrite=True)
+print(len(big) // len(SCORERS), "prompts;", collections.Counter((r["task"], r["layout"]) for r in big if r["scorer"] == "dense"))
