@@ -1,13 +1,10 @@
 """The tables of this folder from the three runs (prompts that every scorer of a run answered):
     python reports/results/2026-12-05_qwen2.5-0.5b_r0.8-accuracy-1k_cpu/make_tables.py OUT  (with the runs under runs/)"""
-import json, gzip, sys, collections
+import sys, collections
 from pathlib import Path
 from sdtp_lib.eval import synthetic as Y
-from sdtp_lib.io import atomic_write_text
+from sdtp_lib.io import atomic_write_text, read_jsonl, write_jsonl
 
-def load(p):
-    p = Path(p)
-    return [json.loads(l) for l in (open(p) if p.exists() else gzip.open(str(p) + ".gz", "rt"))]
 def complete(rows):
     by = collections.defaultdict(set); sc = set(r["scorer"] for r in rows)
     for r in rows: by[(r["task"], r["layout"], r["sample"], r["length"])].add(r["scorer"])
@@ -21,10 +18,9 @@ for name, src, keep in (("scorers", "runs/acc_0.5b_1k_cpu", None), ("second-hop"
                         ("memory", "runs/acc_mem_1k", MEMORY)):
     if not Path(f"{src}/config.json").exists():
         print(f"{name}: {src} not here, its folder is left as it is"); continue
-    rows = complete([r for r in load(f"{src}/predictions.jsonl") if keep is None or r["scorer"] in keep])
+    rows = complete([r for r in read_jsonl(f"{src}/predictions.jsonl") if keep is None or r["scorer"] in keep])
     d = out / name; d.mkdir(exist_ok=True)
-    with gzip.open(d / "predictions.jsonl.gz", "wt") as f:
-        for r in rows: f.write(json.dumps(r) + "\n")
+    write_jsonl(d / "predictions.jsonl.gz", rows)
     (d / "config.json").write_text(Path(f"{src}/config.json").read_text())
     lines = [f"# {name}: Qwen2.5-Coder-0.5B, 1K prompts, CPU float32\n"]
     for task in [None] + list(dict.fromkeys(r["task"] for r in rows)):
