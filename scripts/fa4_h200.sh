@@ -29,9 +29,9 @@ case ${1:?prepare, stage DIR, install, checks or profile} in
     mkdir -p .fa4a .fa4b .fa4c .fa4d
     sha256sum "$tmp/$CU13" | cut -d' ' -f1 > .fa4c/cu13.sha256
     (cd "$tmp" && split -n 3 -d -a 1 "$CU13" cu13.part && rm "$CU13")
-    mv "$tmp"/cu13.part0 "$tmp"/flash_attn_4-*.whl "$tmp"/apache_tvm_ffi-*.whl .fa4a/
+    mv "$tmp"/cu13.part0 "$tmp"/flash_attn_4-*.whl .fa4a/
     mv "$tmp"/cu13.part1 .fa4b/
-    mv "$tmp"/nvidia_cutlass_dsl_libs_base-*.whl "$tmp"/torch_c_dlpack_ext-*.whl .fa4d/
+    mv "$tmp"/nvidia_cutlass_dsl_libs_base-*.whl "$tmp"/torch_c_dlpack_ext-*.whl "$tmp"/apache_tvm_ffi-*.whl .fa4d/
     mv "$tmp"/cu13.part2 "$tmp"/*.whl .fa4c/
     rmdir "$tmp" 2>/dev/null || ls "$tmp"
     grep -qx '/.fa4\[abcd\]/' .git/info/exclude 2>/dev/null || echo '/.fa4[abcd]/' >> .git/info/exclude

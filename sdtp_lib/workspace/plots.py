@@ -158,3 +158,61 @@ def training_curves(logs: dict, terms=("cls", "mse", "rank"), smooth: int = 10):
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def backend_figure(rows: list[dict], default_attn: str = "sdpa", title: str | None = None):
+    """Per attention backend and keep ratio: SDTP on this project's engine against plain HF dense with the baseline
+    backend (SDPA when the rows have it), prefill and end to end, and the decode step; grouped by prompt length.
+    Rows: a profile with several --attn backends and variants (e.g. sdtp, sdtp@0.8). Bars are labelled with their
+    value; a missing row leaves its slot empty rather than drawing a zero."""
+    import matplotlib
+    matplotlib.use("Agg") if matplotlib.get_backend().lower().startswith("tk") else None
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from ..speed.profiling import baseline_attn, parse_variant, row_attns, rows_by_key
+    base = baseline_attn(rows, default_attn)
+    by = rows_by_key(rows, default_attn)
+    lengths = sorted({r["prompt_len"] for r in rows})
+    variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if parse_variant(v).stages is not None]
+    series = [(a, v) for a in row_attns(rows, default_attn) for v in variants]  # one bar per (backend, variant)
+    if not series:
+        raise ValueError("backend_figure: no pruned variant in the rows (need e.g. 'sdtp' beside 'dense')")
+    names = {"sdpa": "SDPA", "flash_attention_4": "flash-attn 4", "flash_attention_2": "flash-attn 2"}
+    colours = sns.color_palette("colorblind", len(series))
+    hatches = ("", "//", "..", "xx", "\\\\", "oo")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.9))
+    width = 0.8 / len(series)
+    for i, (attn, v) in enumerate(series):
+        r_keep = next((by[k].get("keep_ratio") for k in by if k[1:] == (v, "sdtp", attn)), None)  # the row's r
+        label = f"{names.get(attn, attn)}, {v}" + (f" (r = {r_keep:g})" if r_keep is not None else "")
+        for j, T in enumerate(lengths):
+            hf, sp = by.get((T, "dense", "hf", base)), by.get((T, v, "sdtp", attn))
+            if sp is None:
+                continue
+            x = j + (i - (len(series) - 1) / 2) * width
+            vals = ([hf["prefill_s"] / sp["prefill_s"], hf["e2e_s"] / sp["e2e_s"]] if hf else [None, None])
+            vals.append(sp["decode_ms_per_token"])
+            for ax, y in zip(axes, vals):
+                if y is None:
+                    continue
+                ax.bar(x, y, width, color=colours[i], hatch=hatches[i % len(hatches)], edgecolor="black",
+                       linewidth=0.5, label=label if j == 0 or not ax.containers else None)
+                ax.annotate(f"{y:.2f}" if ax is not axes[2] else f"{y:.1f}", (x, y), ha="center", va="bottom",
+                            fontsize=7, xytext=(0, 1), textcoords="offset points")
+    titles = (f"prefill speedup vs HF dense ({names.get(base, base)})",
+              f"end-to-end speedup vs HF dense ({names.get(base, base)})", "SDTP decode (ms / token)")
+    for ax, t in zip(axes, titles):
+        ax.set_xticks(range(len(lengths)), [f"{n // 1024}K" if n % 1024 == 0 else str(n) for n in lengths])
+        ax.set_xlabel("prompt tokens")
+        ax.set_title(t, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.12)
+    for ax in axes[:2]:
+        ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    handles, labels = axes[0].get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    fig.legend(seen.values(), seen.keys(), fontsize=8, loc="lower center", ncol=min(len(seen), 4), frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # room for the legend under the panels, clear of the bars
+    return fig
