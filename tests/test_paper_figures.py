@@ -239,26 +239,6 @@ def test_latency_figure_on_both_engines_draws_the_rows():
     assert not fig.axes[3].lines and "not measured" in fig.axes[3].texts[0].get_text()  # CPU: no peak memory
 
 
-def test_backend_figure_bars_are_speedups_over_hf_dense_sdpa_per_backend_and_ratio():
-    from sdtp_lib.workspace.plots import backend_figure
-    mk = lambda v, e, a, T, s, r=None: dict(prompt_len=T, variant=v, engine=e, attn=a, prefill_s=s, e2e_s=2 * s,  # noqa: E731
-                                            decode_ms_per_token=10 * s, keep_ratio=r)
-    rows = [mk("dense", "hf", "sdpa", 1024, 1.0), mk("dense", "hf", "flash_attention_4", 1024, 0.8),
-            mk("sdtp", "sdtp", "sdpa", 1024, 0.5, 0.9), mk("sdtp@0.8", "sdtp", "sdpa", 1024, 0.25, 0.8),
-            mk("sdtp", "sdtp", "flash_attention_4", 1024, 0.4, 0.9),  # no r = 0.8 row with flash-attn 4: no bar
-            mk("dense", "hf", "sdpa", 2048, 3.0), mk("sdtp", "sdtp", "sdpa", 2048, 1.5, 0.9)]
-    fig = backend_figure(rows)
-    pre, e2e, dec = fig.axes
-    heights = sorted(round(p.get_height(), 6) for p in pre.patches)
-    assert heights == [2.0, 2.0, 2.5, 4.0]  # vs HF dense SDPA, never vs flash-attn 4's own dense (0.8 / 0.4)
-    assert sorted(round(p.get_height(), 6) for p in e2e.patches) == heights  # e2e_s = 2 x prefill_s here
-    assert sorted(round(p.get_height(), 6) for p in dec.patches) == [2.5, 4.0, 5.0, 15.0]
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
-        "SDPA, sdtp (r = 0.9)", "SDPA, sdtp@0.8 (r = 0.8)", "flash-attn 4, sdtp (r = 0.9)"]
-    with pytest.raises(ValueError, match="no pruned variant"):
-        backend_figure([mk("dense", "hf", "sdpa", 1024, 1.0)])
-
-
 def test_evaluation_bars_carry_one_hatch_per_scorer_in_bars_and_legend():
     from sdtp_lib.eval import figures as EF
     r = lambda acc: {"accuracy": acc, "config": {"num_fewshot": 5}, "lm_eval": {}}  # noqa: E731

@@ -70,6 +70,37 @@ def test_timed_scorer_is_transparent(tiny_sdpa):
     assert len(ts.spans) == len(conf.stage_layers) and ts.seconds() > 0
 
 
+def test_scorer_share_leaves_out_the_warm_up_prefill(tiny_sdpa):
+    import time
+
+    import torch
+
+    import sdtp_lib as S
+    from sdtp_lib.scorers import WindowAttentionScorer
+    model, _ = tiny_sdpa
+    conf = S.SDTPConfig.for_model(model, keep_ratio=0.7)
+    ids = torch.randint(0, 256, (1, 80), generator=torch.Generator().manual_seed(0))
+
+    class SlowFirst(WindowAttentionScorer):  # a first call that pays a one-off cost, as a new shape does on a GPU
+        calls = 0
+
+        def __call__(self, *a, **kw):
+            SlowFirst.calls += 1
+            if SlowFirst.calls == 1:
+                time.sleep(0.5)
+            return super().__call__(*a, **kw)
+    with torch.no_grad():
+        row = P._prefill_row(model, ids, conf, SlowFirst(), lambda: None, repeats=3)
+    assert SlowFirst.calls == 4 * len(conf.stage_layers)  # warm-up + 3 timed prefills, one call per stage
+    scorer_s = row["predictor_overhead_pct"] / 100 * row["prefill_s"]
+    assert 0 < scorer_s < 0.25  # the 0.5 s of the warm-up's first call is not in it (it was: 0.5 / 4 per prefill)
+    ts = P.TimedScorer(WindowAttentionScorer())
+    ts.spans = [0.1, 0.2, 1.0, 2.0, 3.0, 4.0]
+    assert ts.per_prefill(3) == pytest.approx([3.0, 7.0]) and ts.per_prefill(2, skip=0) == pytest.approx([1.3, 9.0])
+    with pytest.raises(ValueError, match="do not split into 4 prefills"):
+        ts.per_prefill(4)
+
+
 def test_timed_window_attention_is_transparent_and_timed(tiny_sdpa, tmp_path):
     import torch
 
@@ -288,3 +319,17 @@ def test_profile_variants_with_a_compression_and_a_start_layer(tmp_path):
     assert rows["sdtp"]["stage_layers"] == list(SDTPConfig.for_model(model).stage_layers)
     assert (rows["sdtp"]["local_frac"], rows["sdtp+R0.02"]["local_frac"]) == (0.1, 0.02)  # +R reaches the pruning
     assert rows["sdtp+R0.02"]["keep_ratio"] == 0.9 and rows["sdtp+R0.02"]["kept_per_layer"] == rows["sdtp"]["kept_per_layer"]
+
+
+def test_latency_backends_figure_takes_each_length_whole_from_the_last_file(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("lbf", ROOT / "scripts" / "latency_backends_figure.py")
+    lbf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lbf)
+    mk = lambda T, v, s: dict(prompt_len=T, variant=v, engine="sdtp", attn="sdpa", prefill_s=s)  # noqa: E731
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"rows": [mk(1024, "dense", 1.0), mk(2048, "dense", 2.0), mk(2048, "sdtp@0.8", 0.5)]}))
+    b.write_text(json.dumps({"rows": [mk(2048, "dense", 3.0), mk(2048, "sdtp", 1.5)]}))
+    rows = lbf.merged_rows([a, b])
+    assert [(r["prompt_len"], r["variant"], r["prefill_s"]) for r in rows] == [
+        (1024, "dense", 1.0), (2048, "dense", 3.0), (2048, "sdtp", 1.5)]  # no r = 0.8 row of a's other run at 2K

@@ -204,9 +204,22 @@ class TimedScorer(ScorerWrapper):
         self.spans.append(time.perf_counter() - t)
         return out
 
-    def seconds(self) -> float:
+    def durations(self) -> list[float]:
+        """Seconds of each call, in call order."""
         _sync()
-        return sum(s if isinstance(s, float) else s[0].elapsed_time(s[1]) / 1e3 for s in self.spans)
+        return [s if isinstance(s, float) else s[0].elapsed_time(s[1]) / 1e3 for s in self.spans]
+
+    def seconds(self) -> float:
+        return sum(self.durations())
+
+    def per_prefill(self, prefills: int, skip: int = 1) -> list[float]:
+        """The scorer's seconds in each of `prefills` equal prefills (every prefill calls it once per stage), the
+        first `skip` (the warm-up, which pays first-call costs at a new shape) left out."""
+        d = self.durations()
+        if prefills < 1 or len(d) % prefills:
+            raise ValueError(f"{len(d)} scorer calls do not split into {prefills} prefills of equal stages")
+        k = len(d) // prefills
+        return [sum(d[i * k:(i + 1) * k]) for i in range(skip, prefills)]
 
 
 HYBRID_WINDOW = 32  # the hybrid predictor profiled: window attention of the last 32 tokens (as trained)
@@ -314,7 +327,7 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=Fals
         with (pruning(model, ts, conf) if ts else block()) as st:
             med, lo, hi = timed(fwd, repeats, w)
         kept, flops = st.kept_per_layer, st.flops_pruned
-        pred_s = ts.seconds() / (repeats + 1) if ts else 0.0  # per prefill (warm-up + repeats)
+        pred_s = statistics.median(ts.per_prefill(repeats + 1)) if ts else 0.0  # the timed prefills, not the warm-up
     return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, prefill_warmup_s=w["warmup_s"], flops=flops,
                 tflops_per_s=flops / med / 1e12, kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
                 kv_cache_gib=kv_cache_bytes(model, kept) / 2**30, predictor_overhead_pct=100 * pred_s / med)
