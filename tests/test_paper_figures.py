@@ -317,3 +317,21 @@ def test_a_verdict_on_few_samples_says_so():
     from sdtp_lib.workspace.report import MIN_EVIDENCE_N, few
     assert few(2, "held-out samples") == " (n = 2 held-out samples: too few to be evidence)"
     assert few(MIN_EVIDENCE_N, "prompts") == "" and few(None, "prompts") == ""
+
+
+def test_backend_lines_take_each_length_from_the_last_backend_run_and_say_what_is_missing(tmp_path):
+    from sdtp_lib.workspace import paper_tables as PT
+    from sdtp_lib.workspace.sources import BACKEND_LATENCY, Source, Sources
+    r = lambda v, e, a, T, s, k=None: dict(row(v, e, T, s), attn=a, e2e_s=2 * s, keep_ratio=k)  # noqa: E731
+    old = profile([r("dense", "hf", "sdpa", 1024, 1.0), r("sdtp", "sdtp", "sdpa", 1024, 0.5, 0.9),
+                   r("dense", "hf", "sdpa", 2048, 9.0), r("sdtp", "sdtp", "sdpa", 2048, 1.0, 0.9)])
+    new = profile([r("dense", "hf", "sdpa", 2048, 4.0), r("sdtp@0.8", "sdtp", "flash_attention_4", 2048, 1.0, 0.8)])
+    src = Sources(tmp_path, tmp_path)
+    src.add(Source(f"backend:{BACKEND_LATENCY[0]}", tmp_path / "a", old))
+    src.add(Source(f"backend:{BACKEND_LATENCY[1]}", tmp_path / "b", new))
+    lines = [ln for ln in PT.backend_lines(src).splitlines() if ln.startswith("- ")]
+    assert lines == [f"- 1K (`reports/results/{BACKEND_LATENCY[0]}`): sdpa, r = 0.9: 2.00x prefill, 2.00x end to end",
+                     f"- 2K (`reports/results/{BACKEND_LATENCY[1]}`): flash_attention_4, r = 0.8: 4.00x prefill, "
+                     "4.00x end to end"]  # 2K only from the later run: not the earlier run's 9.0 / 1.0
+    src.items.pop(f"backend:{BACKEND_LATENCY[1]}")
+    assert f"- missing: `reports/results/{BACKEND_LATENCY[1]}`" in PT.backend_lines(src)

@@ -7,7 +7,7 @@ import re
 from ..eval.scorers import parse_spec
 from .paper import PAPER
 from .paper_figures import ablation_value, pruned_rows
-from .sources import HEADLINE_LATENCY, Sources
+from .sources import BACKEND_LATENCY, HEADLINE_LATENCY, Sources
 
 
 
@@ -105,7 +105,30 @@ def latency_section(src: Sources) -> str:
             "end" if ours else "missing")
     return (f"## Latency (paper: {PAPER['latency']['model']}, {PAPER['latency']['new_tokens']} new tokens)\n\n"
             f"Ours: `reports/results/{HEADLINE_LATENCY}` (committed; {what}), speedups against HF dense with SDPA."
-            "\n\n" + md_table(head, body) + mine)
+            "\n\n" + md_table(head, body) + mine + backend_lines(src))
+
+
+def backend_lines(src: Sources) -> str:
+    """SDTP on this engine with each attention backend and keep ratio against HF dense SDPA, from the committed
+    runs of both backends (BACKEND_LATENCY: each length whole from the last file that has it); a missing file is
+    said."""
+    lines, done = [], set()
+    for rel in reversed(BACKEND_LATENCY):
+        d = src.get(f"backend:{rel}")
+        if d is None:
+            lines.append(f"- missing: `reports/results/{rel}`")
+            continue
+        by = {(r["prompt_len"], r["variant"], r["engine"], r.get("attn", "sdpa")): r for r in d["rows"]}
+        for T in sorted({r["prompt_len"] for r in d["rows"]} - done, reverse=True):
+            done.add(T)
+            base = by.get((T, "dense", "hf", "sdpa"))
+            parts = [f"{attn}, r = {r['keep_ratio']:g}: {base['prefill_s'] / r['prefill_s']:.2f}x prefill, "
+                     f"{base['e2e_s'] / r['e2e_s']:.2f}x end to end"
+                     for (n, v, e, attn), r in by.items() if base and n == T and e == "sdtp" and v != "dense"]
+            if parts:
+                lines.append(f"- {T // 1024}K (`reports/results/{rel}`): " + "; ".join(parts))
+    return ("\nWith either attention backend and at r = 0.8 (SDTP's predictor on this engine, against HF dense with "
+            "SDPA, 128 new tokens; the paper reports r = 0.9 only):\n\n" + "\n".join(reversed(lines)) + "\n")
 
 
 # ------------------------------------------------------------------ LongBench

@@ -24,11 +24,16 @@ SPEED_FILES = (
     "2026-11-29_qwen2-7b-shape_latency_h200/latency.json",  # the headline: predictor, r 0.9, SDTP and SDTP-low
     "2026-12-04_qwen2-7b-shape_attention-latency_h200/latency.json",  # window attention, r 0.9
     "2026-12-04_qwen2-7b-shape_flash-attn4-latency_h200/sdpa_r0.9.json",  # predictor, r 0.9 (SDPA, same session)
+    "2026-12-05_qwen2-7b-shape_fa4-decode_h200/latency_fa4_h200.json",  # predictor, r 0.9 / 0.8, SDPA + flash-attn 4
     "2026-12-04_qwen2-7b-shape_flash-attn4-latency_h200/fa4_r0.8.json",  # predictor, r 0.8 (flash-attn 4)
+    "2026-12-06_qwen2-7b-shape_fa4-128k_h200/scorer_cost_attention_fa4.json",  # attention, r 0.9 / 0.8 (flash-attn 4)
     "2026-11-30_qwen2-7b-shape_scorer-cost_h200/profile_fold/attention.json",  # attention, r 0.9, SDTP engine only
     "2026-11-30_qwen2-7b-shape_scorer-cost_h200/profile_fold/hybrid.json",  # hybrid, r 0.9, SDTP engine only
 )
 HEADLINE_LATENCY = SPEED_FILES[0]
+# both attention backends and keep ratios, each length in one run (the final summary's "with flash-attn 4" lines)
+BACKEND_LATENCY = ("2026-12-05_qwen2-7b-shape_fa4-decode_h200/latency_fa4_h200.json",  # 32K
+                   "2026-12-06_qwen2-7b-shape_fa4-128k_h200/latency_fa4_h200_128k.json")  # 128K
 SCORER_RESULTS = "*scorers*/synthetic/results.json"  # the committed scorer comparisons on the synthetic suite
 
 
@@ -111,6 +116,8 @@ def load_sources(run, results_dir=None) -> Sources:
         src.add(_json(f"ablation_{a}", run / "07_ablations" / a / "results.json"))
     for rel in SPEED_FILES:
         src.add(_json(f"speed:{rel}", results_dir / rel))
+    for rel in BACKEND_LATENCY:
+        src.add(_json(f"backend:{rel}", results_dir / rel))
     committed = sorted(results_dir.glob(SCORER_RESULTS))
     if not committed:
         src.add(Source("committed_synthetic", results_dir / SCORER_RESULTS, why=f"no {SCORER_RESULTS} in {results_dir}"))
