@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+from sdtp_lib.speed.profiling import rows_per_length
 from sdtp_lib.workspace.plots import backend_figure
 
 log = logging.getLogger("latency_backends_figure")
@@ -20,14 +21,10 @@ log = logging.getLogger("latency_backends_figure")
 
 def merged_rows(paths: list[Path]) -> list[dict]:
     """Rows per prompt length from the last file that has that length."""
-    by_len: dict[int, tuple[Path, list[dict]]] = {}
-    for p in paths:
-        rows = json.loads(p.read_text())["rows"]
-        for T in {r["prompt_len"] for r in rows}:
-            by_len[T] = (p, [r for r in rows if r["prompt_len"] == T])
-    for T, (p, _) in sorted(by_len.items()):
+    per_len = rows_per_length((str(p), json.loads(p.read_text())["rows"]) for p in paths)
+    for T, (p, _) in per_len.items():
         log.info("%d tokens: %s", T, p)
-    return [r for T in sorted(by_len) for r in by_len[T][1]]
+    return [r for _, rows in per_len.values() for r in rows]
 
 
 def main() -> None:

@@ -209,9 +209,6 @@ class TimedScorer(ScorerWrapper):
         _sync()
         return [s if isinstance(s, float) else s[0].elapsed_time(s[1]) / 1e3 for s in self.spans]
 
-    def seconds(self) -> float:
-        return sum(self.durations())
-
     def per_prefill(self, prefills: int, skip: int = 1) -> list[float]:
         """The scorer's seconds in each of `prefills` equal prefills (every prefill calls it once per stage), the
         first `skip` (the warm-up, which pays first-call costs at a new shape) left out."""
@@ -446,6 +443,16 @@ def baseline_attn(rows: list[dict], default_attn: str = "sdpa") -> str:
 
 def rows_by_key(rows: list[dict], default_attn: str = "sdpa") -> dict:  # (prompt_len, variant, engine, attn) -> row
     return {(r["prompt_len"], r["variant"], r["engine"], r.get("attn", default_attn)): r for r in rows}
+
+
+def rows_per_length(runs) -> dict[int, tuple[str, list[dict]]]:
+    """{prompt length: (label, rows)} from runs [(label, rows), ...]: each length's rows whole from the last run
+    that has that length, so every speedup stays within one run (its own HF dense baseline)."""
+    out: dict[int, tuple[str, list[dict]]] = {}
+    for label, rows in runs:
+        for T in {r["prompt_len"] for r in rows}:
+            out[T] = (label, [r for r in rows if r["prompt_len"] == T])
+    return dict(sorted(out.items()))
 
 
 def _x(base: dict | None, row: dict, key: str) -> str:  # speedup base / row, "-" without a base

@@ -112,23 +112,20 @@ def backend_lines(src: Sources) -> str:
     """SDTP on this engine with each attention backend and keep ratio against HF dense SDPA, from the committed
     runs of both backends (BACKEND_LATENCY: each length whole from the last file that has it); a missing file is
     said."""
-    lines, done = [], set()
-    for rel in reversed(BACKEND_LATENCY):
-        d = src.get(f"backend:{rel}")
-        if d is None:
-            lines.append(f"- missing: `reports/results/{rel}`")
-            continue
-        by = {(r["prompt_len"], r["variant"], r["engine"], r.get("attn", "sdpa")): r for r in d["rows"]}
-        for T in sorted({r["prompt_len"] for r in d["rows"]} - done, reverse=True):
-            done.add(T)
-            base = by.get((T, "dense", "hf", "sdpa"))
-            parts = [f"{attn}, r = {r['keep_ratio']:g}: {base['prefill_s'] / r['prefill_s']:.2f}x prefill, "
-                     f"{base['e2e_s'] / r['e2e_s']:.2f}x end to end"
-                     for (n, v, e, attn), r in by.items() if base and n == T and e == "sdtp" and v != "dense"]
-            if parts:
-                lines.append(f"- {T // 1024}K (`reports/results/{rel}`): " + "; ".join(parts))
+    from ..speed.profiling import rows_by_key, rows_per_length
+    missing = [f"- missing: `reports/results/{rel}`" for rel in BACKEND_LATENCY if src.get(f"backend:{rel}") is None]
+    found = [(rel, src.get(f"backend:{rel}")["rows"]) for rel in BACKEND_LATENCY if src.get(f"backend:{rel}") is not None]
+    lines = []
+    for T, (rel, rows) in rows_per_length(found).items():
+        by = rows_by_key(rows)
+        base = by.get((T, "dense", "hf", "sdpa"))
+        parts = [f"{attn}, r = {r['keep_ratio']:g}: {base['prefill_s'] / r['prefill_s']:.2f}x prefill, "
+                 f"{base['e2e_s'] / r['e2e_s']:.2f}x end to end"
+                 for (_, v, e, attn), r in by.items() if base and e == "sdtp" and v != "dense"]
+        if parts:
+            lines.append(f"- {T // 1024}K (`reports/results/{rel}`): " + "; ".join(parts))
     return ("\nWith either attention backend and at r = 0.8 (SDTP's predictor on this engine, against HF dense with "
-            "SDPA, 128 new tokens; the paper reports r = 0.9 only):\n\n" + "\n".join(reversed(lines)) + "\n")
+            "SDPA, 128 new tokens; the paper reports r = 0.9 only):\n\n" + "\n".join(lines + missing) + "\n")
 
 
 # ------------------------------------------------------------------ LongBench
