@@ -24,10 +24,13 @@ cd "$(dirname "$0")/.."
 # at 1K (-s10, -h16, -m, +R0.02 at r = 0.9) are left to SCORERS. At the rate of the 2026-11-30 GPU suite (about 120
 # answers per GPU-minute for the 0.5B at 1K-32K), 7 specs x 480 prompts take about 28 minutes: two device sessions,
 # the folder carried back between them (scripts/carry.sh pack / unpack).
-read -r -a SCORERS <<< "${SCORERS:-dense sdtp:attention sdtp@0.8:attention sdtp@0.8+R0.02:attention \
-sdtp@0.8+R0.02:attention-w8}"
-if [ "$MODEL" = qwen2.5-coder-0.5b ]; then  # the shipped predictor exists for the 0.5B only
-  read -r -a SCORERS <<< "${SCORERS[*]} sdtp:predictor sdtp@0.8+R0.02:predictor"
+if [ -n "${SCORERS:-}" ]; then
+  read -r -a SCORERS <<< "$SCORERS"
+else
+  read -r -a SCORERS <<< "dense sdtp:attention sdtp@0.8:attention sdtp@0.8+R0.02:attention sdtp@0.8+R0.02:attention-w8"
+  if [ "$MODEL" = qwen2.5-coder-0.5b ]; then  # the shipped predictor exists for the 0.5B only
+    read -r -a SCORERS <<< "${SCORERS[*]} sdtp:predictor sdtp@0.8+R0.02:predictor"
+  fi
 fi
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}

@@ -19,6 +19,7 @@ class SDTPConfig:
     num_sink: int = 4  # first tokens always kept (attention sinks)
     local_frac: float = 0.1  # most recent fraction of the prompt always kept (locality)
     num_layers: int | None = None  # depth of the model the stages were placed for (None: checked at use)
+    span_max: int = 0  # > 0: keep whole spans of at most this many tokens (sdtp_lib.spans); 0: tokens (the paper)
     meta: dict = field(default_factory=dict, compare=False)  # free-form notes (model id, variant name)
 
     def __post_init__(self):
@@ -40,6 +41,8 @@ class SDTPConfig:
         if depth is not None and layers[-1] >= depth:
             raise ValueError(f"SDTPConfig.stage_layers {list(layers)}: layer {layers[-1]} is beyond the model's "
                              f"depth ({depth} layers, indices 0..{depth - 1})")
+        if not (isinstance(self.span_max, int) and self.span_max >= 0):
+            raise ValueError(f"SDTPConfig.span_max must be an int >= 0 (0: no spans), got {self.span_max!r}")
         if self.num_sink < 0 or not 0.0 <= self.local_frac <= 1.0:
             raise ValueError(f"SDTPConfig: num_sink must be >= 0 and local_frac in [0, 1], "
                              f"got {self.num_sink}, {self.local_frac}")
@@ -132,11 +135,13 @@ class SDTPConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["stage_layers"] = list(self.stage_layers)
+        if not self.span_max:  # token-level configs read as they always did
+            del d["span_max"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SDTPConfig":
-        known = {"stage_layers", "keep_ratio", "num_sink", "local_frac", "num_layers", "meta"}
+        known = {"stage_layers", "keep_ratio", "num_sink", "local_frac", "num_layers", "meta", "span_max"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"SDTPConfig: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -171,7 +176,8 @@ VARIANTS = {"dense": None, "sdtp": DEFAULT_STAGES, "sdtp-low": 5}  # variant -> 
 class Variant:
     """A pruning variant as the evaluations and the profiler write it: "dense", "sdtp" (10 stages) or "sdtp-low"
     (5), optionally with a keep ratio ("sdtp@0.8") or a target compression ("sdtp@2.04x"), the first stage's
-    layer ("sdtp@0.8+L8"), the newest fraction always kept ("sdtp@0.8+R0.02": 2% instead of the paper's 10%), the
+    layer ("sdtp@0.8+L8"), the newest fraction always kept ("sdtp@0.8+R0.02": 2% instead of the paper's 10%), whole
+    spans of at most n tokens ("sdtp@0.8+R0.02+W32", sdtp_lib.spans), the
     number of stages ("sdtp@2x+S1": one stage at the compression of ten) and an H2O KV budget for the decoding, a
     fraction of the sequence length ("dense+H0.4", "sdtp+H0.4"; dense takes only this one; sdtp_lib.speed.h2o). parse_variant reads the
     text; config() builds the SDTPConfig."""
@@ -182,6 +188,7 @@ class Variant:
     local_frac: float | None = None  # the newest fraction always kept; None: SDTPConfig's (0.1, the paper's)
     num_stages: int | None = None  # None: the variant's (10 for sdtp, 5 for sdtp-low)
     kv_budget: float | None = None  # H2O's KV budget in decoding, a fraction of the sequence length; None: no eviction
+    span_max: int | None = None  # whole spans of at most this many tokens (sdtp_lib.spans); None: tokens
 
     @property
     def stages(self) -> int | None:
@@ -195,6 +202,7 @@ class Variant:
         if self.stages is None:
             return None
         kw = {} if self.local_frac is None else {"local_frac": self.local_frac}
+        kw |= {} if self.span_max is None else {"span_max": self.span_max}
         if self.compression is not None:
             return SDTPConfig.for_compression(model_or_depth, self.compression, self.stages, self.start_layer, **kw)
         return SDTPConfig.for_model(model_or_depth, keep_ratio=self.keep_ratio or keep_ratio, num_stages=self.stages,
@@ -202,7 +210,8 @@ class Variant:
 
 
 VARIANT_SYNTAX = ("<dense|sdtp|sdtp-low>[@<keep ratio in (0, 1]>|@<compression>x][+L<first stage layer>]"
-                  "[+R<newest fraction always kept, in [0, 1]>][+S<stages>][+H<H2O KV budget in (0, 1]>]")
+                  "[+R<newest fraction always kept, in [0, 1]>][+W<whole spans of at most n tokens>][+S<stages>]"
+                  "[+H<H2O KV budget in (0, 1]>]")
 
 
 def parse_variant(text: str) -> Variant:
@@ -210,11 +219,11 @@ def parse_variant(text: str) -> Variant:
     ratio that compresses 2x. Refuses anything else with the syntax, naming the text."""
     import re
     m = re.fullmatch(r"(?P<name>[a-z-]+)(?:@(?P<num>[0-9.]+)(?P<x>x?))?(?:\+L(?P<start>\d+))?"
-                     r"(?:\+R(?P<local>[0-9.]+))?(?:\+S(?P<stages>\d+))?(?:\+H(?P<kv>[^+]+))?", str(text))
+                     r"(?:\+R(?P<local>[0-9.]+))?(?:\+W(?P<span>\d+))?(?:\+S(?P<stages>\d+))?(?:\+H(?P<kv>[^+]+))?", str(text))
     bad = lambda why: ValueError(f"variant {text!r}: {why}; expected {VARIANT_SYNTAX}")  # noqa: E731
     if m is None or m["name"] not in VARIANTS:
         raise bad("not a variant")
-    if VARIANTS[m["name"]] is None and (m["num"] or m["start"] or m["local"] or m["stages"]):
+    if VARIANTS[m["name"]] is None and (m["num"] or m["start"] or m["local"] or m["span"] or m["stages"]):
         raise bad(f"{m['name']} keeps every token, it has no keep ratio or stages")
     def number(key: str, ok, rule: str) -> float | None:  # the group as a float, None when absent
         if not m[key]:
@@ -234,8 +243,11 @@ def parse_variant(text: str) -> Variant:
     if start is not None and start < 1:
         raise bad("the first stage's layer must be >= 1")
     local = number("local", lambda v: 0.0 <= v <= 1.0, "the newest fraction always kept must be in [0, 1], got {}")
+    span = int(m["span"]) if m["span"] else None
+    if span is not None and span < 1:
+        raise bad("a span holds at least 1 token (+W<n>, n >= 1)")
     stages = int(m["stages"]) if m["stages"] else None
     if stages is not None and stages < 1:
         raise bad("the number of stages must be >= 1")
     kv = number("kv", lambda v: 0.0 < v <= 1.0, "the H2O KV budget is a fraction of the sequence length in (0, 1], got {}")
-    return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start, local, stages, kv)
+    return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start, local, stages, kv, span)

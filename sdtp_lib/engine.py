@@ -25,6 +25,7 @@ from ._active import ACTIVE as _ACTIVE
 from .models import ATTN_IMPLEMENTATIONS, check_supported
 from .scorers.predictor import TokenPredictor
 from .scorers.registry import make_scorer
+from .spans import SpanRule, span_order
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class _Prefill:
     forced: torch.Tensor  # (B, T_cur) always-kept (sink, local window, protected)
     num_forced: int  # max over the batch of forced tokens (host int, known before the loop)
     protect: torch.Tensor | None = None  # (B, T_cur) protected tokens (None: no protect mask)
+    spans: torch.Tensor | None = None  # (B, T_cur) span ids in [0, T) (None: tokens, not spans)
     cos: torch.Tensor | None = None  # (B, T_cur, hd)
     sin: torch.Tensor | None = None
     mask: torch.Tensor | None = None  # None (causal kernel) or (B, 1, T_cur, T_cur)
@@ -111,8 +113,8 @@ def _gather_mask_cols(mask: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 class _Session:
-    def __init__(self, model, scorer, config: SDTPConfig, protect):
-        self.model, self.config, self.protect = model, config, protect
+    def __init__(self, model, scorer, config: SDTPConfig, protect, spans: SpanRule | None = None):
+        self.model, self.config, self.protect, self.span_rule = model, config, protect, spans
         self.decoder = model.get_decoder()
         self.layers = self.decoder.layers
         self.num_layers = len(self.layers)
@@ -201,7 +203,15 @@ class _Session:
         forced = forced_mask(self.config, torch.ones(B, T, dtype=torch.long, device=dev), protect)
         num_forced = (min(T, self.config.num_sink + self.config.num_local(T)) if protect is None
                       else int(forced.sum(-1).max()))  # host sync before the loop, only with a protect mask
-        self.fwd = _Prefill(T=T, positions=positions, forced=forced, num_forced=num_forced, protect=protect)
+        spans = None
+        if self.config.span_max:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                raise PruningError("SDTP pruning with whole spans (span_max > 0) reads the token ids: pass input_ids, "
+                                   "not inputs_embeds")
+            spans = self.span_rule.span_ids(ids, self.config.span_max)  # (B, T)
+        self.fwd = _Prefill(T=T, positions=positions, forced=forced, num_forced=num_forced, protect=protect,
+                            spans=spans)
 
     def _layer_hook(self, l: int):
         stage = self.stage_of.get(l)
@@ -233,7 +243,11 @@ class _Session:
                                      eligible=None if f.protect is None else ~f.protect)  # response is no query
             else:
                 scores = self.scorer(hidden, stage, f.positions)  # (B, T_cur)
-            idx = select_tokens(scores, f.forced, k)  # (B, k) indices into the current tokens
+            if f.spans is None:
+                idx = select_tokens(scores, f.forced, k)  # (B, k) indices into the current tokens
+            else:  # whole spans, best first (sdtp_lib.spans)
+                idx = span_order(scores, f.forced, f.spans, f.T)[:, :k].sort(dim=-1).values
+                f.spans = f.spans.gather(1, idx)
             hidden = _gather_seq(hidden, idx)
             f.positions, f.forced = f.positions.gather(1, idx), f.forced.gather(1, idx)
             f.protect = None if f.protect is None else f.protect.gather(1, idx)
@@ -310,6 +324,16 @@ def _check_model(model, config: SDTPConfig) -> None:
         raise PruningError("this model is already inside a pruning() block; nesting is not supported")
 
 
+def check_spans(config: SDTPConfig, spans) -> None:
+    """A span rule is given exactly when the config keeps whole spans."""
+    if config.span_max and not isinstance(spans, SpanRule):
+        raise PruningError(f"SDTP pruning: the config keeps whole spans (span_max={config.span_max}) and needs "
+                           "spans=SpanRule.from_tokenizer(tokenizer) (sdtp_lib.spans.span_rule(config, tokenizer))")
+    if spans is not None and not config.span_max:
+        raise PruningError("SDTP pruning: spans= was given but the config keeps tokens (span_max=0); give a config "
+                           "with span_max > 0 (a '+W<n>' variant) or no spans")
+
+
 def prepare_scorer(model, scorer, config: SDTPConfig):
     """A TokenPredictor is checked against the model and config and moved to the model's device and dtype."""
     if isinstance(scorer, TokenPredictor):
@@ -320,18 +344,21 @@ def prepare_scorer(model, scorer, config: SDTPConfig):
 
 
 @contextlib.contextmanager
-def pruning(model, scorer="norm", config: SDTPConfig | None = None, protect=None):
+def pruning(model, scorer="norm", config: SDTPConfig | None = None, protect=None, spans: SpanRule | None = None):
     """Prune prefill inside the block; the model is restored exactly on exit.
 
     scorer: a TokenPredictor, a policy name ("random", "norm", "recent", "attention[-mean|-max][-w<W>][-k<K>]": see
     sdtp_lib.scorers) or callable(hidden, stage, positions).
     protect: optional (B, T) or (T,) bool mask of prompt tokens that must survive (a per-call
     `model(..., sdtp_protect=mask)` overrides it).
+    spans: the SpanRule (sdtp_lib.spans) that finds span ends in the prompt's token ids; needed exactly when
+    config.span_max > 0 (sdtp_lib.spans.span_rule(config, tokenizer) gives it or None).
     """
     config = config or SDTPConfig.for_model(model)
     _check_model(model, config)
+    check_spans(config, spans)
     prepare_scorer(model, scorer, config)
-    session = _Session(model, scorer, config, protect)
+    session = _Session(model, scorer, config, protect, spans)
     _ACTIVE.add(model)
     try:
         session.attach()
@@ -341,4 +368,4 @@ def pruning(model, scorer="norm", config: SDTPConfig | None = None, protect=None
         _ACTIVE.discard(model)
 
 
-__all__ = ["pruning", "PruningStats", "PruningError", "select_tokens"]
+__all__ = ["pruning", "PruningStats", "PruningError", "select_tokens", "check_spans"]

@@ -160,17 +160,22 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
 
 
 def provenance() -> dict:
-    """Library versions and the git commit ($SDTP_GIT_COMMIT where the code travelled without its .git)."""
+    """Library versions, the git commit ($SDTP_GIT_COMMIT where the code travelled without its .git) and git_dirty:
+    whether the library's files differ from that commit (changed or new files under sdtp_lib/; None: unknown)."""
     import transformers
 
     from ._version import __version__
-    commit = os.environ.get("SDTP_GIT_COMMIT")
-    if commit is None:
-        try:
-            r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                               cwd=Path(__file__).parent, timeout=5)
+    commit, dirty = os.environ.get("SDTP_GIT_COMMIT"), None
+    here = Path(__file__).parent
+    try:
+        if commit is None:
+            r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here, timeout=5)
             commit = r.stdout.strip() if r.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            commit = None
+            if commit:
+                r = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True, text=True,
+                                   cwd=here, timeout=5)
+                dirty = bool(r.stdout.strip()) if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        commit = commit or None
     return {"versions": {"torch": torch.__version__, "transformers": transformers.__version__, "sdtp": __version__},
-            "git_commit": commit}
+            "git_commit": commit, "git_dirty": dirty}

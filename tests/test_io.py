@@ -116,3 +116,21 @@ def test_decompress_for_appending(tmp_path):
         IO.read_jsonl(plain)
     IO.write_jsonl(plain, ROWS[:1])
     assert not plain.exists() and IO.read_jsonl(plain) == ROWS[:1]
+
+
+def test_provenance_says_when_the_library_differs_from_its_commit(monkeypatch):
+    from pathlib import Path
+    monkeypatch.delenv("SDTP_GIT_COMMIT", raising=False)
+    before = IO.provenance()
+    if before["git_commit"] is None:
+        pytest.skip("not a git checkout")
+    if before["git_dirty"]:
+        pytest.skip("sdtp_lib already has uncommitted changes")
+    assert before["git_dirty"] is False
+    probe = Path(IO.__file__).parent / "_dirty_probe.py"
+    probe.write_text("# a new file: the tree no longer matches the commit\n")
+    try:
+        assert IO.provenance()["git_dirty"] is True
+    finally:
+        probe.unlink()
+    assert IO.provenance()["git_dirty"] is False

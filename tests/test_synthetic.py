@@ -465,7 +465,7 @@ def test_specs_with_a_compression_and_a_start_layer(tiny):
     as SDTPConfig.for_compression), and the rows show that compression."""
     model, tok = tiny
     spec = "sdtp@1.5x+L2:norm"
-    sp = Y._resolve(spec, model, Y.SuiteConfig(tasks=("passkey",), lengths=(256,), scorers=("dense", spec)))
+    sp = Y._resolve(spec, model, tok, Y.SuiteConfig(tasks=("passkey",), lengths=(256,), scorers=("dense", spec)))
     scorer, conf = sp.scorer, sp.config
     assert scorer == "norm" and conf == S.SDTPConfig.for_compression(model, 1.5, 10, start_layer=2)
     assert conf.stage_layers[0] == 2

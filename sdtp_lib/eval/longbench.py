@@ -57,6 +57,7 @@ from ..models import ATTN_IMPLEMENTATIONS
 from ..io import (atomic_write_text, compress_jsonl, decompress_jsonl, find_jsonl, provenance, read_jsonl,
                   write_jsonl)
 from ..scorers.oracle import SaliencyOracle
+from ..spans import span_rule
 from .scorers import ORACLE, VARIANTS, file_stem, make_scorer_for, parse_spec, with_budgets
 
 log = logging.getLogger(__name__)
@@ -505,11 +506,12 @@ def generate_answer_h2o(model, tok, ids: torch.Tensor, task: str, scorer, config
     ids = ids.to(device)
     kw = generation_kwargs(model, tok, task)
     stops = _as_list(kw.get("eos_token_id", getattr(model.generation_config, "eos_token_id", None)))
+    spans = span_rule(config, tok) if scorer is not None else None
     if warm:
-        with pruning(model, scorer, config) if scorer is not None else contextlib.nullcontext():
+        with pruning(model, scorer, config, spans=spans) if scorer is not None else contextlib.nullcontext():
             model(ids, logits_to_keep=1)
     res = greedy_generate(model, ids, kw["max_new_tokens"], scorer, config, kv_budget=kv_budget, stop_ids=stops,
-                          suppress_first=stops if kw.get("min_new_tokens") else ())
+                          suppress_first=stops if kw.get("min_new_tokens") else (), spans=spans)
     new = res.tokens[0, :res.new_tokens]
     return {"pred": tok.decode(new, skip_special_tokens=True), "prompt_len": int(ids.shape[1]),
             "new_tokens": res.new_tokens, "prefill_s": res.timings["prefill_s"], "gen_s": res.timings["e2e_s"],
@@ -546,17 +548,19 @@ class _Variant:
             return {"kind": "dense", **h2o}
         c = self.config
         return {"kind": "sdtp", "scorer": self.label, "scorer_id": self.scorer_id, "keep_ratio": c.keep_ratio,
-                "stage_layers": list(c.stage_layers), "num_sink": c.num_sink, "local_frac": c.local_frac, **h2o}
+                "stage_layers": list(c.stage_layers), "num_sink": c.num_sink, "local_frac": c.local_frac,
+                **({"span_max": c.span_max} if c.span_max else {}), **h2o}
 
     @property
     def oracle(self) -> bool:
         return isinstance(self.scorer, str) and self.scorer == ORACLE
 
-    def context(self, model):
+    def context(self, model, tok):
         """The block around all of a task's samples (none for dense, for the oracle, built per sample, and with an H2O
         budget: the decode loop opens its own)."""
-        return pruning(model, self.scorer, self.config) if not (self.dense or self.oracle or self.kv_budget) else \
-            contextlib.nullcontext(None)
+        if self.dense or self.oracle or self.kv_budget:
+            return contextlib.nullcontext(None)
+        return pruning(model, self.scorer, self.config, spans=span_rule(self.config, tok))
 
     def sample_scorer(self, model, tok, ids: torch.Tensor, sample: dict):
         """The scorer of one sample: the oracle's, from the saliency of the sample's first gold answer on the dense
@@ -570,7 +574,8 @@ class _Variant:
         """The block around one sample: the oracle's own; else the task's block (its stats)."""
         if not self.oracle:
             return contextlib.nullcontext(stats)
-        return pruning(model, self.sample_scorer(model, tok, ids, sample), self.config)
+        return pruning(model, self.sample_scorer(model, tok, ids, sample), self.config,
+                       spans=span_rule(self.config, tok))
 
 
 def _scorer_id(scorer) -> str:
@@ -820,7 +825,7 @@ def run_longbench(model, tok, tasks, source, out_dir, scorers=None, keep_ratio: 
                      len(mine) - len(todo))
             if todo:
                 decompress_jsonl(path)  # a finished (gzipped) file goes on as plain lines
-                with var.context(model) as stats, tqdm(total=len(todo), disable=not progress,
+                with var.context(model, tok) as stats, tqdm(total=len(todo), disable=not progress,
                                                        desc=f"{task} {name}") as bar:
                     for s in todo:
                         ids = build_prompt(tok, s, task, max_length)

@@ -30,6 +30,7 @@ from ..engine import pruning
 from ..io import atomic_write_text, compress_jsonl, decompress_jsonl, find_jsonl, provenance, read_jsonl
 from ..models import config_fingerprint
 from ..scorers.oracle import SaliencyOracle
+from ..spans import span_rule
 from .figures import length_label
 from .scorers import ORACLE, make_scorer_for, parse_spec
 
@@ -354,20 +355,23 @@ def _check_meta(out: Path, meta: dict, path: Path) -> None:
 
 @dataclass
 class _Spec:
-    """A resolved scorer spec: scorer and SDTPConfig (None, None for dense) and H2O's KV budget (None: no eviction)."""
+    """A resolved scorer spec: scorer and SDTPConfig (None, None for dense), H2O's KV budget (None: no eviction) and
+    the SpanRule of a whole-span variant (None: tokens)."""
     scorer: object = None
     config: object = None
     kv_budget: float | None = None
+    spans: object = None
 
 
-def _resolve(spec: str, model, cfg: SuiteConfig) -> _Spec:
+def _resolve(spec: str, model, tok, cfg: SuiteConfig) -> _Spec:
     variant, name = parse_spec(spec)
     config = variant.config(model, cfg.keep_ratio)
     if config is None:  # dense
         return _Spec(kv_budget=variant.kv_budget)
+    spans = span_rule(config, tok)
     if name == ORACLE:  # built per example from its answer (_predict)
-        return _Spec(ORACLE, config, variant.kv_budget)
-    return _Spec(make_scorer_for(name, model, config, spec)[0], config, variant.kv_budget)
+        return _Spec(ORACLE, config, variant.kv_budget, spans)
+    return _Spec(make_scorer_for(name, model, config, spec)[0], config, variant.kv_budget, spans)
 
 
 def _oracle(model, tok, ex: Example, ids: torch.Tensor, config) -> SaliencyOracle:
@@ -454,13 +458,14 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
     kv, ms, held = None, None, None
     if decode == "static":  # fixed-length greedy tokens, cut where generate would have stopped
         res = greedy_generate(model, ids.to(next(model.parameters()).device), ex.max_new_tokens, scorer, sp.config,
-                              kv_budget=sp.kv_budget)
+                              kv_budget=sp.kv_budget, spans=sp.spans)
         gen, stops, stats = res.tokens[0].tolist(), _stop_ids(model, tok), res.stats
         out = answer_tokens(tok, gen[:next((k for k, t in enumerate(gen) if t in stops), len(gen)) + 1])
         kv, ms = res.kv_bytes, res.timings["decode_ms_per_token"]
         held = needle_held(span, res.h2o) if sp.kv_budget is not None else None
     else:  # a fresh block per prompt: the random policy draws the same scores however the examples are sharded
-        with (pruning(model, scorer, sp.config) if scorer is not None else contextlib.nullcontext()) as stats:
+        with (pruning(model, scorer, sp.config, spans=sp.spans) if scorer is not None else
+              contextlib.nullcontext()) as stats:
             out = greedy_answer(model, tok, ids, ex.max_new_tokens)
     compression, kept = (stats.compression, stats.kept_per_stage[-1]) if stats is not None else (1.0, ids.shape[1])
     prediction = tok.decode(out, skip_special_tokens=True).strip()
@@ -494,7 +499,7 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
         "tokenizer": [getattr(tok, "name_or_path", "") or type(tok).__name__, len(tok)]}))
     out.mkdir(parents=True, exist_ok=True)
     path = _pred_path(out, rank, world_size)
-    scorers = {spec: _resolve(spec, model, cfg) for spec in cfg.scorers}  # refuse a bad scorer before writing
+    scorers = {spec: _resolve(spec, model, tok, cfg) for spec in cfg.scorers}  # refuse a bad scorer before writing
     _check_meta(out, meta, path)
     todo = [e for e in plan(cfg, lengths) if e["index"] % world_size == rank]
     done = _read_rows(path, {(e["id"], s) for e in todo for s in cfg.scorers}, repair=True)
@@ -789,7 +794,8 @@ def write_results(out_dir, rows: list[dict]) -> dict:
     skipped = "".join(f"- skipped length {s['length']}: {s['reason']}\n" for s in meta["skipped"]) + "".join(
         f"- length {length_label(f['length'])} fitted to {f['tokens']} prompt tokens (room for the longest answer)\n"
         for f in meta.get("fitted", []))
-    head = f"# Synthetic long-context suite: {meta['model']} (commit {res['git_commit'] or 'unknown'})\n\n"
+    dirty = " with uncommitted changes to sdtp_lib" if res.get("git_dirty") else ""
+    head = f"# Synthetic long-context suite: {meta['model']} (commit {res['git_commit'] or 'unknown'}{dirty})\n\n"
     eff = "\n" + efficiency_markdown(eff)
     vs = "\n## Against dense, per layout\n\n" + comparison_markdown(table) if table else ""
     vs += "\n## Does the needle survive?\n\n" + retention_markdown(kept) if kept else ""

@@ -259,7 +259,7 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
                     cuda_graph: bool | None = None, chunk_tokens: int | None = None, fast_kernels: bool | dict = False,
                     forced: torch.Tensor | None = None, return_logits: bool = False,
                     decode_attn: str | None = None, kv_budget: float | None = None, stop_ids=(),
-                    suppress_first=()) -> DecodeResult:
+                    suppress_first=(), spans=None) -> DecodeResult:
     """Greedy decoding of `max_new_tokens` tokens (no early stop unless stop_ids: fixed work, for timing) with a
     pruned prefill when `scorer` is given (dense otherwise). cuda_graph defaults to True on CUDA; chunk_tokens runs
     the MLPs in chunks of that many tokens (sdtp_lib.speed.memory.chunked_mlp) to cut the prefill's peak memory;
@@ -271,7 +271,8 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     model's backend decides, resolve_decode_attn). kv_budget: H2O's KV budget in (0, 1] (sdtp_lib.speed.h2o; None:
     no eviction; needs the "matmul" decode attention). stop_ids: decoding ends after the step at which every
     sequence has produced one of them (one host sync per step); suppress_first: ids the first new token may not
-    take (model.generate's min_new_tokens=1 with them as end-of-sequence ids)."""
+    take (model.generate's min_new_tokens=1 with them as end-of-sequence ids); spans: the SpanRule of a whole-span
+    config (pruning(..., spans=))."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     kernel = resolve_decode_attn(model, decode_attn)
@@ -289,7 +290,7 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int, scorer=
     t0 = time.perf_counter()
     from ..models import cache_kwarg, output_cache
     cache_kw = cache_kwarg(model)
-    block = pruning(model, scorer, config) if scorer is not None else contextlib.nullcontext()
+    block = pruning(model, scorer, config, spans=spans) if scorer is not None else contextlib.nullcontext()
     collect = h2o.collect_prefill_scores(model) if kv_budget is not None else contextlib.nullcontext()
     with prefill_kernels(model, chunk_tokens, fast_kernels):  # the decode steps (and graph) use them too
         with block as stats, collect as prefill_scores:

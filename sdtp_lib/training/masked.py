@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import SDTPConfig
-from ..engine import PruningError, _check_model, forced_mask
+from ..engine import PruningError, _check_model, check_spans, forced_mask
+from ..spans import span_order
 from ..scorers.registry import make_scorer
 
 ATTN_NAME = "sdtp_masked"
@@ -84,16 +85,23 @@ def stage_budget(config: SDTPConfig, stage: int, lengths: torch.Tensor, n_forced
 
 @contextlib.contextmanager
 def masked_pruning(model, scorer, config: SDTPConfig, attention_mask: torch.Tensor, protect=None,
-                   mode: str = "gumbel", tau: float = 1.0):
+                   mode: str = "gumbel", tau: float = 1.0, spans=None, input_ids: torch.Tensor | None = None):
     """Simulate pruning by masking inside the block. `attention_mask` (B, T): 1 on real tokens (right padding).
 
     Yields the MaskState the forward fills in. mode: "st_topk" or "gumbel" (training; need a TokenPredictor)
-    or "topk" (deterministic, any scorer).
+    or "topk" (deterministic, any scorer). With whole spans (config.span_max > 0; mode "topk" only) `spans` is the
+    SpanRule and `input_ids` (B, T) the tokens it reads, as pruning(..., spans=) does.
     """
     global _STATE
     if mode not in ("gumbel", "st_topk", "topk"):
         raise ValueError(f"masked_pruning: mode must be 'st_topk', 'gumbel' or 'topk', got {mode!r}")
     _check_model(model, config)
+    check_spans(config, spans)
+    span_ids = None
+    if config.span_max:
+        if mode != "topk" or input_ids is None:
+            raise ValueError("masked_pruning with whole spans (span_max > 0) runs mode='topk' and needs input_ids")
+        span_ids = spans.span_ids(input_ids, config.span_max)  # (B, T)
     scorer = make_scorer(scorer)
     if mode != "topk" and not hasattr(scorer, "logits"):
         raise ValueError(f"masked_pruning(mode={mode!r}) needs a TokenPredictor (2 logits per token)")
@@ -122,7 +130,7 @@ def masked_pruning(model, scorer, config: SDTPConfig, attention_mask: torch.Tens
                     score = scorer(hidden, s, pos, **kw).float()  # (B, T)
                     state.scores.append(score)
                     budget = stage_budget(config, s, lengths, n_forced)
-                    mask = _topk_mask(score, prev.bool(), forced, budget).float()
+                    mask = _topk_mask(score, prev.bool(), forced, budget, span_ids).float()
                 else:
                     lg = scorer.logits(hidden, s, **kw).float()  # (B, T, 2)
                     state.logits.append(lg)
@@ -168,11 +176,15 @@ def _st_topk(score, alive, forced, k, tau):
     return hard.float() + (soft - soft.detach())  # value exactly 0/1, gradient of soft
 
 
-def _topk_mask(score, alive, forced, k):
-    """(B, T) bool: among `alive` tokens, forced ones plus the top-(k_b - forced) by score; k (B,) may vary."""
-    s = score.masked_fill(~alive, float("-inf")).masked_fill(forced & alive, float("inf"))
-    order = s.argsort(dim=-1, descending=True)  # (B, T)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order))
+def _topk_mask(score, alive, forced, k, spans=None):
+    """(B, T) bool: among `alive` tokens, forced ones plus the top-(k_b - forced) by score; k (B,) may vary. With
+    span ids (B, T), the engine's whole-span order instead (sdtp_lib.spans.span_order)."""
+    if spans is not None:
+        order = span_order(score, forced, spans, score.shape[1], alive=alive)
+    else:
+        s = score.masked_fill(~alive, float("-inf")).masked_fill(forced & alive, float("inf"))
+        order = s.argsort(dim=-1, descending=True)  # (B, T)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
     return (rank < k[:, None]) & alive
 
 
