@@ -333,3 +333,20 @@ def test_latency_backends_figure_takes_each_length_whole_from_the_last_file(tmp_
     rows = lbf.merged_rows([a, b])
     assert [(r["prompt_len"], r["variant"], r["prefill_s"]) for r in rows] == [
         (1024, "dense", 1.0), (2048, "dense", 3.0), (2048, "sdtp", 1.5)]  # no r = 0.8 row of a's other run at 2K
+
+
+def test_profile_times_whole_spans_with_the_stand_in_rule(tmp_path):
+    """"sdtp+W8" reaches the pruning: the row records span_max, keeps the paper's budget per layer, and the stand-in
+    rule (every 16th id ends a span) is what the engine got."""
+    from sdtp_lib.speed import profiling as P
+    assert main(["profile", "--model", "tiny-qwen2", "--lengths", "96", "--new-tokens", "2", "--repeats", "1",
+                 "--variants", "sdtp", "sdtp+W8", "--engines", "sdtp", "hf", "--out", str(tmp_path / "p.json")]) == 0
+    rows = [r for r in json.loads((tmp_path / "p.json").read_text())["rows"] if r["variant"] == "sdtp+W8"]
+    base = [r for r in json.loads((tmp_path / "p.json").read_text())["rows"] if r["variant"] == "sdtp"]
+    assert len(rows) == 2 and all(r["span_max"] == 8 for r in rows) and "span_max" not in base[0]
+    assert [r["kept_per_layer"] for r in rows] == [r["kept_per_layer"] for r in base]
+    import sdtp_lib as S
+    model, _ = S.load_model("tiny-qwen2", device="cpu")
+    rule = P.profile_spans(model, S.SDTPConfig.for_model(model, span_max=8))
+    assert rule.table.nonzero().flatten().tolist() == list(range(0, model.config.vocab_size, P.PROFILE_SPAN_EVERY))
+    assert P.profile_spans(model, S.SDTPConfig.for_model(model)) is None

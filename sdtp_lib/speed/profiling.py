@@ -31,6 +31,7 @@ from ..config import VARIANTS, SDTPConfig, Variant, parse_variant
 from ..models import ATTN_IMPLEMENTATIONS
 from .decode import greedy_generate
 from ..engine import pruning
+from ..spans import SpanRule
 from ..scorers.base import ScorerWrapper
 from ..scorers.registry import make_scorer
 from ..scorers.predictor import TokenPredictor
@@ -139,7 +140,7 @@ def host_sync_in_prefill(model, scorer, config, ids) -> str | None:
     pre = dec.layers[0].register_forward_pre_hook(lambda *a: torch.cuda.set_sync_debug_mode("error"))
     post = dec.norm.register_forward_hook(lambda *a: torch.cuda.set_sync_debug_mode("default"))
     try:
-        with torch.no_grad(), pruning(model, scorer, config):
+        with torch.no_grad(), pruning(model, scorer, config, spans=profile_spans(model, config)):
             model(ids, logits_to_keep=1)
         return None
     except RuntimeError as e:
@@ -222,6 +223,22 @@ class TimedScorer(ScorerWrapper):
 HYBRID_WINDOW = 32  # the hybrid predictor profiled: window attention of the last 32 tokens (as trained)
 
 
+PROFILE_SPAN_EVERY = 16  # a profile's prompts are random ids: with spans on, every 16th vocabulary id ends a span
+
+
+def profile_spans(model, conf: SDTPConfig | None):
+    """The SpanRule a profile prunes with when the variant keeps whole spans ("+W<n>"), else None. The prompts are
+    random ids, so the rule is a stand-in: ids divisible by PROFILE_SPAN_EVERY end a span (spans of 16 tokens on
+    average, as a sentence). What it times, ranking spans and gathering them, does not depend on where they end."""
+    if conf is None or not conf.span_max:
+        return None
+    V = model.config.vocab_size
+    return _PROFILE_RULES.setdefault(V, SpanRule(range(0, V, PROFILE_SPAN_EVERY), V))
+
+
+_PROFILE_RULES: dict = {}
+
+
 def profile_scorer(model, conf: SDTPConfig, name: str):
     """The scorer a profile times: an untrained predictor of production width ("predictor", "hybrid": as fast as
     a trained one) or a policy."""
@@ -284,14 +301,15 @@ def profile(model, cfg: ProfileConfig, progress=print, on_row=None, skip=frozens
 def _variant_rows(model, cfg, ids, attn, variant, plan, done, on_row, progress, t_start) -> list[dict]:
     """One variant's rows on every engine, under the backend now set; on_row(done + rows so far) after each."""
     conf, scorer = plan
-    block = (lambda: pruning(model, scorer, conf)) if conf else None
+    block = (lambda: pruning(model, scorer, conf, spans=profile_spans(model, conf))) if conf else None
     T, out = ids.shape[1], []
     for engine in cfg.engines:
         chunk = cfg.chunk_tokens if engine == "sdtp" else None
         fast = cfg.fast_kernels and engine == "sdtp"
         row = dict(prompt_len=T, variant=variant, engine=engine, attn=attn,
                    keep_ratio=conf.keep_ratio if conf else None, stage_layers=list(conf.stage_layers) if conf else None,
-                   local_frac=conf.local_frac if conf else None, chunk_tokens=chunk, fast_kernels=bool(fast))
+                   local_frac=conf.local_frac if conf else None, chunk_tokens=chunk, fast_kernels=bool(fast),
+                   **({"span_max": conf.span_max} if conf and conf.span_max else {}))
         row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
         row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast, row["prefill_s"]))
         out.append(row)
@@ -321,7 +339,7 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=Fals
     else:  # a predictor or a layer-reading scorer (window attention) is timed inside the timed prefills themselves
         timed_scorer = isinstance(scorer, TokenPredictor) or getattr(scorer, "needs_layer", False)  # (CUDA events)
         ts = TimedScorer(scorer) if timed_scorer else None
-        with (pruning(model, ts, conf) if ts else block()) as st:
+        with (pruning(model, ts, conf, spans=profile_spans(model, conf)) if ts else block()) as st:
             med, lo, hi = timed(fwd, repeats, w)
         kept, flops = st.kept_per_layer, st.flops_pruned
         pred_s = statistics.median(ts.per_prefill(repeats + 1)) if ts else 0.0  # the timed prefills, not the warm-up
@@ -342,7 +360,7 @@ def _e2e(model, ids, engine, conf, scorer, block, new_tokens, chunk=None, fast=F
     decode_attn: the decode loop's attention kernel (engine "sdtp"; None for "hf")."""
     if engine == "sdtp":
         run = lambda: greedy_generate(model, ids, new_tokens, scorer=scorer, config=conf, chunk_tokens=chunk,
-                                      fast_kernels=fast)
+                                      fast_kernels=fast, spans=profile_spans(model, conf))
         warm = run().timings["e2e_s"]  # warm-up of the same shape
         _peak_reset()
         res = run()
