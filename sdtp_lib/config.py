@@ -20,6 +20,7 @@ class SDTPConfig:
     local_frac: float = 0.1  # most recent fraction of the prompt always kept (locality)
     num_layers: int | None = None  # depth of the model the stages were placed for (None: checked at use)
     span_max: int = 0  # > 0: keep whole spans of at most this many tokens (sdtp_lib.spans); 0: tokens (the paper)
+    min_keep: int = 0  # no stage keeps fewer than min(T, min_keep) tokens: short prompts are pruned less; 0: the paper
     meta: dict = field(default_factory=dict, compare=False)  # free-form notes (model id, variant name)
 
     def __post_init__(self):
@@ -41,6 +42,8 @@ class SDTPConfig:
         if depth is not None and layers[-1] >= depth:
             raise ValueError(f"SDTPConfig.stage_layers {list(layers)}: layer {layers[-1]} is beyond the model's "
                              f"depth ({depth} layers, indices 0..{depth - 1})")
+        if not (isinstance(self.min_keep, int) and self.min_keep >= 0):
+            raise ValueError(f"SDTPConfig.min_keep must be an int >= 0 (0: no floor), got {self.min_keep!r}")
         if not (isinstance(self.span_max, int) and self.span_max >= 0):
             raise ValueError(f"SDTPConfig.span_max must be an int >= 0 (0: no spans), got {self.span_max!r}")
         if self.num_sink < 0 or not 0.0 <= self.local_frac <= 1.0:
@@ -53,8 +56,10 @@ class SDTPConfig:
         return len(self.stage_layers)
 
     def keep_count(self, stage: int, prompt_len: int) -> int:
-        """Tokens kept after stage `stage` (1-based) for a prompt of `prompt_len` tokens (before forced tokens)."""
-        return max(1, min(prompt_len, math.ceil(self.keep_ratio ** stage * prompt_len - _EPS)))
+        """Tokens kept after stage `stage` (1-based) for a prompt of `prompt_len` tokens (before forced tokens):
+        ceil(r**s * T), never below min_keep (nor above T)."""
+        k = max(math.ceil(self.keep_ratio ** stage * prompt_len - _EPS), self.min_keep)
+        return max(1, min(prompt_len, k))
 
     def num_local(self, prompt_len: int) -> int:
         return math.ceil(self.local_frac * prompt_len - _EPS)
@@ -135,13 +140,14 @@ class SDTPConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["stage_layers"] = list(self.stage_layers)
-        if not self.span_max:  # token-level configs read as they always did
-            del d["span_max"]
+        for key in ("span_max", "min_keep"):  # configs without them read as they always did
+            if not d[key]:
+                del d[key]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SDTPConfig":
-        known = {"stage_layers", "keep_ratio", "num_sink", "local_frac", "num_layers", "meta", "span_max"}
+        known = {"stage_layers", "keep_ratio", "num_sink", "local_frac", "num_layers", "meta", "span_max", "min_keep"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"SDTPConfig: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -177,7 +183,8 @@ class Variant:
     """A pruning variant as the evaluations and the profiler write it: "dense", "sdtp" (10 stages) or "sdtp-low"
     (5), optionally with a keep ratio ("sdtp@0.8") or a target compression ("sdtp@2.04x"), the first stage's
     layer ("sdtp@0.8+L8"), the newest fraction always kept ("sdtp@0.8+R0.02": 2% instead of the paper's 10%), whole
-    spans of at most n tokens ("sdtp@0.8+R0.02+W32", sdtp_lib.spans), the
+    spans of at most n tokens ("sdtp@0.8+R0.02+W32", sdtp_lib.spans), the fewest tokens a stage keeps
+    ("sdtp@0.8+M256": short prompts are pruned less), the
     number of stages ("sdtp@2x+S1": one stage at the compression of ten) and an H2O KV budget for the decoding, a
     fraction of the sequence length ("dense+H0.4", "sdtp+H0.4"; dense takes only this one; sdtp_lib.speed.h2o). parse_variant reads the
     text; config() builds the SDTPConfig."""
@@ -189,6 +196,7 @@ class Variant:
     num_stages: int | None = None  # None: the variant's (10 for sdtp, 5 for sdtp-low)
     kv_budget: float | None = None  # H2O's KV budget in decoding, a fraction of the sequence length; None: no eviction
     span_max: int | None = None  # whole spans of at most this many tokens (sdtp_lib.spans); None: tokens
+    min_keep: int | None = None  # no stage keeps fewer tokens than this; None: no floor
 
     @property
     def stages(self) -> int | None:
@@ -203,6 +211,7 @@ class Variant:
             return None
         kw = {} if self.local_frac is None else {"local_frac": self.local_frac}
         kw |= {} if self.span_max is None else {"span_max": self.span_max}
+        kw |= {} if self.min_keep is None else {"min_keep": self.min_keep}
         if self.compression is not None:
             return SDTPConfig.for_compression(model_or_depth, self.compression, self.stages, self.start_layer, **kw)
         return SDTPConfig.for_model(model_or_depth, keep_ratio=self.keep_ratio or keep_ratio, num_stages=self.stages,
@@ -210,7 +219,8 @@ class Variant:
 
 
 VARIANT_SYNTAX = ("<dense|sdtp|sdtp-low>[@<keep ratio in (0, 1]>|@<compression>x][+L<first stage layer>]"
-                  "[+R<newest fraction always kept, in [0, 1]>][+W<whole spans of at most n tokens>][+S<stages>]"
+                  "[+R<newest fraction always kept, in [0, 1]>][+W<whole spans of at most n tokens>]"
+                  "[+M<fewest tokens a stage keeps>][+S<stages>]"
                   "[+H<H2O KV budget in (0, 1]>]")
 
 
@@ -219,11 +229,11 @@ def parse_variant(text: str) -> Variant:
     ratio that compresses 2x. Refuses anything else with the syntax, naming the text."""
     import re
     m = re.fullmatch(r"(?P<name>[a-z-]+)(?:@(?P<num>[0-9.]+)(?P<x>x?))?(?:\+L(?P<start>\d+))?"
-                     r"(?:\+R(?P<local>[0-9.]+))?(?:\+W(?P<span>\d+))?(?:\+S(?P<stages>\d+))?(?:\+H(?P<kv>[^+]+))?", str(text))
+                     r"(?:\+R(?P<local>[0-9.]+))?(?:\+W(?P<span>\d+))?(?:\+M(?P<floor>\d+))?(?:\+S(?P<stages>\d+))?(?:\+H(?P<kv>[^+]+))?", str(text))
     bad = lambda why: ValueError(f"variant {text!r}: {why}; expected {VARIANT_SYNTAX}")  # noqa: E731
     if m is None or m["name"] not in VARIANTS:
         raise bad("not a variant")
-    if VARIANTS[m["name"]] is None and (m["num"] or m["start"] or m["local"] or m["span"] or m["stages"]):
+    if VARIANTS[m["name"]] is None and (m["num"] or m["start"] or m["local"] or m["span"] or m["floor"] or m["stages"]):
         raise bad(f"{m['name']} keeps every token, it has no keep ratio or stages")
     def number(key: str, ok, rule: str) -> float | None:  # the group as a float, None when absent
         if not m[key]:
@@ -246,8 +256,9 @@ def parse_variant(text: str) -> Variant:
     span = int(m["span"]) if m["span"] else None
     if span is not None and span < 1:
         raise bad("a span holds at least 1 token (+W<n>, n >= 1)")
+    floor = int(m["floor"]) if m["floor"] else None
     stages = int(m["stages"]) if m["stages"] else None
     if stages is not None and stages < 1:
         raise bad("the number of stages must be >= 1")
     kv = number("kv", lambda v: 0.0 < v <= 1.0, "the H2O KV budget is a fraction of the sequence length in (0, 1], got {}")
-    return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start, local, stages, kv, span)
+    return Variant(m["name"], None if m["x"] else num, num if m["x"] else None, start, local, stages, kv, span, floor)

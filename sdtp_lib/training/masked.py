@@ -78,8 +78,10 @@ def _register() -> None:
 
 
 def stage_budget(config: SDTPConfig, stage: int, lengths: torch.Tensor, n_forced: torch.Tensor) -> torch.Tensor:
-    """(B,) tokens kept after stage `stage` (0-based): ceil(r**(s+1) * T_b), never below the forced count."""
+    """(B,) tokens kept after stage `stage` (0-based): ceil(r**(s+1) * T_b), never below min_keep or the forced
+    count (nor above T_b)."""
     k = torch.ceil(config.keep_ratio ** (stage + 1) * lengths.double() - 1e-9).long()  # float64: as the engine
+    k = k.clamp(min=config.min_keep)  # the floor (SDTPConfig.keep_count)
     return torch.maximum(k, n_forced).clamp(max=lengths)
 
 
