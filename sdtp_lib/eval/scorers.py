@@ -1,6 +1,7 @@
 """The evaluations' scorer syntax, shared by the synthetic suite, LongBench and lm-eval: "dense" or
 "<variant>:<scorer>", the variant as sdtp_lib.config.parse_variant reads it ("sdtp", "sdtp-low", with "@<r>" or
-"@<compression>x", "+L<first stage layer>", "+R<newest fraction always kept>", "+S<stages>" and "+H<H2O KV budget>"),
+"@<compression>x", "+L<first stage layer>", "+R<newest fraction always kept>", "+W<whole spans of at most n tokens>",
+"+M<fewest tokens a stage keeps>", "+S<stages>" and "+H<H2O KV budget>"),
 e.g. "sdtp:norm", "sdtp-low:auto", "sdtp@1.0:random", "sdtp@0.8+L8:attention", "sdtp@2.04x+R0.02:attention",
 "sdtp:runs/x/seed0", "dense+H0.4", "sdtp+H0.4:attention"."""
 from __future__ import annotations
