@@ -15,7 +15,7 @@ PKG = Path(sdtp_lib.__file__).resolve().parent
 # lowest first; a module may import from its own layer or below (named by its first part under sdtp_lib)
 LAYERS = [
     {"_version", "_active", "_moved", "config", "models", "embedded", "io", "ops", "flops"},  # foundations
-    {"scorers"},  # what scores tokens
+    {"scorers", "spans"},  # what scores tokens, and the spans a stage keeps whole
     {"engine", "compare"},  # the pruning engine, and dense vs pruned on one prompt
     {"training", "speed"},  # stage 1 + 2; kernels, decode loop, profiling
     {"eval"},  # the evaluations
