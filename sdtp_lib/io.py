@@ -176,6 +176,6 @@ def provenance() -> dict:
                                    cwd=here, timeout=5)
                 dirty = bool(r.stdout.strip()) if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
-        commit = commit or None
+        pass  # no usable git: the commit stays as found (None), git_dirty unknown
     return {"versions": {"torch": torch.__version__, "transformers": transformers.__version__, "sdtp": __version__},
             "git_commit": commit, "git_dirty": dirty}

@@ -22,6 +22,7 @@ class SpanRule:
             raise ValueError(f"SpanRule: boundary ids must lie in [0, {vocab_size}) (the vocabulary size)")
         self.table = torch.zeros(vocab_size, dtype=torch.bool)  # (V,) True: the token ends a span
         self.table[ids] = True
+        self._on = {self.table.device: self.table}  # the table per device, copied there once
 
     @classmethod
     def from_tokenizer(cls, tok, chars: str = BOUNDARY_CHARS) -> "SpanRule":
@@ -41,7 +42,11 @@ class SpanRule:
             raise ValueError(f"span_ids: token id {int(input_ids.max())} is outside the rule's vocabulary "
                              f"({self.table.numel()} ids): build the SpanRule from this model's tokenizer")
         B, T = input_ids.shape
-        ends = self.table.to(input_ids.device)[input_ids]  # (B, T) the token ends its span
+        dev = input_ids.device
+        table = self._on.get(dev)
+        if table is None:
+            table = self._on[dev] = self.table.to(dev)
+        ends = table[input_ids]  # (B, T) the token ends its span
         start = torch.ones_like(ends)
         start[:, 1:] = ends[:, :-1]  # a span starts after a boundary (and at 0)
         pos = torch.arange(T, device=input_ids.device).expand(B, T)
