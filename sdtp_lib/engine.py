@@ -87,6 +87,17 @@ def select_tokens(scores: torch.Tensor, forced: torch.Tensor, k: int) -> torch.T
     return s.topk(k, dim=-1, sorted=False).indices.sort(dim=-1).values  # (B, k)
 
 
+def keep_indices(scores: torch.Tensor, forced: torch.Tensor, k: int, spans: torch.Tensor | None = None,
+                 num_spans: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What a stage keeps: (indices (B, k) ascending, the kept tokens' span ids (B, k) or None). Tokens: the forced
+    ones plus the top others by score (select_tokens); spans (B, T_cur) ids in [0, num_spans): whole spans, best first
+    (sdtp_lib.spans.span_order)."""
+    if spans is None:
+        return select_tokens(scores, forced, k), None
+    idx = span_order(scores, forced, spans, num_spans)[:, :k].sort(dim=-1).values
+    return idx, spans.gather(1, idx)
+
+
 def forced_mask(config: SDTPConfig, attention_mask: torch.Tensor, protect: torch.Tensor | None) -> torch.Tensor:
     """(B, T) bool: sink tokens, the last local_frac of each sequence's real tokens, and protected tokens."""
     B, T = attention_mask.shape
@@ -243,11 +254,7 @@ class _Session:
                                      eligible=None if f.protect is None else ~f.protect)  # response is no query
             else:
                 scores = self.scorer(hidden, stage, f.positions)  # (B, T_cur)
-            if f.spans is None:
-                idx = select_tokens(scores, f.forced, k)  # (B, k) indices into the current tokens
-            else:  # whole spans, best first (sdtp_lib.spans)
-                idx = span_order(scores, f.forced, f.spans, f.T)[:, :k].sort(dim=-1).values
-                f.spans = f.spans.gather(1, idx)
+            idx, f.spans = keep_indices(scores, f.forced, k, f.spans, f.T)  # (B, k) indices into the current tokens
             hidden = _gather_seq(hidden, idx)
             f.positions, f.forced = f.positions.gather(1, idx), f.forced.gather(1, idx)
             f.protect = None if f.protect is None else f.protect.gather(1, idx)
@@ -368,4 +375,4 @@ def pruning(model, scorer="norm", config: SDTPConfig | None = None, protect=None
         _ACTIVE.discard(model)
 
 
-__all__ = ["pruning", "PruningStats", "PruningError", "select_tokens", "check_spans"]
+__all__ = ["pruning", "PruningStats", "PruningError", "select_tokens", "keep_indices", "check_spans"]

@@ -350,3 +350,37 @@ def test_profile_times_whole_spans_with_the_stand_in_rule(tmp_path):
     rule = P.profile_spans(model, S.SDTPConfig.for_model(model, span_max=8))
     assert rule.table.nonzero().flatten().tolist() == list(range(0, model.config.vocab_size, P.PROFILE_SPAN_EVERY))
     assert P.profile_spans(model, S.SDTPConfig.for_model(model)) is None
+
+
+def test_selection_time_is_timed_per_variant_and_spans_keep_the_budget(monkeypatch):
+    """selection_s runs the engine's own choice (keep_indices) stage by stage: top-k for tokens, span_order for
+    '+W'; each stage keeps the config's schedule, and the rows of pruned variants carry its share."""
+    import torch
+    from sdtp_lib import SDTPConfig
+    from sdtp_lib import engine as E
+    kept = []
+    real = E.keep_indices
+
+    def spy(scores, forced, k, spans=None, num_spans=0):
+        kept.append((k, spans is not None))
+        return real(scores, forced, k, spans, num_spans)
+    monkeypatch.setattr(P, "keep_indices", spy)
+    conf = SDTPConfig(stage_layers=(1, 2, 3), keep_ratio=0.8, num_layers=4)
+    assert P.selection_s(conf, 500, 1000, "cpu", repeats=2) > 0
+    per_call = kept[: conf.num_stages]
+    assert [k for k, _ in per_call] == conf.keep_schedule(500) and not any(sp for _, sp in per_call)
+    kept.clear()
+    from dataclasses import replace
+    P.selection_s(replace(conf, span_max=8), 500, 1000, "cpu", repeats=1)
+    assert [k for k, _ in kept[:conf.num_stages]] == conf.keep_schedule(500) and all(sp for _, sp in kept)
+    assert len(kept) == 2 * conf.num_stages  # the warm-up and one timed run
+
+
+def test_profile_rows_report_the_selection_share(tmp_path):
+    assert main(["profile", "--model", "tiny-qwen2", "--lengths", "96", "--new-tokens", "2", "--repeats", "1",
+                 "--variants", "dense", "sdtp", "sdtp+W8", "--engines", "sdtp", "--out", str(tmp_path / "p.json")]) == 0
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "p.json").read_text())["rows"]}
+    assert "selection_pct" not in rows["dense"]
+    assert rows["sdtp"]["selection_pct"] > 0 and rows["sdtp+W8"]["selection_pct"] > 0
+    md = (tmp_path / "p.md").read_text()
+    assert "selection % |" in md and md.count("| - |") >= 1  # dense has no selection

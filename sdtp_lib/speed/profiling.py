@@ -30,7 +30,7 @@ import torch
 from ..config import VARIANTS, SDTPConfig, Variant, parse_variant
 from ..models import ATTN_IMPLEMENTATIONS
 from .decode import greedy_generate
-from ..engine import pruning
+from ..engine import forced_mask, keep_indices, pruning
 from ..spans import SpanRule
 from ..scorers.base import ScorerWrapper
 from ..scorers.registry import make_scorer
@@ -239,6 +239,29 @@ def profile_spans(model, conf: SDTPConfig | None):
 _PROFILE_RULES: dict = {}
 
 
+SELECTION_REPEATS = 20
+
+
+def selection_s(conf: SDTPConfig, T: int, vocab_size: int, device, repeats: int = SELECTION_REPEATS) -> float:
+    """Median seconds a prefill of T tokens spends choosing what its stages keep (engine.keep_indices: top-k, or
+    whole spans under the stand-in rule of profile_spans, span ids included), alone on random scores, synchronised
+    before and after, so host launches count: an upper bound of what the same kernels cost inside a prefill. A '+W'
+    variant's value minus that of the same variant without spans is what span selection adds."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(vocab_size, (1, T), generator=g).to(device)  # (1, T)
+    scores0 = torch.rand(1, T, generator=g).to(device)  # (1, T)
+    forced0 = forced_mask(conf, torch.ones(1, T, dtype=torch.long, device=device), None)  # (1, T)
+    rule = SpanRule(range(0, vocab_size, PROFILE_SPAN_EVERY), vocab_size) if conf.span_max else None
+
+    def select():
+        spans = rule.span_ids(ids, conf.span_max) if rule is not None else None
+        scores, forced = scores0, forced0
+        for k in conf.keep_schedule(T):  # tokens left after each stage, as in the engine
+            idx, spans = keep_indices(scores, forced, k, spans, T)  # (1, k)
+            scores, forced = scores.gather(1, idx), forced.gather(1, idx)
+    return timed(select, repeats)[0]
+
+
 def profile_scorer(model, conf: SDTPConfig, name: str):
     """The scorer a profile times: an untrained predictor of production width ("predictor", "hybrid": as fast as
     a trained one) or a policy."""
@@ -343,9 +366,10 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=Fals
             med, lo, hi = timed(fwd, repeats, w)
         kept, flops = st.kept_per_layer, st.flops_pruned
         pred_s = statistics.median(ts.per_prefill(repeats + 1)) if ts else 0.0  # the timed prefills, not the warm-up
+    sel = {} if conf is None else {"selection_pct": 100 * selection_s(conf, T, model.config.vocab_size, ids.device) / med}
     return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, prefill_warmup_s=w["warmup_s"], flops=flops,
                 tflops_per_s=flops / med / 1e12, kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
-                kv_cache_gib=kv_cache_bytes(model, kept) / 2**30, predictor_overhead_pct=100 * pred_s / med)
+                kv_cache_gib=kv_cache_bytes(model, kept) / 2**30, predictor_overhead_pct=100 * pred_s / med, **sel)
 
 
 def kv_cache_bytes(model, tokens_per_layer: list[int]) -> int:
@@ -485,8 +509,8 @@ def markdown(rows: list[dict], default_attn: str = "sdpa") -> str:
     several = len(row_attns(rows, default_attn)) > 1
     cols = 13 + several
     out = ["| prompt | variant | engine | " + ("attn | " if several else "") + "prefill s (min-max) | prefill x | "
-           "e2e s | e2e x | decode ms/tok | peak GiB | TFLOPs | TFLOP/s | compression | predictor % |",
-           "|" + "---|" * cols]
+           "e2e s | e2e x | decode ms/tok | peak GiB | TFLOPs | TFLOP/s | compression | predictor % | selection % |",
+           "|" + "---|" * (cols + 1)]
     for r in rows:
         b = by.get((r["prompt_len"], "dense", "hf", b_attn))
         attn = f"{r.get('attn', default_attn)} | " if several else ""
@@ -494,7 +518,7 @@ def markdown(rows: list[dict], default_attn: str = "sdpa") -> str:
                    f"({r['prefill_min_s']:.3f}-{r['prefill_max_s']:.3f}) | {_x(b, r, 'prefill_s')} | "
                    f"{r['e2e_s']:.2f} | {_x(b, r, 'e2e_s')} | {r['decode_ms_per_token']:.1f} | {_fmt(r['peak_mem_gib'])} | "
                    f"{r['flops'] / 1e12:.1f} | {r['tflops_per_s']:.3g} | {r['compression']:.2f}x | "
-                   f"{r['predictor_overhead_pct']:.2f} |")
+                   f"{r['predictor_overhead_pct']:.2f} | {_fmt(r.get('selection_pct'), '.2f')} |")
     return "\n".join(out)
 
 
