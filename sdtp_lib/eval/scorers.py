@@ -3,10 +3,12 @@
 "@<compression>x", "+L<first stage layer>", "+R<newest fraction always kept>", "+W<whole spans of at most n tokens>",
 "+M<fewest tokens a stage keeps>", "+S<stages>" and "+H<H2O KV budget>"),
 e.g. "sdtp:norm", "sdtp-low:auto", "sdtp@1.0:random", "sdtp@0.8+L8:attention", "sdtp@2.04x+R0.02:attention",
-"sdtp:runs/x/seed0", "dense+H0.4", "sdtp+H0.4:attention"."""
+"sdtp:runs/x/seed0", "dense+H0.4", "sdtp+H0.4:attention", "sdtp@0.8+R0.02+W96:predictor+attention" (after the colon,
+scorers joined by '+' are fused by rank: sdtp_lib.scorers.fusion)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from ..config import VARIANT_SYNTAX, Variant, parse_variant
 from ..config import VARIANTS as _ALL
@@ -66,6 +68,10 @@ def check_scorer_name(name: str, model, spec: str) -> None:
     sample's answer: the synthetic suite and LongBench build it per sample, lm-eval does not) and "predictor"
     without a shipped predictor for `model` (not checked when model is None)."""
     from ..scorers.predictor import shipped_name, shipped_predictors
+    if "+" in name and not Path(name).expanduser().exists():  # a fusion (scorers.fusion): each of its scorers
+        for part in name.split("+"):
+            check_scorer_name(part, model, spec)
+        return
     if name == ORACLE:
         raise ValueError(f"scorer {spec!r}: the saliency oracle needs each sample's answer; the synthetic suite and "
                          "LongBench build it per sample (sdtp_lib.scorers.SaliencyOracle.for_answer), this evaluation does not")
