@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--scorer", default="predictor", help="predictor (production width), hybrid (the same reading "
-                   "the window attention too) or a policy name (e.g. attention)")
+                   "the window attention too), a policy name (e.g. attention), or several joined by '+' (their rank fusion, "
+                   "e.g. predictor+attention)")
     p.add_argument("--keep-ratio", type=float, default=0.9, help="r: stage s keeps ceil(r**s * T) tokens (0.8: about twice the compression of 0.9)")
     p.add_argument("--attn", nargs="+", choices=ATTN_IMPLEMENTATIONS, default=["sdpa"], help=ATTN_HELP + "; several: "
                    "each one's rows in one run (the model loads with the first), speedups vs HF dense with sdpa")

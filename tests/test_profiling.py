@@ -384,3 +384,14 @@ def test_profile_rows_report_the_selection_share(tmp_path):
     assert rows["sdtp"]["selection_pct"] > 0 and rows["sdtp+W8"]["selection_pct"] > 0
     md = (tmp_path / "p.md").read_text()
     assert "selection % |" in md and md.count("| - |") >= 1  # dense has no selection
+
+
+def test_profile_times_a_fusion_as_one_scorer(tmp_path):
+    """--scorer predictor+attention: both scorers inside one timed wrapper, their FLOPs counted together."""
+    assert main(["profile", "--model", "tiny-qwen2", "--lengths", "96", "--new-tokens", "2", "--repeats", "1",
+                 "--variants", "sdtp", "--engines", "sdtp", "--scorer", "predictor+attention",
+                 "--out", str(tmp_path / "f.json")]) == 0
+    assert main(["profile", "--model", "tiny-qwen2", "--lengths", "96", "--new-tokens", "2", "--repeats", "1",
+                 "--variants", "sdtp", "--engines", "sdtp", "--scorer", "attention", "--out", str(tmp_path / "a.json")]) == 0
+    fused, alone = (json.loads((tmp_path / f).read_text())["rows"][0] for f in ("f.json", "a.json"))
+    assert fused["predictor_overhead_pct"] > 0 and fused["flops"] > alone["flops"]  # the predictor's MLP on top

@@ -33,6 +33,7 @@ from .decode import greedy_generate
 from ..engine import forced_mask, keep_indices, pruning
 from ..spans import SpanRule
 from ..scorers.base import ScorerWrapper
+from ..scorers.fusion import RankFusion
 from ..scorers.registry import make_scorer
 from ..scorers.predictor import TokenPredictor
 
@@ -264,7 +265,9 @@ def selection_s(conf: SDTPConfig, T: int, vocab_size: int, device, repeats: int 
 
 def profile_scorer(model, conf: SDTPConfig, name: str):
     """The scorer a profile times: an untrained predictor of production width ("predictor", "hybrid": as fast as
-    a trained one) or a policy."""
+    a trained one), a policy, or several of these joined by '+' (their rank fusion, sdtp_lib.scorers.fusion)."""
+    if "+" in name:
+        return RankFusion(tuple(profile_scorer(model, conf, part) for part in name.split("+")))
     if name in ("predictor", "hybrid"):
         p = next(model.parameters())
         return TokenPredictor.for_model(model, conf, attn_window=HYBRID_WINDOW if name == "hybrid" else 0).to(
@@ -360,7 +363,8 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=Fals
         kept = [T] * model.config.num_hidden_layers
         flops, pred_s = prefill_flops(model, kept), 0.0
     else:  # a predictor or a layer-reading scorer (window attention) is timed inside the timed prefills themselves
-        timed_scorer = isinstance(scorer, TokenPredictor) or getattr(scorer, "needs_layer", False)  # (CUDA events)
+        timed_scorer = (isinstance(scorer, (TokenPredictor, RankFusion))
+                        or getattr(scorer, "needs_layer", False))  # (CUDA events)
         ts = TimedScorer(scorer) if timed_scorer else None
         with (pruning(model, ts, conf, spans=profile_spans(model, conf)) if ts else block()) as st:
             med, lo, hi = timed(fwd, repeats, w)
