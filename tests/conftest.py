@@ -41,3 +41,20 @@ def favouring(model, token_id: int, bonus: float = 100.0):
         yield
     finally:
         hook.remove()
+
+
+def assert_masked_keeps_what_the_engine_keeps(model, scorer, config, ids, spans=None):
+    """The masked simulation (mode "topk") keeps the physical engine's tokens at every stage, and its logits at the
+    kept positions are the engine's. `scorer` is a name or a zero-argument factory (a fresh scorer for each run)."""
+    from sdtp_lib.training.masked import masked_pruning
+    make = scorer if callable(scorer) else (lambda: scorer)
+    with S.pruning(model, make(), config, spans=spans) as phys:
+        ref = model(ids).logits
+    am = torch.ones_like(ids)
+    extra = {} if spans is None else {"spans": spans, "input_ids": ids}
+    with masked_pruning(model, make(), config, am, mode="topk", **extra) as sim:
+        out = model(ids, attention_mask=am).logits
+    for m, kept in zip(sim.masks, phys.stage_positions):
+        assert m[0].nonzero().flatten().tolist() == kept[0].tolist()
+    torch.testing.assert_close(out[:, phys.kept_positions[0]], ref, rtol=1e-4, atol=1e-4)
+    return phys

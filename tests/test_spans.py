@@ -5,9 +5,8 @@ import torch
 import sdtp_lib as S
 from sdtp_lib.engine import PruningError
 from sdtp_lib.spans import SpanRule, span_order
-from sdtp_lib.training.masked import masked_pruning
 
-from .conftest import prompt_ids
+from .conftest import assert_masked_keeps_what_the_engine_keeps, prompt_ids
 
 ENDS = list(range(0, 256, 9))  # a boundary every ~9 ids of the tiny models' first 256: spans of a few tokens
 
@@ -75,15 +74,7 @@ def test_spans_change_what_is_kept(tiny_sdpa):
 @pytest.mark.parametrize("scorer", ["norm", "attention"])
 def test_masked_simulation_keeps_the_engines_spans(tiny, scorer):
     model, _ = tiny
-    c, ids = spanned(model), prompt_ids(150, seed=3)
-    with S.pruning(model, scorer, c, spans=rule(model)) as phys:
-        ref = model(ids).logits
-    am = torch.ones_like(ids)
-    with masked_pruning(model, scorer, c, am, mode="topk", spans=rule(model), input_ids=ids) as st:
-        out = model(ids, attention_mask=am).logits
-    for m, kept in zip(st.masks, phys.stage_positions):
-        assert m[0].nonzero().flatten().tolist() == kept[0].tolist()
-    torch.testing.assert_close(out[:, phys.kept_positions[0]], ref, rtol=1e-4, atol=1e-4)
+    assert_masked_keeps_what_the_engine_keeps(model, scorer, spanned(model), prompt_ids(150, seed=3), rule(model))
 
 
 def test_a_span_config_needs_its_rule_and_only_it(tiny_sdpa):
