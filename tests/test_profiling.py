@@ -378,8 +378,12 @@ def test_selection_time_is_timed_per_variant_and_spans_keep_the_budget(monkeypat
 
 def test_profile_rows_report_the_selection_share(tmp_path):
     assert main(["profile", "--model", "tiny-qwen2", "--lengths", "96", "--new-tokens", "2", "--repeats", "1",
-                 "--variants", "dense", "sdtp", "sdtp+W8", "--engines", "sdtp", "--out", str(tmp_path / "p.json")]) == 0
-    rows = {r["variant"]: r for r in json.loads((tmp_path / "p.json").read_text())["rows"]}
+                 "--variants", "dense", "sdtp", "sdtp+W8", "--engines", "sdtp", "hf", "--out", str(tmp_path / "p.json")]) == 0
+    all_rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    for v in ("sdtp", "sdtp+W8"):  # timed once per variant: the engines share the seconds, each its own prefill
+        a, b = (r for r in all_rows if r["variant"] == v)
+        assert a["selection_pct"] * a["prefill_s"] == pytest.approx(b["selection_pct"] * b["prefill_s"])
+    rows = {r["variant"]: r for r in all_rows if r["engine"] == "sdtp"}
     assert "selection_pct" not in rows["dense"]
     assert rows["sdtp"]["selection_pct"] > 0 and rows["sdtp+W8"]["selection_pct"] > 0
     md = (tmp_path / "p.md").read_text()

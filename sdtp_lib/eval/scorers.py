@@ -8,7 +8,6 @@ scorers joined by '+' are fused by rank: sdtp_lib.scorers.fusion)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from ..config import VARIANT_SYNTAX, Variant, parse_variant
 from ..config import VARIANTS as _ALL
@@ -67,9 +66,11 @@ def check_scorer_name(name: str, model, spec: str) -> None:
     """Refuse, before anything runs, what the scorer part of a spec cannot mean here: the oracle (it needs each
     sample's answer: the synthetic suite and LongBench build it per sample, lm-eval does not) and "predictor"
     without a shipped predictor for `model` (not checked when model is None)."""
+    from ..scorers.fusion import fusion_parts
     from ..scorers.predictor import shipped_name, shipped_predictors
-    if "+" in name and not Path(name).expanduser().exists():  # a fusion (scorers.fusion): each of its scorers
-        for part in name.split("+"):
+    parts = fusion_parts(name)
+    if parts is not None:  # a fusion (scorers.fusion): each of its scorers
+        for part in parts:
             check_scorer_name(part, model, spec)
         return
     if name == ORACLE:

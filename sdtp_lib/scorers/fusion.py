@@ -10,6 +10,7 @@ either scorer ranks high stays high (the union of their choices); with `how="mea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -22,6 +23,17 @@ def rank_quantile(scores: torch.Tensor, alive: torch.Tensor | None = None) -> to
         s = s.masked_fill(~alive, float("-inf"))
     T = s.shape[-1]
     return s.argsort(dim=-1, stable=True).argsort(dim=-1).float() / max(T - 1, 1)  # (B, T)
+
+
+def fusion_parts(name) -> list[str] | None:
+    """The scorer names a fusion joins with '+' ("predictor+attention" -> ["predictor", "attention"]); None when
+    `name` is not a fusion (no '+', or a path that exists, such as a predictor file whose name holds one)."""
+    if not isinstance(name, str) or "+" not in name or Path(name).expanduser().exists():
+        return None
+    parts = name.split("+")
+    if not all(parts):
+        raise ValueError(f"scorer {name!r}: a fusion names two or more scorers joined by '+', e.g. predictor+attention")
+    return parts
 
 
 @dataclass
@@ -48,4 +60,4 @@ class RankFusion:
         return sum(s.flops_per_token() for s in self.scorers if callable(getattr(s, "flops_per_token", None)))
 
 
-__all__ = ["RankFusion", "rank_quantile"]
+__all__ = ["RankFusion", "fusion_parts", "rank_quantile"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import SDTPConfig
 from .attention import WindowAttentionScorer
 from .baselines import NormScorer, RandomScorer, RecencyScorer
-from .fusion import RankFusion
+from .fusion import RankFusion, fusion_parts
 from .predictor import load_predictor, shipped_name, shipped_predictors
 
 
@@ -46,11 +46,8 @@ def resolve_scorer(spec, model, config: SDTPConfig):
     """(scorer, label) from what a user types: "auto" (the shipped predictor for this model, else the "norm"
     policy), "predictor" / "hybrid" (this model's shipped predictor / hybrid, required), a policy name, a shipped predictor name, a predictor file, or a run folder (a training run's or a
     pipeline run's: its first seed<k>/predictor.safetensors)."""
-    if isinstance(spec, str) and "+" in spec and not Path(spec).expanduser().exists():  # "predictor+attention":
-        # the better rank of each (scorers.fusion)
-        parts = spec.split("+")
-        if any(not p or "+" in p for p in parts):
-            raise ValueError(f"scorer {spec!r}: a fusion names two or more scorers joined by '+', e.g. predictor+attention")
+    parts = fusion_parts(spec)  # "predictor+attention": the better rank of each (scorers.fusion)
+    if parts is not None:
         inner = [resolve_scorer(p, model, config) for p in parts]
         return (RankFusion(tuple(make_scorer(s) for s, _ in inner)),
                 f"rank fusion (max) of {', '.join(label for _, label in inner)}")

@@ -17,6 +17,7 @@ keyed by (prompt_len, attn, variant, engine), speedups are against HF dense with
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import numbers
@@ -33,7 +34,7 @@ from .decode import greedy_generate
 from ..engine import forced_mask, keep_indices, pruning
 from ..spans import SpanRule
 from ..scorers.base import ScorerWrapper
-from ..scorers.fusion import RankFusion
+from ..scorers.fusion import RankFusion, fusion_parts
 from ..scorers.registry import make_scorer
 from ..scorers.predictor import TokenPredictor
 
@@ -233,11 +234,13 @@ def profile_spans(model, conf: SDTPConfig | None):
     average, as a sentence). What it times, ranking spans and gathering them, does not depend on where they end."""
     if conf is None or not conf.span_max:
         return None
-    V = model.config.vocab_size
-    return _PROFILE_RULES.setdefault(V, SpanRule(range(0, V, PROFILE_SPAN_EVERY), V))
+    return stand_in_rule(model.config.vocab_size)
 
 
-_PROFILE_RULES: dict = {}
+@functools.lru_cache(maxsize=None)
+def stand_in_rule(vocab_size: int) -> SpanRule:
+    """The stand-in SpanRule of a vocabulary: ids divisible by PROFILE_SPAN_EVERY end a span (built once per size)."""
+    return SpanRule(range(0, vocab_size, PROFILE_SPAN_EVERY), vocab_size)
 
 
 SELECTION_REPEATS = 20
@@ -252,7 +255,7 @@ def selection_s(conf: SDTPConfig, T: int, vocab_size: int, device, repeats: int 
     ids = torch.randint(vocab_size, (1, T), generator=g).to(device)  # (1, T)
     scores0 = torch.rand(1, T, generator=g).to(device)  # (1, T)
     forced0 = forced_mask(conf, torch.ones(1, T, dtype=torch.long, device=device), None)  # (1, T)
-    rule = SpanRule(range(0, vocab_size, PROFILE_SPAN_EVERY), vocab_size) if conf.span_max else None
+    rule = stand_in_rule(vocab_size) if conf.span_max else None
 
     def select():
         spans = rule.span_ids(ids, conf.span_max) if rule is not None else None
@@ -266,8 +269,9 @@ def selection_s(conf: SDTPConfig, T: int, vocab_size: int, device, repeats: int 
 def profile_scorer(model, conf: SDTPConfig, name: str):
     """The scorer a profile times: an untrained predictor of production width ("predictor", "hybrid": as fast as
     a trained one), a policy, or several of these joined by '+' (their rank fusion, sdtp_lib.scorers.fusion)."""
-    if "+" in name:
-        return RankFusion(tuple(profile_scorer(model, conf, part) for part in name.split("+")))
+    parts = fusion_parts(name)
+    if parts is not None:
+        return RankFusion(tuple(profile_scorer(model, conf, part) for part in parts))
     if name in ("predictor", "hybrid"):
         p = next(model.parameters())
         return TokenPredictor.for_model(model, conf, attn_window=HYBRID_WINDOW if name == "hybrid" else 0).to(
@@ -329,6 +333,7 @@ def _variant_rows(model, cfg, ids, attn, variant, plan, done, on_row, progress, 
     conf, scorer = plan
     block = (lambda: pruning(model, scorer, conf, spans=profile_spans(model, conf))) if conf else None
     T, out = ids.shape[1], []
+    sel_s = selection_s(conf, T, model.config.vocab_size, ids.device) if conf else None  # the same on every engine
     for engine in cfg.engines:
         chunk = cfg.chunk_tokens if engine == "sdtp" else None
         fast = cfg.fast_kernels and engine == "sdtp"
@@ -337,6 +342,8 @@ def _variant_rows(model, cfg, ids, attn, variant, plan, done, on_row, progress, 
                    local_frac=conf.local_frac if conf else None, chunk_tokens=chunk, fast_kernels=bool(fast),
                    **({"span_max": conf.span_max} if conf and conf.span_max else {}))
         row.update(_prefill_row(model, ids, conf, scorer, block, cfg.repeats, chunk, fast))
+        if sel_s is not None:
+            row["selection_pct"] = 100 * sel_s / row["prefill_s"]
         row.update(_e2e(model, ids, engine, conf, scorer, block, cfg.new_tokens, chunk, fast, row["prefill_s"]))
         out.append(row)
         if on_row is not None:
@@ -370,10 +377,9 @@ def _prefill_row(model, ids, conf, scorer, block, repeats, chunk=None, fast=Fals
             med, lo, hi = timed(fwd, repeats, w)
         kept, flops = st.kept_per_layer, st.flops_pruned
         pred_s = statistics.median(ts.per_prefill(repeats + 1)) if ts else 0.0  # the timed prefills, not the warm-up
-    sel = {} if conf is None else {"selection_pct": 100 * selection_s(conf, T, model.config.vocab_size, ids.device) / med}
     return dict(prefill_s=med, prefill_min_s=lo, prefill_max_s=hi, prefill_warmup_s=w["warmup_s"], flops=flops,
                 tflops_per_s=flops / med / 1e12, kept_per_layer=kept, compression=T / (sum(kept) / len(kept)),
-                kv_cache_gib=kv_cache_bytes(model, kept) / 2**30, predictor_overhead_pct=100 * pred_s / med, **sel)
+                kv_cache_gib=kv_cache_bytes(model, kept) / 2**30, predictor_overhead_pct=100 * pred_s / med)
 
 
 def kv_cache_bytes(model, tokens_per_layer: list[int]) -> int:
