@@ -58,3 +58,14 @@ def test_accuracy_vs_length_by_layout_averages_over_tasks():
     assert ys == [pytest.approx([60.0, 60.0]), pytest.approx([30.0, 30.0]), pytest.approx([90.0, 90.0])]
     with pytest.raises(ValueError, match="by must be"):
         F.accuracy_vs_length_figure(summary, by="scorer")
+
+
+@pytest.mark.parametrize("name", ["dense", "sdtp@0.8+R0.02+W96+M256:hybrid", "sdtp@0.8+R0.02+W96+M256:" + "x" * 40])
+def test_accuracy_vs_length_legend_stays_inside_the_figure(name):
+    summary = [{"task": "passkey", "length": n, "layout": lay, "scorer": s, "accuracy": 0.5, "n": 2}
+               for n in (1024, 2048) for lay in ("question_first", "question_last") for s in ("dense", name)]
+    fig = F.accuracy_vs_length_figure(summary, by="layout")
+    fig.canvas.draw()
+    box = fig.legends[0].get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width, (box, fig.bbox)  # no label cut at the edge
+    assert all(ax.get_window_extent().x1 <= box.x0 + 1 for ax in fig.axes)  # and no panel under the legend

@@ -119,7 +119,7 @@ def accuracy_vs_length_figure(summary: list[dict], by: str = "task"):
     colours = _palette(names)
     panels = [(f"all {by}s", groups)] + ([(g, [g]) for g in groups] if len(groups) > 1 else [])
     width = 3.2 * len(panels) + 1
-    fig, axes = plt.subplots(1, len(panels), figsize=(width + 2.4, 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width + 2.4, 3.4), squeeze=False, sharey=True)  # resized below
     for ax, (title, members) in zip(axes[0], panels):
         for n in names:
             ys = [np.mean([s["accuracy"] for s in summary if s["scorer"] == n and s[by] in members and
@@ -134,8 +134,11 @@ def accuracy_vs_length_figure(summary: list[dict], by: str = "task"):
         ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy %")
-    right = width / (width + 2.4)  # the panels on the left, one legend in the strip on the right (none covered)
-    fig.tight_layout(rect=(0, 0, right, 1))
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(right, 0.5), frameon=False)
+    legend = fig.legend(handles, labels, fontsize=8, loc="center left", frameon=False)
+    strip = legend.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi + 0.1  # inches the names need
+    fig.set_figwidth(width + strip)
+    right = width / (width + strip)  # the panels on the left, the legend in the strip on the right (none covered)
+    fig.tight_layout(rect=(0, 0, right, 1))
+    legend.set_bbox_to_anchor((right, 0.5))
     return fig
