@@ -156,6 +156,29 @@ def test_frontier_matches_scorers_and_keep_ratios_explicitly():
     assert "c_fa4/r08.json" in notes and "not drawn: sdtp:oracle" in notes
 
 
+def test_spans_floors_and_the_gpu_must_match_between_a_spec_and_its_speed_row():
+    h100 = lambda rows, scorer="hybrid": {**profile(rows, scorer=scorer), "header": {  # noqa: E731
+        **profile(rows, scorer=scorer)["header"], "gpu": "H100"}}
+    files = {**speed_files(),  # a newer profile: the variant's text names r, R and W; its own dense on its GPU
+             "e_spans/r08.json": h100([row("dense", "hf", 32768, 1.6), row("sdtp@0.8+R0.02+W96", "sdtp", 32768, 0.8),
+                                       row("sdtp@0.8+R0.02", "sdtp", 32768, 0.5)]),
+             "f_h100/no_dense.json": h100([row("sdtp@0.8+R0.02+W96+M256", "sdtp", 32768, 0.4)])}
+    rows = {(r.source, r.span_max, r.min_keep): r for r in FR.speed_rows(files)}
+    spans = rows["e_spans/r08.json", 96, 0]
+    assert (spans.variant, spans.keep_ratio, spans.local_frac, spans.speedup) == ("sdtp", 0.8, 0.02, pytest.approx(2.0))
+    assert ("f_h100/no_dense.json", 96, 256) not in rows  # its only HF dense rows are another GPU's (the headline's)
+    specs = ["dense", "sdtp@0.8+R0.02+W96:hybrid", "sdtp@0.8+R0.02:hybrid", "sdtp@0.8+R0.02+W32:hybrid",
+             "sdtp@0.8+R0.02+W96+M256:hybrid"]
+    acc = {s: [0.5] for s in specs}
+    fr = FR.frontier({"q": synthetic_result(specs, acc)}, FR.speed_rows(files))
+    got = {p["scorer"]: p["speed"] for p in fr["points"] if p["speed"] is not None}
+    assert got["sdtp@0.8+R0.02+W96:hybrid"].source == "e_spans/r08.json" and got["sdtp@0.8+R0.02+W96:hybrid"].span_max == 96
+    assert got["sdtp@0.8+R0.02:hybrid"].prefill_s == 0.5 and got["sdtp@0.8+R0.02:hybrid"].span_max == 0  # tokens' row
+    why = {u["scorer"]: u["why"] for u in fr["unmatched"]}
+    assert set(why) == {"sdtp@0.8+R0.02+W32:hybrid", "sdtp@0.8+R0.02+W96+M256:hybrid"}
+    assert "W=32" in why["sdtp@0.8+R0.02+W32:hybrid"] and "M=256" in why["sdtp@0.8+R0.02+W96+M256:hybrid"]
+
+
 def fig_bars(out, result):
     """{series: bar heights} of the held-out panel of ablation_figure(result, "setting")."""
     fig = PF.ablation_figure(result, "setting")
@@ -335,3 +358,40 @@ def test_backend_lines_take_each_length_from_the_last_backend_run_and_say_what_i
                      "4.00x end to end"]  # 2K only from the later run: not the earlier run's 9.0 / 1.0
     src.items.pop(f"backend:{BACKEND_LATENCY[1]}")
     assert f"- missing: `reports/results/{BACKEND_LATENCY[1]}`" in PT.backend_lines(src)
+
+
+def test_the_hand_written_note_reads_the_scorer_and_whole_span_comparisons(tmp_path):
+    from sdtp_lib.workspace import report as RE
+    run, results = tmp_path / "run", tmp_path / "results"
+    write(run / "run.json", {"profile": "t", "notebooks": []})
+    lay = ("question_first", "question_last")
+    write(results / RE.SCORERS_RUN / "synthetic" / "results.json", synthetic_result(
+        ["dense", "sdtp:predictor", "sdtp:attention"],
+        {"dense": [1.0, 1.0], "sdtp:predictor": [0.5, 0.25], "sdtp:attention": [0.75, 1.0]}, layouts=lay))
+    assert "keeps 50% / 25% of dense" in RE._scorer_note(load_sources(run, results))
+    assert "whole spans" not in RE._scorer_note(load_sources(run, results))  # no spans comparison: no sentence
+    specs = [spec for _, spec in RE.SPANS_SPECS]
+    write(results / RE.SPANS_RUN / "suite" / "results.json", synthetic_result(
+        ["dense", *specs], {"dense": [0.8, 0.8], specs[0]: [0.76, 0.8], specs[1]: [0.8, 0.4], specs[2]: [0.4, 0.8]},
+        layouts=lay))
+    note = RE._scorer_note(load_sources(run, results))
+    assert "the shipped hybrid keeps 95% / 100%, the paper's predictor keeps 100% / 50%" in note
+    assert "window attention keeps 50% / 100% of dense" in note and "(1.50x," in note
+
+
+def test_frontier_panels_wrap_into_rows_and_the_notes_stay_inside_the_figure():
+    specs = ["dense", "sdtp:predictor", "sdtp@0.6:predictor"]
+    acc = {"dense": [1.0], "sdtp:predictor": [0.5], "sdtp@0.6:predictor": [0.4]}
+    results = {f"source {k}": synthetic_result(specs, acc) for k in range(4)}
+    results["dense only"] = synthetic_result(["dense"], {"dense": [1.0]})
+    fr = FR.frontier(results, FR.speed_rows(speed_files()))
+    fig = PF.frontier_figure(fr)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == [f"source {k}" for k in range(4)]  # no panel for "dense only"
+    assert len(fig.axes) == 6 and len({round(ax.get_position().y0, 3) for ax in shown}) == 2  # 3 a row, 2 rows
+    fig.canvas.draw()
+    (notes,) = fig.texts
+    assert "dense only (no scorer with a speed row)" in notes.get_text().replace("\n    ", " ")
+    assert notes.get_text().count("sdtp@0.6:predictor") == 4  # each unmatched point is named
+    box = notes.get_window_extent()
+    assert box.x1 <= fig.bbox.width and box.y1 < min(ax.get_window_extent().y0 for ax in shown)  # under the panels

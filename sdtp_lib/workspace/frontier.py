@@ -6,9 +6,10 @@ Matching rules (`speed_scorer`): the predictor, "auto" and predictor files use t
 and its settings ("attention-mean-k15", ...) the window-attention rows; "hybrid" the hybrid's; the norm / recent /
 random policies have no measurement of their own and use the predictor's row (their scoring costs less than the
 predictor's MLP, so the row understates their speed slightly); the saliency oracle is not deployable (it needs the
-answer) and gets no speed. Variant (SDTP / SDTP-low) and keep ratio must be equal; a spec with its own first layer,
-stage count, always-kept fraction or H2O budget matches only a row that records the same. Every point names the row
-it uses (file, backend, seconds, and where its HF dense baseline comes from).
+answer) and gets no speed. Variant (SDTP / SDTP-low), keep ratio, always-kept fraction, whole spans (+W) and keep
+floor (+M) must be equal; a spec with its own first layer, stage count or H2O budget gets no row. A row's HF dense
+baseline comes from the same GPU. Every point names the row it uses (file, backend, seconds, and where its HF dense
+baseline comes from).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from ..config import parse_variant
 from ..eval.scorers import parse_spec
 
 POLICY_PROXY = ("norm", "recent", "random")  # no speed row of their own: the predictor's row stands in
@@ -43,6 +45,9 @@ class SpeedRow:
     base_prefill_s: float
     source: str  # the file, relative to reports/results
     base_source: str  # the file the HF dense baseline comes from
+    span_max: int = 0  # whole spans of at most this many tokens (+W); 0: tokens
+    min_keep: int = 0  # the keep floor (+M); 0: none
+    gpu: str = ""  # the profile's GPU (its header), which the baseline shares
 
     @property
     def speedup(self) -> float:
@@ -50,7 +55,11 @@ class SpeedRow:
 
     def describe(self) -> str:
         base = "same file" if self.base_source == self.source else self.base_source
-        return (f"{self.scorer}, {self.variant} r={self.keep_ratio:g}, {self.prompt_len // 1024}K, {self.attn}: "
+        extra = "".join(f" {k}={x:g}" for k, x in (("R", self.local_frac), ("W", self.span_max), ("M", self.min_keep))
+                        if x and (k != "R" or x != 0.1))
+        gpu = f", {self.gpu}" if self.gpu else ""
+        return (f"{self.scorer}, {self.variant} r={self.keep_ratio:g}{extra}, {self.prompt_len // 1024}K{gpu}, "
+                f"{self.attn}: "
                 f"{self.prefill_s:.3f} s vs HF dense SDPA {self.base_prefill_s:.3f} s ({base}) = "
                 f"{self.speedup:.2f}x; {self.source}")
 
@@ -62,8 +71,9 @@ def _dense_hf(rows: list[dict], header: dict, length: int) -> dict | None:
 
 def speed_rows(files: dict[str, dict]) -> list[SpeedRow]:
     """The pruned rows on this project's engine of profile files {path relative to reports/results: JSON}, each
-    with its HF dense SDPA baseline at the same length: from the same file, else another file of the same folder,
-    else the first file given (the headline run). A row without any baseline is left out."""
+    with its HF dense SDPA baseline at the same length on the same GPU: from the same file, else another file of the
+    same folder, else the first file given (the headline run). A row without any baseline is left out, and so is a
+    row with its own first layer, stage count or compression target (no spec is matched to those)."""
     out = []
     first = next(iter(files), None)
     for rel, d in files.items():
@@ -72,18 +82,24 @@ def speed_rows(files: dict[str, dict]) -> list[SpeedRow]:
         folder = PurePosixPath(rel).parts[0]
         order = [rel] + [k for k in files if k != rel and PurePosixPath(k).parts[0] == folder] + \
                 ([first] if first not in (None, rel) else [])
+        order = [k for k in order if files[k]["header"].get("gpu") == head.get("gpu")]
         for r in rows:
             if r["engine"] != "sdtp" or r["variant"] == "dense":
+                continue
+            v = parse_variant(r["variant"])  # "sdtp", or "sdtp@0.8+R0.02+W96" in newer profiles
+            if v.start_layer is not None or v.num_stages is not None or v.compression is not None:
                 continue
             base = next(((k, b) for k in order if (b := _dense_hf(files[k]["rows"], files[k]["header"],
                                                                   r["prompt_len"])) is not None), None)
             if base is None:
                 continue
-            out.append(SpeedRow(r.get("scorer") or pc.get("scorer", "predictor"), r["variant"],
-                                float(r.get("keep_ratio") or pc.get("keep_ratio", 0.9)),
-                                float(r.get("local_frac") if r.get("local_frac") is not None else 0.1),
+            local = r.get("local_frac") if r.get("local_frac") is not None else v.local_frac
+            out.append(SpeedRow(r.get("scorer") or pc.get("scorer", "predictor"), v.name,
+                                float(r.get("keep_ratio") or v.keep_ratio or pc.get("keep_ratio", 0.9)),
+                                float(local if local is not None else 0.1),
                                 r["prompt_len"], r.get("attn") or head.get("attn", "sdpa"), r["prefill_s"],
-                                base[1]["prefill_s"], rel, base[0]))
+                                base[1]["prefill_s"], rel, base[0], int(r.get("span_max") or v.span_max or 0),
+                                int(r.get("min_keep") or v.min_keep or 0), str(head.get("gpu") or "")))
     return out
 
 
@@ -143,9 +159,11 @@ def match(q: dict, rows: list[SpeedRow], length: int) -> tuple[SpeedRow | None, 
         return None, how
     local = 0.1 if v.local_frac is None else v.local_frac
     hits = [r for r in rows if r.scorer == scorer and r.variant == v.name and abs(r.keep_ratio - q["keep_ratio"]) < 1e-9
-            and abs(r.local_frac - local) < 1e-9 and r.prompt_len == length]
+            and abs(r.local_frac - local) < 1e-9 and r.prompt_len == length and r.span_max == (v.span_max or 0)
+            and r.min_keep == (v.min_keep or 0)]
     if not hits:
-        return None, f"no {scorer} row for {v.name} r={q['keep_ratio']:g} at {length // 1024}K"
+        extra = "".join(f" {k}={x}" for k, x in (("R", v.local_frac), ("W", v.span_max), ("M", v.min_keep)) if x)
+        return None, f"no {scorer} row for {v.name} r={q['keep_ratio']:g}{extra} at {length // 1024}K"
     hits.sort(key=lambda r: r.attn != "sdpa")  # stable: the files' order within each backend
     return hits[0], how
 

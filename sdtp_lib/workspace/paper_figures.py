@@ -254,25 +254,46 @@ def _family(policy: str | None) -> str:
     return policy if policy in ("norm", "recent", "random") else "predictor"
 
 
-def frontier_figure(fr: dict):
-    """One panel per quality source: each scorer's accuracy on the synthetic suite as % of dense (marker: over all
-    prompts; thin line: the range over the question layouts) against the prefill speedup over HF dense SDPA on the
-    Qwen2-7B shape at fr["length"]. Each point's label ends in [k]: the speed row listed under the panels."""
+def frontier_figure(fr: dict, ncols: int = 3):
+    """One panel per quality source with a measured pruned point (at most ncols a row): each scorer's accuracy on
+    the synthetic suite as % of dense (marker: over all prompts; thin line: the range over the question layouts)
+    against the prefill speedup over HF dense SDPA on the Qwen2-7B shape at fr["length"]. Each point's label ends in
+    [k]: the speed row listed under the panels (with its GPU); the notes are wrapped to the figure's width."""
+    import textwrap
     plt = _plt()
     pts = fr["points"]
-    if not pts:
+    sources = [s for s in dict.fromkeys(p["source"] for p in pts)
+               if any(p["speed"] is not None for p in pts if p["source"] == s)]
+    if not sources:
         raise ValueError("frontier_figure: no point has both a quality and a speed")
-    sources = list(dict.fromkeys(p["source"] for p in pts))
+    pts = [p for p in pts if p["source"] in sources]
     refs = list(dict.fromkeys(p["speed"] for p in pts if p["speed"] is not None))
     fams = list(dict.fromkeys(_family(p["policy"]) for p in pts))
     colours = dict(zip(fams, palette(len(fams))))
-    n_ref = len(refs) + (1 if fr["unmatched"] else 0)
-    fig, axes = plt.subplots(1, len(sources), figsize=(5.6 * len(sources), 5.0 + 0.22 * n_ref), squeeze=False,
-                             sharey=True, sharex=True)
+    notes = [f"[{i + 1}] {r.describe()}" for i, r in enumerate(refs)]
+    if any(p["how"] not in ("own", "dense") for p in pts):
+        notes.append("* no measurement of its own: policies (norm, recent, random) use the predictor's row (they cost "
+                     "less), attention settings window attention's, auto / predictor files the predictor's")
+    skipped = [s for s in dict.fromkeys(p["source"] for p in fr["points"]) if s not in sources]
+    if fr["unmatched"] or skipped:
+        notes.append("not drawn: " + "; ".join([f"{u['scorer']} ({u['source']}: {u['why']})" for u in fr["unmatched"]]
+                                               + [f"{s} (no scorer with a speed row)" for s in skipped]))
+    ncols = min(ncols, len(sources))
+    nrows = -(-len(sources) // ncols)
+    width = 5.6 * ncols
+    char_in = 6.5 * 0.72 / 72  # a 6.5 pt monospace character: 0.6 em, hinted up to whole pixels at 100-150 dpi
+    lines = [w for n in notes for w in textwrap.wrap(n, int((width - 0.3) / char_in), subsequent_indent="    ",
+                                                                  break_on_hyphens=False)]
+    notes_h = 0.3 + 0.115 * len(lines)  # inches
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.6 * nrows + notes_h), squeeze=False, sharey=True,
+                             sharex=True)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(sources):]:
+        ax.set_visible(False)
     hi = max(p["speedup"] for p in pts)
     column = hi + 0.12  # the labels: one column right of the points, top to bottom in the points' order
     lowest = 100.0
-    for ax, src in zip(axes[0], sources):
+    for ax, src in zip(flat, sources):
         mine = sorted((p for p in pts if p["source"] == src), key=lambda p: -p["share"])
         prev = None  # the last label's height: labels never on top of each other
         for p in mine:
@@ -294,27 +315,21 @@ def frontier_figure(fr: dict):
             ax.annotate(p["scorer"] + ref, (x, y), xytext=(column, ty), fontsize=7, va="center",
                         arrowprops=dict(arrowstyle="-", lw=0.4, color="grey"))
         ax.axhline(100, color="black", lw=0.6, ls=":")
-        ax.set(title=src, xlabel=f"prefill speedup vs HF dense SDPA, Qwen2-7B shape, {fr['length'] // 1024}K (H200)")
+        ax.set(title=src, xlabel=f"prefill speedup vs HF dense SDPA, Qwen2-7B shape, {fr['length'] // 1024}K")
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("synthetic suite accuracy, % of dense")
+        ax.tick_params(labelbottom=True)  # in a grid every panel keeps its speed axis
+    for row in axes:
+        row[0].set_ylabel("synthetic suite accuracy, % of dense")
     lo = min(p["speedup"] for p in pts)
-    axes[0][0].set_xlim(lo - 0.1, column + 0.75)  # room for the label column
-    axes[0][0].set_ylim(min(lowest, min(100 * p["share"] for p in pts)) - 4, 104)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
+    flat[0].set_xlim(lo - 0.1, column + 0.75)  # room for the label column
+    flat[0].set_ylim(min(lowest, min(100 * p["share"] for p in pts)) - 4, 104)
+    handles, labels = [], []
+    for ax in flat[:len(sources)]:
         h, lab = ax.get_legend_handles_labels()
         handles, labels = handles + h, labels + lab
     uniq = dict(zip(labels, handles))
-    axes[0][0].legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower left")
-    notes = [f"[{i + 1}] {r.describe()}" for i, r in enumerate(refs)]
-    if any(p["how"] not in ("own", "dense") for p in pts):
-        notes.append("* no measurement of its own: policies (norm, recent, random) use the predictor's row (they cost "
-                     "less), attention settings window attention's, auto / predictor files the predictor's")
-    if fr["unmatched"]:
-        notes.append("not drawn: " + "; ".join(f"{u['scorer']} ({u['why']})" for u in fr["unmatched"]))
-    text = "\n".join(notes)
-    bottom = (0.3 + 0.17 * len(notes)) / fig.get_figheight()
-    fig.text(0.01, 0.01, text, fontsize=6.5, va="bottom", ha="left", family="monospace", wrap=True)
-    fig.tight_layout(rect=(0, bottom, 1, 1))
+    flat[0].legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower left")
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=6.5, va="bottom", ha="left", family="monospace")
+    fig.tight_layout(rect=(0, notes_h / fig.get_figheight(), 1, 1))
     return fig

@@ -130,22 +130,34 @@ def verdict(src: Sources, frontier: dict | None, h2o: list[dict]) -> str:
 
 
 SCORERS_RUN = "2026-11-30_qwen2.5-0.5b_scorers_h200x2"  # the main scorer comparison (docs/scorers.md)
+SPANS_RUN = "2026-12-06_qwen2.5-0.5b_whole-spans_1k-32k_h100"  # whole spans at r = 0.9 and 0.8 (the same suite)
+SPANS_SPECS = (("the shipped hybrid", "sdtp@0.8+R0.02+W96:hybrid"), ("the paper's predictor",
+               "sdtp@0.8+R0.02+W96:predictor"), ("window attention", "sdtp@0.8+R0.02+W96:attention"))
 
 
 def _scorer_note(src: Sources) -> str:
-    """The predictor's weakness on retrieval against window attention, its numbers read from the committed scorer
-    comparison (per layout, % of dense)."""
+    """The predictor's weakness on retrieval against window attention, then what whole spans change at r = 0.8, the
+    numbers read from the committed comparisons (per layout, % of dense)."""
     from .frontier import quality
     res = src.get(f"synthetic:{SCORERS_RUN}")
     q = {x["scorer"]: x["by_layout"] for x in quality(res)} if res is not None else {}
     if "sdtp:predictor" not in q or "sdtp:attention" not in q:
         return f"(the committed scorer comparison {SCORERS_RUN} was not found: no numbers for this note.)"
-    pct = lambda s: " / ".join(f"{100 * v:.0f}%" for v in q[s].values())  # noqa: E731
-    return (f"the paper's token-local predictor is weak on retrieval: on the synthetic suite ({SCORERS_RUN}, "
-            f"Qwen2.5-Coder-0.5B, layouts {' / '.join(q['sdtp:predictor'])}) it keeps {pct('sdtp:predictor')} of "
-            f"dense accuracy, the question-aware window-attention scorer {pct('sdtp:attention')} at the same "
+    pct = lambda by: " / ".join(f"{100 * v:.0f}%" for v in by.values())  # noqa: E731
+    note = (f"the paper's token-local predictor is weak on retrieval: on the synthetic suite ({SCORERS_RUN}, "
+            f"Qwen2.5-Coder-0.5B, layouts {' / '.join(q['sdtp:predictor'])}) it keeps {pct(q['sdtp:predictor'])} of "
+            f"dense accuracy, the question-aware window-attention scorer {pct(q['sdtp:attention'])} at the same "
             "compression and about the same speed (frontier figure): in a causal model the context's tokens cannot "
             "know a question that comes after them (docs/scorers.md).")
+    spans = src.get(f"synthetic:{SPANS_RUN}")
+    qs = {x["scorer"]: x for x in quality(spans)} if spans is not None else {}
+    if all(spec in qs for _, spec in SPANS_SPECS):
+        comp = qs[SPANS_SPECS[0][1]]["compression"]
+        note += (" Keeping whole spans (a sentence, a line, a key with its value: `+W96`) changes the order: at "
+                 f"r = 0.8 ({comp:.2f}x, {SPANS_RUN}) " + ", ".join(f"{name} keeps {pct(qs[spec]['by_layout'])}"
+                                                                   for name, spec in SPANS_SPECS)
+                 + " of dense; the losses left are short prompts and key-value retrieval (its README).")
+    return note
 
 
 # ------------------------------------------------------------------ all of it

@@ -34,7 +34,8 @@ HEADLINE_LATENCY = SPEED_FILES[0]
 # both attention backends and keep ratios, each length in one run (the final summary's "with flash-attn 4" lines)
 BACKEND_LATENCY = ("2026-12-05_qwen2-7b-shape_fa4-decode_h200/latency_fa4_h200.json",  # 32K
                    "2026-12-06_qwen2-7b-shape_fa4-128k_h200/latency_fa4_h200_128k.json")  # 128K
-SCORER_RESULTS = "*scorers*/synthetic/results.json"  # the committed scorer comparisons on the synthetic suite
+SCORER_RESULTS = ("*scorers*/synthetic/results.json",  # the committed scorer comparisons on the synthetic suite
+                  "*whole-spans*/suite/results.json")  # ... with whole spans (+W) at r = 0.9 and 0.8
 
 
 @dataclass
@@ -118,9 +119,10 @@ def load_sources(run, results_dir=None) -> Sources:
         src.add(_json(f"speed:{rel}", results_dir / rel))
     for rel in BACKEND_LATENCY:
         src.add(_json(f"backend:{rel}", results_dir / rel))
-    committed = sorted(results_dir.glob(SCORER_RESULTS))
+    committed = sorted(p for pattern in SCORER_RESULTS for p in results_dir.glob(pattern))
     if not committed:
-        src.add(Source("committed_synthetic", results_dir / SCORER_RESULTS, why=f"no {SCORER_RESULTS} in {results_dir}"))
+        src.add(Source("committed_synthetic", results_dir / SCORER_RESULTS[0],
+                       why=f"none of {', '.join(SCORER_RESULTS)} in {results_dir}"))
     for p in committed:
         src.add(_json(f"synthetic:{p.relative_to(results_dir).parts[0]}", p))
     for name, why in src.missing():
