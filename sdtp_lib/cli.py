@@ -48,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     scorer = g.add_mutually_exclusive_group()
     scorer.add_argument("--policy", type=_policy, help=f"baseline scorer (default norm): one of {POLICY_NAMES}")
     scorer.add_argument("--predictor", help="a trained predictor: a shipped name (smollm2-135m) or a .safetensors file")
+    scorer.add_argument("--scorer", metavar="SPEC", help="a scorer spec as the evaluations take it, variant included, "
+                        "e.g. sdtp@0.8+R0.02+W96:hybrid (whole spans; docs/scorers.md); --keep-ratio is the r of a "
+                        "spec without its own")
     g.add_argument("--keep-ratio", type=float, default=0.9, help="r: stage s keeps ceil(r**s * T) tokens")
-    g.add_argument("--stages", type=int, default=10, help="number of pruning stages (default 10)")
+    g.add_argument("--stages", type=int, default=None, help="number of pruning stages (default 10; a --scorer spec "
+                   "names its own)")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: float32 on CPU, bfloat16 on GPU")
     g.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
@@ -185,8 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args) -> None:
     for name in ("max_new_tokens", "repeats", "stages"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.scorer is not None:
+        from .eval.scorers import parse_spec
+        variant, _ = parse_spec(args.scorer)  # refuses a malformed spec before the model loads
+        if variant.stages is None:
+            raise ValueError(f"--scorer {args.scorer!r}: generate prunes; the dense answer comes with --compare")
+        if variant.kv_budget is not None:
+            raise ValueError(f"--scorer {args.scorer!r}: give the H2O budget as --kv-budget, not in the spec")
+        if args.stages is not None:
+            raise ValueError("--stages: a --scorer spec names its own stages (sdtp: 10, sdtp-low: 5, +S<n>)")
     if args.kv_budget is not None:
         from .speed.h2o import check_budget
         check_budget(args.kv_budget)
@@ -249,14 +262,22 @@ def cmd_generate(args) -> int:
     prompt = read_prompt(args)
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn)
     ids = encode_prompt(tok, prompt, chat=not args.no_chat_template)
-    config = SDTPConfig.for_model(model, keep_ratio=args.keep_ratio, num_stages=args.stages)
-    policy = args.policy or "norm"
-    scorer = load_predictor(args.predictor, model=model, config=config) if args.predictor else policy
+    spans = None
+    if args.scorer is not None:
+        from .eval.scorers import make_scorer_for, parse_spec
+        from .spans import span_rule
+        variant, name = parse_spec(args.scorer)
+        config = variant.config(model, keep_ratio=args.keep_ratio)
+        (scorer, _), spans = make_scorer_for(name, model, config, args.scorer), span_rule(config, tok)
+    else:
+        config = SDTPConfig.for_model(model, keep_ratio=args.keep_ratio, num_stages=args.stages or 10)
+        scorer = (load_predictor(args.predictor, model=model, config=config) if args.predictor
+                  else args.policy or "norm")
     log.info("prompt %d tokens, stages at layers %s, scorer %s", ids.shape[1], list(config.stage_layers),
-             args.predictor or policy)
+             args.scorer or args.predictor or args.policy or "norm")
     if args.kv_budget is not None:
-        return _generate_h2o(args, model, tok, ids, scorer, config)
-    cmp = compare(model, tok, ids, scorer, config, args.max_new_tokens, args.repeats, dense=args.compare)
+        return _generate_h2o(args, model, tok, ids, scorer, config, spans)
+    cmp = compare(model, tok, ids, scorer, config, args.max_new_tokens, args.repeats, dense=args.compare, spans=spans)
     report(cmp)
     if args.json:
         atomic_write_text(args.json, json.dumps(json_payload(args, config, cmp), indent=2) + "\n",
@@ -264,13 +285,13 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _generate_h2o(args, model, tok, ids, scorer, config) -> int:
+def _generate_h2o(args, model, tok, ids, scorer, config, spans=None) -> int:
     """`generate --kv-budget B`: the pruned prefill, then the project's decode loop with H2O at B (stops at the
     tokenizer's end of sequence); prints the answer, the prefill summary, the KV held at the end and the timings."""
     from .speed.decode import greedy_generate
     stops = [t for t in (tok.eos_token_id,) if t is not None]
     res = greedy_generate(model, ids.to(next(model.parameters()).device), args.max_new_tokens, scorer, config,
-                          kv_budget=args.kv_budget, stop_ids=stops)
+                          kv_budget=args.kv_budget, stop_ids=stops, spans=spans)
     answer = tok.decode(res.tokens[0, :res.new_tokens], skip_special_tokens=True).strip()
     t = res.timings
     print(answer)

@@ -145,8 +145,9 @@ def measure(model, tok, ids: torch.Tensor, max_new_tokens: int, repeats: int) ->
 
 
 def compare(model, tok, prompt, scorer="norm", config: SDTPConfig | None = None, max_new_tokens: int = 48,
-            repeats: int = 3, dense: bool = True, chat: bool = True) -> Comparison:
-    """Greedy answers and timings of the pruned model (and the dense one) on `prompt` (text, or (1, T) ids)."""
+            repeats: int = 3, dense: bool = True, chat: bool = True, spans=None) -> Comparison:
+    """Greedy answers and timings of the pruned model (and the dense one) on `prompt` (text, or (1, T) ids); spans:
+    the SpanRule a config with whole spans needs (sdtp_lib.spans.span_rule(config, tok))."""
     if max_new_tokens < 1 or repeats < 1:
         raise ValueError(f"max_new_tokens and repeats must be >= 1, got {max_new_tokens} and {repeats}")
     ids = encode_prompt(tok, prompt, chat) if isinstance(prompt, str) else torch.as_tensor(prompt)
@@ -155,7 +156,7 @@ def compare(model, tok, prompt, scorer="norm", config: SDTPConfig | None = None,
         raise ValueError(f"compare takes one prompt, got a batch of {ids.shape[0]}")
     config = config or SDTPConfig.for_model(model)
     base = measure(model, tok, ids, max_new_tokens, repeats) if dense else None
-    with pruning(model, scorer, config) as stats:
+    with pruning(model, scorer, config, spans=spans) as stats:
         pruned = measure(model, tok, ids, max_new_tokens, repeats)
     return Comparison(prompt_len=stats.prompt_len, sdtp=pruned, dense=base, kept_per_stage=list(stats.kept_per_stage),
                       kept_per_layer=list(stats.kept_per_layer), compression=stats.compression,

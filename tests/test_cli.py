@@ -32,6 +32,29 @@ def test_compare_prints_dense_and_speedup(capsys):
     assert "--- dense ---" in out and "dense : prefill" in out and "prefill speedup" in out
 
 
+def test_generate_takes_a_scorer_spec_with_its_variant_and_whole_spans(tmp_path, capsys):
+    path = tmp_path / "spec.json"
+    assert main(BASE + ["--scorer", "sdtp@0.8+R0.02+W8:attention", "--json", str(path)]) == 0
+    data = json.loads(path.read_text())  # the engine refuses a config with spans but no rule: they reached it
+    assert (data["config"]["keep_ratio"], data["config"]["local_frac"], data["config"]["span_max"]) == (0.8, 0.02, 8)
+    from sdtp_lib.config import SDTPConfig
+    T = data["stats"]["prompt_len"]
+    assert data["stats"]["kept_per_stage"] == SDTPConfig.from_dict(data["config"]).keep_schedule(T)
+    assert "kept per stage" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--scorer", "dense"], "the dense answer comes with --compare"),
+    (["--scorer", "sdtp+H0.4:attention"], "--kv-budget"),
+    (["--scorer", "sdtp:attention", "--stages", "5"], "names its own stages"),
+    (["--scorer", "sdtp@2:attention"], "sdtp@2:attention"),
+    (["--scorer", "sdtp:attention", "--policy", "norm"], "not allowed with argument"),
+])
+def test_generate_refuses_a_bad_scorer_spec(extra, needle, capsys):
+    assert main(BASE + extra) == 2
+    assert needle in capsys.readouterr().err
+
+
 def test_bad_keep_ratio_exits_2(capsys):
     assert main(BASE + ["--keep-ratio", "0"]) == 2
     captured = capsys.readouterr()
