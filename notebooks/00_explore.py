@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,6 +33,7 @@ prompt = None  # the prompt to compare (None: data/demo/long_prompt.txt)
 predictor = "auto"  # "auto" (shipped for this model, else norm), a policy, a predictor file or a run folder
 keep_ratio = 0.9
 stages = 10
+spec = None  # instead of the three above: a scorer spec, e.g. "sdtp@0.8+R0.02+W96:hybrid" (whole spans)
 max_new_tokens = 48
 repeats = 3  # timed prefill repeats (median)
 
@@ -42,13 +48,17 @@ import sdtp_lib as S
 from sdtp_lib.training import data as D
 from sdtp_lib.workspace import explorer
 from sdtp_lib.compare import encode_prompt, greedy_answer
+from sdtp_lib.eval.scorers import resolve_spec
 from sdtp_lib.io import atomic_write_text
 from sdtp_lib.scorers import resolve_scorer
 
 out = Path(run_dir)
 m, tok = S.load_model(model, device=S.resolve_device(device))
-conf = S.SDTPConfig.for_model(m, keep_ratio=keep_ratio, num_stages=stages)
-scorer, scorer_label = resolve_scorer(predictor, m, conf)
+if spec:  # its own variant: keep ratio (else keep_ratio's), stages, always-kept fraction, whole spans
+    scorer, scorer_label, conf, spans = resolve_spec(spec, m, tok, keep_ratio)
+else:
+    conf, spans = S.SDTPConfig.for_model(m, keep_ratio=keep_ratio, num_stages=stages), None
+    scorer, scorer_label = resolve_scorer(predictor, m, conf)
 if prompt is None:
     prompt = (D.DEFAULT_DATA.parent.parent / "demo" / "long_prompt.txt").read_text(encoding="utf-8")
 records = D.load_instructions(data or str(D.DEFAULT_DATA))
@@ -63,7 +73,7 @@ print(f"{model} | scorer: {scorer_label} | stages at layers {list(conf.stage_lay
 # ## Dense vs SDTP on the prompt
 
 # %%
-cmp = S.compare(m, tok, prompt, scorer, conf, max_new_tokens=max_new_tokens, repeats=repeats)
+cmp = S.compare(m, tok, prompt, scorer, conf, max_new_tokens=max_new_tokens, repeats=repeats, spans=spans)
 display(Markdown(cmp.markdown()))
 print(cmp.summary)
 atomic_write_text(out / "compare.json", json.dumps({"model": model, "scorer": scorer_label, **cmp.to_dict()},

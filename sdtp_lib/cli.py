@@ -264,11 +264,8 @@ def cmd_generate(args) -> int:
     ids = encode_prompt(tok, prompt, chat=not args.no_chat_template)
     spans = None
     if args.scorer is not None:
-        from .eval.scorers import make_scorer_for, parse_spec
-        from .spans import span_rule
-        variant, name = parse_spec(args.scorer)
-        config = variant.config(model, keep_ratio=args.keep_ratio)
-        (scorer, _), spans = make_scorer_for(name, model, config, args.scorer), span_rule(config, tok)
+        from .eval.scorers import resolve_spec
+        scorer, _, config, spans = resolve_spec(args.scorer, model, tok, args.keep_ratio)
     else:
         config = SDTPConfig.for_model(model, keep_ratio=args.keep_ratio, num_stages=args.stages or 10)
         scorer = (load_predictor(args.predictor, model=model, config=config) if args.predictor

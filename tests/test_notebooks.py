@@ -17,7 +17,7 @@ VOCABULARY = {"model", "run_dir", "n_samples", "device", "seed"}  # + data where
 def run(name, tmp_path, **extra):
     out = tmp_path / name
     pm.execute_notebook(str(NB / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), kernel_name="python3",
-                        parameters=dict(model="tiny-qwen2", n_samples=4, run_dir=str(out), **extra),
+                        parameters={"model": "tiny-qwen2", "n_samples": 4, "run_dir": str(out), **extra},
                         progress_bar=False)
     return out, (tmp_path / f"{name}.ipynb").read_text()
 
@@ -51,6 +51,15 @@ def test_00_explore_runs(tmp_path):
     html = sorted(out.glob("explore_*.html"))
     assert len(html) == 5 and all(p.with_suffix(".png").stat().st_size > 10_000 for p in html)  # prompt + 4 samples
     assert 'sdtp-summary' in text and 'sdtp-tok' in text  # the static view is in the executed notebook's output
+
+
+def test_00_explore_takes_a_scorer_spec_with_whole_spans(tmp_path):
+    spec = "sdtp@0.8+R0.02+W8:attention"
+    out, text = run("00_explore", tmp_path, max_new_tokens=4, repeats=1, n_samples=0, spec=spec)
+    cmp = json.loads((out / "compare.json").read_text())
+    conf = S.SDTPConfig.for_model(tiny_config("qwen2").num_hidden_layers, keep_ratio=0.8, local_frac=0.02, span_max=8)
+    assert cmp["kept_per_stage"] == conf.keep_schedule(cmp["prompt_len"]) and "attention" in cmp["scorer"]
+    assert len(sorted(out.glob("explore_*.html"))) == 1 and "sdtp-tok" in text
 
 
 def test_01_and_02_run_02_reusing_01(tmp_path):

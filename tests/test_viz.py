@@ -100,6 +100,30 @@ def test_trace_kept_is_forced_plus_top_k_by_recorded_score(tiny_sdpa):
     assert not any(len(m._forward_pre_hooks) for m in model.modules())
 
 
+def test_trace_of_a_span_config_keeps_what_the_engine_keeps_with_the_tokenizers_spans(tiny_sdpa):
+    from sdtp_lib.engine import keep_indices
+    from sdtp_lib.spans import span_rule
+    model, tok = tiny_sdpa
+    config = S.SDTPConfig.for_model(model, keep_ratio=0.8, span_max=6)
+    ids = chat_ids(tok, PROMPT)
+    T = ids.shape[1]
+    tr = explorer.trace_prompt(model, tok, ids, "norm", config)
+    assert tr.kept_counts == config.keep_schedule(T)
+    spans = span_rule(config, tok).span_ids(ids, config.span_max)  # (1, T)
+    forced = forced_mask(config, torch.ones(1, T, dtype=torch.long), None)  # (1, T)
+    entering, moved = np.ones(T, bool), False
+    for s, k in enumerate(config.keep_schedule(T)):  # each stage: keep_indices on the recorded scores and spans
+        idx = np.flatnonzero(entering)
+        sel, _ = keep_indices(torch.from_numpy(tr.score[s, idx])[None], forced[:, idx], k, spans[:, idx], T)
+        expect = np.zeros(T, bool)
+        expect[idx[sel[0].numpy()]] = True
+        assert np.array_equal(tr.kept[s], expect), f"stage {s}"
+        top = select_tokens(torch.from_numpy(tr.score[s, idx])[None], forced[:, idx], k)
+        moved |= not np.array_equal(np.sort(idx[top[0].numpy()]), np.flatnonzero(expect))
+        entering = tr.kept[s]
+    assert moved  # spans changed the choice somewhere: the trace did not keep tokens one by one
+
+
 def test_trace_with_predictor_records_its_scores(tiny_sdpa):
     model, tok = tiny_sdpa
     config = S.SDTPConfig.for_model(model)

@@ -89,6 +89,23 @@ def make_scorer_for(name: str, model, config, spec: str):
     return resolve_scorer(name, model, config)
 
 
+def resolve_spec(spec: str, model, tok, keep_ratio: float = 0.9):
+    """(scorer, label, config, spans) of a pruned spec, what `pruning(model, scorer, config, spans=spans)` takes:
+    e.g. "sdtp@0.8+R0.02+W96:hybrid" (spans: the tokenizer's SpanRule when the variant keeps whole spans, else
+    None). keep_ratio: the r of a spec without its own. Dense and H2O specs are refused (no pruned prefill to set up;
+    H2O's budget belongs to the decode loop), and so is the oracle (it needs each sample's answer)."""
+    from ..spans import span_rule
+    variant, name = parse_spec(spec)
+    if variant.stages is None:
+        raise ValueError(f"scorer {spec!r}: dense prunes nothing; give '<variant>:<scorer>', e.g. sdtp:attention")
+    if variant.kv_budget is not None:
+        raise ValueError(f"scorer {spec!r}: an H2O budget is the decode loop's setting (--kv-budget, kv_budget=), "
+                         "not the prefill's")
+    config = variant.config(model, keep_ratio)
+    scorer, label = make_scorer_for(name, model, config, spec)
+    return scorer, label, config, span_rule(config, tok)
+
+
 def file_stem(spec: str) -> str:
     """A scorer spec as a portable file or folder name: "sdtp:norm" -> "sdtp_norm", "sdtp:/runs/x" -> "sdtp__runs_x"
     (no ':' or '/', which Windows or paths cannot hold)."""

@@ -22,6 +22,7 @@ from ..engine import prepare_scorer, pruning
 from ..io import atomic_write_text
 from ..scorers.base import ScorerWrapper
 from ..scorers.registry import make_scorer
+from ..spans import span_rule
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,8 @@ class _RecordingScorer(ScorerWrapper):
 def trace_prompt(model, tokenizer, input_ids, scorer, config: SDTPConfig, answer_ids=None,
                  title: str = "") -> PromptTrace:
     """One pruned prefill of `input_ids` ((1, T) or (T,)) with `scorer`, recorded stage by stage; with
-    `answer_ids` ((A,), the dense model's answer) also the stage-1 saliency of the prompt tokens."""
+    `answer_ids` ((A,), the dense model's answer) also the stage-1 saliency of the prompt tokens. A config that keeps
+    whole spans (span_max > 0) takes its span boundaries from `tokenizer` (sdtp_lib.spans.span_rule)."""
     ids = torch.as_tensor(input_ids)
     if ids.dim() == 2 and ids.shape[0] == 1:
         ids = ids[0]
@@ -134,8 +136,8 @@ def trace_prompt(model, tokenizer, input_ids, scorer, config: SDTPConfig, answer
     ids = ids.long().to(p.device)
     T, S = ids.numel(), config.num_stages
     rec = _RecordingScorer(prepare_scorer(model, make_scorer(scorer), config))  # the engine sees only the wrapper
-    with torch.no_grad(), pruning(model, rec, config) as stats:
-        model(ids[None], use_cache=False, logits_to_keep=1)  # only the scores matter
+    with torch.no_grad(), pruning(model, rec, config, spans=span_rule(config, tokenizer)) as stats:
+        model(input_ids=ids[None], use_cache=False, logits_to_keep=1)  # only the scores matter
     score = np.full((S, T), np.nan, dtype=np.float32)  # (S, T)
     kept = np.zeros((S, T), dtype=bool)  # (S, T)
     for s in range(S):
