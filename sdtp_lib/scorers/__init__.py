@@ -16,6 +16,6 @@ from .predictor import TokenPredictor, load_predictor, shipped_name, shipped_pre
 from .registry import POLICIES, POLICY_NAMES, is_policy, make_scorer, resolve_scorer
 
 __all__ = ["WindowAttentionScorer", "window_attention", "max_pool_alive", "normed_proj", "TIE_BREAK", "ScorerWrapper",
-           "NormScorer", "RandomScorer", "RecencyScorer", "RankFusion", "rank_quantile", "SaliencyOracle", "token_saliency", "TokenPredictor",
-           "load_predictor", "shipped_name", "shipped_predictors", "POLICIES", "POLICY_NAMES", "is_policy",
-           "make_scorer", "resolve_scorer"]
+           "NormScorer", "RandomScorer", "RecencyScorer", "RankFusion", "rank_quantile", "SaliencyOracle",
+           "token_saliency", "TokenPredictor", "load_predictor", "shipped_name", "shipped_predictors", "POLICIES",
+           "POLICY_NAMES", "is_policy", "make_scorer", "resolve_scorer"]

@@ -55,13 +55,19 @@ class SpeedRow:
 
     def describe(self) -> str:
         base = "same file" if self.base_source == self.source else self.base_source
-        extra = "".join(f" {k}={x:g}" for k, x in (("R", self.local_frac), ("W", self.span_max), ("M", self.min_keep))
-                        if x and (k != "R" or x != 0.1))
         gpu = f", {self.gpu}" if self.gpu else ""
+        extra = _settings(self.local_frac, self.span_max, self.min_keep)
         return (f"{self.scorer}, {self.variant} r={self.keep_ratio:g}{extra}, {self.prompt_len // 1024}K{gpu}, "
                 f"{self.attn}: "
                 f"{self.prefill_s:.3f} s vs HF dense SDPA {self.base_prefill_s:.3f} s ({base}) = "
                 f"{self.speedup:.2f}x; {self.source}")
+
+
+def _settings(local_frac: float, span_max: int, min_keep: int) -> str:
+    """" R=0.02 W=96 M=256": what a row or spec sets besides its keep ratio (the paper's 10% always kept, tokens and
+    no floor are left out)."""
+    return "".join(f" {k}={x:g}" for k, x, default in (("R", local_frac, 0.1), ("W", span_max, 0), ("M", min_keep, 0))
+                   if x != default)
 
 
 def _dense_hf(rows: list[dict], header: dict, length: int) -> dict | None:
@@ -162,7 +168,7 @@ def match(q: dict, rows: list[SpeedRow], length: int) -> tuple[SpeedRow | None, 
             and abs(r.local_frac - local) < 1e-9 and r.prompt_len == length and r.span_max == (v.span_max or 0)
             and r.min_keep == (v.min_keep or 0)]
     if not hits:
-        extra = "".join(f" {k}={x}" for k, x in (("R", v.local_frac), ("W", v.span_max), ("M", v.min_keep)) if x)
+        extra = _settings(local, v.span_max or 0, v.min_keep or 0)
         return None, f"no {scorer} row for {v.name} r={q['keep_ratio']:g}{extra} at {length // 1024}K"
     hits.sort(key=lambda r: r.attn != "sdpa")  # stable: the files' order within each backend
     return hits[0], how
