@@ -20,10 +20,14 @@ if [ -n "$run" ] && [ -f "$run/run.json" ]; then
 else
   args=(--profile "$PROFILE" --runs-dir "$PARENT")
 fi
+tag="sdtp-sitting-$$-$RANDOM"  # in the environment of this sitting's processes, kernels included
 set +e
-timeout -k 30 "${SDTP_TIME_LIMIT:-540}" python3 -m sdtp_lib pipeline "${args[@]}" >> "$PARENT/console.log" 2>&1
+SDTP_SITTING=$tag timeout -k 30 "${SDTP_TIME_LIMIT:-540}" python3 -m sdtp_lib pipeline "${args[@]}" \
+  >> "$PARENT/console.log" 2>&1
 rc=$?
 set -e
-pkill -f ipykernel_launcher 2>/dev/null || true  # a kernel the stopped notebook left behind
+for pid in $(pgrep -f ipykernel_launcher || true); do  # a kernel the stopped notebook left behind: this sitting's only
+  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "SDTP_SITTING=$tag"; then kill "$pid" 2>/dev/null || true; fi
+done
 tail -n 3 "$PARENT/console.log"
 if [ $rc -eq 0 ]; then echo complete; elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then echo "stopped at the time limit: call again"; else exit $rc; fi
