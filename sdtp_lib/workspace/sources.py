@@ -18,8 +18,8 @@ from ..models import project_root
 
 log = logging.getLogger(__name__)
 
-# the committed Qwen2-7B-shape H200 profiles the frontier takes its prefill speedups from, in order of preference
-# (the first file with a matching row wins; see sdtp_lib.workspace.frontier)
+# the committed Qwen2-7B-shape profiles (H200; H100 for the whole-spans settings) the frontier takes its prefill
+# speedups from, in order of preference (the first file with a matching row wins; see sdtp_lib.workspace.frontier)
 SPEED_FILES = (
     "2026-11-29_qwen2-7b-shape_latency_h200/latency.json",  # the headline: predictor, r 0.9, SDTP and SDTP-low
     "2026-12-04_qwen2-7b-shape_attention-latency_h200/latency.json",  # window attention, r 0.9
@@ -29,6 +29,8 @@ SPEED_FILES = (
     "2026-12-06_qwen2-7b-shape_fa4-128k_h200/scorer_cost_attention_fa4.json",  # attention, r 0.9 / 0.8 (flash-attn 4)
     "2026-11-30_qwen2-7b-shape_scorer-cost_h200/profile_fold/attention.json",  # attention, r 0.9, SDTP engine only
     "2026-11-30_qwen2-7b-shape_scorer-cost_h200/profile_fold/hybrid.json",  # hybrid, r 0.9, SDTP engine only
+    *(f"2026-12-06_qwen2-7b-shape_frontier-speed_h100/{name}.json"  # the whole-spans settings, with HF dense (H100)
+      for name in ("dense", "attention", "predictor", "hybrid")),
 )
 HEADLINE_LATENCY = SPEED_FILES[0]
 # both attention backends and keep ratios, each length in one run (the final summary's "with flash-attn 4" lines)
@@ -90,11 +92,13 @@ def _newest(name: str, folder: Path, pattern: str) -> Source:
 
 
 def _saliency(run: Path) -> Source:
-    """Per-layer sparsity statistics of the run's stage-1 saliency file (01_saliency, else 02_training's own)."""
-    cands = [run / "01_saliency" / "saliency.safetensors", run / "02_training" / "saliency" / "saliency.safetensors"]
+    """Per-layer sparsity statistics of the run's stage-1 saliency file: 01_saliency's, else 02_training's own, else
+    07_ablations' (the qwen2.5-0.5b profile runs neither 01 nor 02)."""
+    cands = [run / "01_saliency" / "saliency.safetensors", run / "02_training" / "saliency" / "saliency.safetensors",
+             run / "07_ablations" / "saliency" / "saliency.safetensors"]
     path = next((p for p in cands if p.is_file()), None)
     if path is None:
-        return Source("saliency", cands[0], why=f"{cands[0]} not found (nor {cands[1]})")
+        return Source("saliency", cands[0], why=f"none of {', '.join(map(str, cands))} found")
     from ..training import saliency as SA
     return Source("saliency", path, SA.saliency_stats(SA.SaliencyStore.load(path)))
 
