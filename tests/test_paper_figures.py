@@ -331,8 +331,14 @@ def test_h2o_summary_compares_sdtp_with_h2o_against_h2o_alone_at_the_same_budget
     assert rows["sdtp+H0.4:norm"]["dense_same_budget"] == pytest.approx(90.0)
     assert rows["sdtp+H0.2:norm"]["dense_same_budget"] is None  # no dense+H0.2: nothing to compare with
     text = PT.h2o_section(pts, src) + R.verdict(src, None, pts)
-    assert "| synthetic | sdtp+H0.4:norm | 0.4 | 50.0 | 80.0 | -30.0 | 90.0 | -40.0 |" in text
-    assert "**H2O, synthetic sdtp+H0.4:norm: does not reproduce** \"almost no further loss\" on top of H2O (-40.0" in text
+    table = [ln for ln in text.splitlines() if ln.startswith("| synthetic |")]
+    assert [ln.split(" | ")[1:4] for ln in table] == [["dense", "none", "100.0"], ["dense+H0.4", "0.4", "90.0"],
+                                                      ["sdtp:norm", "none", "80.0"], ["sdtp+H0.4:norm", "0.4", "50.0"],
+                                                      ["sdtp+H0.2:norm", "0.2", "40.0"]]  # each base, then its budgets
+    assert "| synthetic | sdtp+H0.4:norm | 0.4 | 50.0 | -30.0 | -40.0 |" in text  # vs sdtp:norm, vs dense+H0.4
+    assert "| synthetic | dense+H0.4 | 0.4 | 90.0 | -10.0 | - |" in text
+    assert "**H2O, synthetic sdtp+H0.4:norm: does not reproduce** \"almost no further loss\" on top of H2O (-40.0 " \
+           "points against H2O alone, dense+H0.4" in text
     assert "sdtp+H0.2:norm: " not in text.split("## Verdict")[1]  # no verdict without its H2O-alone reference
 
 
@@ -395,3 +401,29 @@ def test_frontier_panels_wrap_into_rows_and_the_notes_stay_inside_the_figure():
     assert notes.get_text().count("sdtp@0.6:predictor") == 4  # each unmatched point is named
     box = notes.get_window_extent()
     assert box.x1 <= fig.bbox.width and box.y1 < min(ax.get_window_extent().y0 for ax in shown)  # under the panels
+
+
+def test_saliency_sparsity_comes_from_the_ablations_when_no_01_or_02_ran(tmp_path):
+    """The qwen2.5-0.5b profile runs neither 01 nor 02: its saliency figure reads 07's stage-1 file, and 01's
+    wins where both exist."""
+    import torch
+    from sdtp_lib.training.saliency import SaliencyStore
+    from sdtp_lib.workspace.sources import _saliency
+
+    def store(scale):
+        T = 12
+        rec = dict(input_ids=torch.arange(T), attention_mask=torch.ones(T), labels=torch.full((T,), -100),
+                   prompt_len=10, source_index=0,
+                   scores={2: scale * torch.arange(T, dtype=torch.float32) ** 4, 4: torch.ones(T)})
+        return SaliencyStore.from_records([rec], {"schema": "sdtp-saliency", "version": 1})
+
+    run = tmp_path / "run"
+    assert not _saliency(run).found and "07_ablations" in _saliency(run).why
+    for d in ("07_ablations/saliency", "01_saliency"):
+        (run / d).mkdir(parents=True)
+    store(1.0).save(run / "07_ablations" / "saliency" / "saliency.safetensors")
+    got = _saliency(run)
+    assert got.found and got.path == run / "07_ablations" / "saliency" / "saliency.safetensors"
+    assert [r["layer"] for r in got.data["per_layer"]] == [2, 4] and got.data["per_layer"][1]["top10_share"] == 0.1
+    store(1.0).save(run / "01_saliency" / "saliency.safetensors")
+    assert _saliency(run).path == run / "01_saliency" / "saliency.safetensors"

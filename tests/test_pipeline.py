@@ -187,3 +187,39 @@ def test_every_profile_plans(tmp_path, monkeypatch):
     monkeypatch.delenv("SDTP_LONGBENCH")
     with pytest.raises(NP.PipelineError, match="needs the environment variable SDTP_LONGBENCH"):
         NP.plan(NP.load_profile("qwen2-7b"), {}, tmp_path / "R", only=["04"])
+
+
+def test_sigterm_stops_a_sitting_keeping_its_time_and_resume_goes_on(tmp_path):
+    """A time-limited sitting (`timeout` sends SIGTERM) records the notebook as stopped with the time it ran; the
+    next sitting re-runs it, counts both sittings and adds their times."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    runs = tmp_path / "runs"
+    prof = write_profile(tmp_path, ["03_profiling"], {"03_profiling": {"lengths": [64], "new_tokens": 2,
+                                                                         "repeats": 300}})
+    env = {**os.environ, "PYTHONPATH": str(NP.ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "sdtp_lib", "pipeline", "--profile", prof, "--runs-dir",
+                             str(runs)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until the notebook runs, then let it run a while
+            recs = list(runs.glob("*/run.json")) if runs.is_dir() else []
+            if recs and json.loads(recs[0].read_text())["notebooks"][0]["status"] == "running":
+                break
+            time.sleep(0.2)
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    run, rec = only_run(runs)
+    (step,) = rec["notebooks"]
+    assert proc.returncode == 1 and "stopped by SIGTERM during 03_profiling" in out and f"--resume {run}" in out
+    assert rec["status"] == "stopped" and step["status"] == "stopped" and step["sittings"] == 1
+    assert 2.5 < step["duration_s"] < 120
+    assert main(["pipeline", "--resume", str(run)]) == 0
+    (step2,) = json.loads((run / "run.json").read_text())["notebooks"]
+    assert step2["status"] == "ok" and step2["sittings"] == 2 and step2["duration_s"] > step["duration_s"]

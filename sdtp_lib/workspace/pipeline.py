@@ -24,6 +24,8 @@ import logging
 import os
 import platform
 import re
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,9 +59,14 @@ class Step:
     """One notebook of a run and what happened to it."""
     name: str
     parameters: dict
-    status: str = "pending"  # pending | running | ok | failed
-    duration_s: float | None = None
+    status: str = "pending"  # pending | running | ok | failed | stopped (by SIGTERM / Ctrl-C: resumes)
+    duration_s: float | None = None  # over every sitting it ran in
     error: str | None = None
+    sittings: int = 0  # how many times it started: a stopped notebook goes on in the next sitting
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived (e.g. `timeout` ending a time-limited sitting)."""
 
 
 # ------------------------------------------------------------------ profiles and parameters
@@ -241,12 +248,18 @@ def execute(run_dir: Path, record: dict, steps: list[Step], progress: bool = Tru
     """Run the steps that are not done yet, in order; stop at the first failure (PipelineError)."""
     import papermill as pm
     handler = _log_to(run_dir)
+
+    def on_term(signum, frame):
+        raise _Stopped()
+    previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         todo = [s for s in steps if s.status != "ok"]
         log.info("run folder %s: %d notebook(s) to run: %s", run_dir, len(todo), ", ".join(s.name for s in todo))
         for i, step in enumerate(todo, 1):
             out_nb = run_dir / f"{step.name}.ipynb"
-            step.status, step.error = "running", None
+            earlier = (step.duration_s or 0.0) if step.status == "stopped" else 0.0
+            step.status, step.error, step.sittings = "running", None, step.sittings + 1
             _save(run_dir, record, steps)
             log.info("[%d/%d] %s: %s", i, len(todo), step.name,
                      ", ".join(f"{k}={v!r}" for k, v in step.parameters.items()))
@@ -254,6 +267,14 @@ def execute(run_dir: Path, record: dict, steps: list[Step], progress: bool = Tru
             try:
                 pm.execute_notebook(str(notebook_path(step.name)), str(out_nb), parameters=step.parameters,
                                     kernel_name=KERNEL, cwd=str(ROOT), progress_bar=progress, log_output=True)
+            except (_Stopped, KeyboardInterrupt) as e:  # the sitting ends: keep its time, the next one goes on
+                step.status, step.duration_s = "stopped", earlier + time.perf_counter() - t0
+                record["status"], record["ended"] = "stopped", None
+                _save(run_dir, record, steps)
+                why = "SIGTERM" if isinstance(e, _Stopped) else "an interrupt"
+                log.warning("%s stopped by %s after %.0f s in this sitting", step.name, why, time.perf_counter() - t0)
+                raise PipelineError(f"stopped by {why} during {step.name}; what it finished is kept: continue with "
+                                    f"python -m sdtp_lib pipeline --resume {run_dir}") from None
             except Exception as e:  # papermill's error, or the kernel could not start
                 step.status, step.duration_s = "failed", time.perf_counter() - t0
                 step.error = _describe_failure(e, step, out_nb)
@@ -262,7 +283,7 @@ def execute(run_dir: Path, record: dict, steps: list[Step], progress: bool = Tru
                 log.error("%s", step.error)
                 raise PipelineError(f"{step.error}\nrun folder kept: {run_dir}\nafter fixing it, continue with: "
                                     f"python -m sdtp_lib pipeline --resume {run_dir}") from None
-            step.status, step.duration_s = "ok", time.perf_counter() - t0
+            step.status, step.duration_s = "ok", earlier + time.perf_counter() - t0
             _save(run_dir, record, steps)
             log.info("[%d/%d] %s done in %.1f s", i, len(todo), step.name, step.duration_s)
         record["status"], record["ended"] = "ok", _now()
@@ -270,6 +291,8 @@ def execute(run_dir: Path, record: dict, steps: list[Step], progress: bool = Tru
         log.info("run complete: %s", run_dir)
         return run_dir
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for name in (__name__, "papermill"):
             logging.getLogger(name).removeHandler(handler)
         handler.close()

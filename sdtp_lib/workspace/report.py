@@ -26,7 +26,8 @@ def run_section(src: Sources) -> str:
     v = run.get("versions", {})
     steps = run.get("notebooks", [])
     total = sum(s.get("duration_s") or 0 for s in steps)
-    rows = [[s["name"], s.get("status"), fmt(s.get("duration_s"), ".0f", " s"),
+    sittings = lambda s: f" in {s['sittings']} sittings" if (s.get("sittings") or 0) > 1 else ""  # noqa: E731
+    rows = [[s["name"], s.get("status"), fmt(s.get("duration_s"), ".0f", " s") + sittings(s),
              ", ".join(f"{k}={val}" for k, val in s.get("parameters", {}).items() if k != "run_dir")] for s in steps]
     return (f"## The run\n\n- folder: `{src.run}`; profile `{run.get('profile')}` ({run.get('description', '')})\n"
             f"- hardware: {run.get('device')}\n"
@@ -112,7 +113,7 @@ def verdict(src: Sources, frontier: dict | None, h2o: list[dict]) -> str:
             word = "reproduces" if -TOL_POINTS <= d else "does not reproduce"
             model = bench_model(src, p["bench"])
             lines.append(f"- **H2O, {p['bench']} {p['scorer']}: {word}** \"almost no further loss\" on top of H2O "
-                         f"({d:+.1f} vs dense+H{p['budget']:g}, tolerance {TOL_POINTS:g} points)"
+                         f"({d:+.1f} points against H2O alone, dense+H{p['budget']:g}; tolerance {TOL_POINTS:g} points)"
                          + ("; a random tiny model: not evidence" if model.startswith("tiny-")
                             else few(p.get("n"), "prompts")) + ".")
     if frontier and frontier["points"]:
