@@ -23,7 +23,13 @@ def test_longbench_figure():
         "sdtp:random": {"categories": {}, "average": None, "category_average": None,
                         "prefill_speedup_vs_dense": None}}}
     fig = F.longbench_figure(res)
-    assert {"few-shot", "code", "average", "dense", "sdtp:norm"} <= _texts(fig)
+    assert {"few-shot", "code", "average"} <= _texts(fig)
+    (legend,) = fig.legends  # one legend below both panels, every scorer once
+    assert [t.get_text() for t in legend.get_texts()] == ["dense", "sdtp:norm", "sdtp:random"]
+    speed = fig.axes[1]
+    points = sorted(tuple(c.get_offsets()[0]) for c in speed.collections)
+    assert points == [(1.0, 30.0), (1.4, 35.0)]  # dense at 1x; sdtp:random has no score: no point
+    assert len({c.get_paths()[0].vertices.tobytes() for c in speed.collections}) == 2  # a marker of its own each
     with pytest.raises(ValueError, match="no scorers"):
         F.longbench_figure({**res, "scorers": {}})
 
@@ -34,6 +40,8 @@ def test_lmeval_figure():
     fig = F.lmeval_figure({"dense": r({"sdtp_copa": 0.5, "sdtp_paper": 0.5}, {"sdtp_paper": {}}),
                            "sdtp:norm": r({"sdtp_copa": 0.25})})
     assert {"copa", "mean", "lm-eval, 5-shot accuracy per task"} <= _texts(fig)
+    (legend,) = fig.legends  # below the bars, not over them
+    assert [t.get_text() for t in legend.get_texts()] == ["dense", "sdtp:norm"] and fig.axes[0].get_legend() is None
 
 
 def test_accuracy_vs_length_figure():

@@ -271,7 +271,7 @@ def test_evaluation_bars_carry_one_hatch_per_scorer_in_bars_and_legend():
     hatches = [{b.get_hatch() or "" for b in c} for c in ax.containers]
     assert [len(h) for h in hatches] == [1, 1, 1] and len(set.union(*hatches)) == 3
     assert [b.get_height() for b in ax.containers[2]] == pytest.approx([0.25, 1.0])
-    assert [p.get_hatch() or "" for p in ax.get_legend().get_patches()] == [h.pop() for h in hatches]
+    assert [p.get_hatch() or "" for p in fig.legends[0].get_patches()] == [h.pop() for h in hatches]
 
 
 def test_our_scorers_stand_beside_the_papers_rows_only_when_they_are_its_setting():
@@ -337,6 +337,14 @@ def test_h2o_summary_compares_sdtp_with_h2o_against_h2o_alone_at_the_same_budget
                                                       ["sdtp+H0.2:norm", "0.2", "40.0"]]  # each base, then its budgets
     assert "| synthetic | sdtp+H0.4:norm | 0.4 | 50.0 | -30.0 | -40.0 |" in text  # vs sdtp:norm, vs dense+H0.4
     assert "| synthetic | dense+H0.4 | 0.4 | 90.0 | -10.0 | - |" in text
+    assert all("| this project's |" in ln for ln in table)  # the suite decodes every scorer with the project's loop
+    lb = {"scorers": {"dense": {"category_average": 50.0, "mean_decode_ms_per_token": 20.0},
+                      "dense+H0.4": {"category_average": 40.0, "mean_decode_ms_per_token": 4.0},
+                      "sdtp:norm": {"category_average": 45.0, "decode_loop": "sdtp"}}}
+    loops = {p["scorer"]: p["loop"] for p in PF.h2o_points(longbench=lb)}
+    assert loops == {"dense": "hf_generate", "dense+H0.4": "sdtp"}  # older files: HF generate unless H2O
+    fig = PF.h2o_figure([{**p, "decode_ms_per_token": 3.0} for p in pts] + PF.h2o_points(longbench=lb))
+    assert [ax.get_title() for ax in fig.axes][-1] == "synthetic: decode ms / token"  # one loop per panel
     assert "**H2O, synthetic sdtp+H0.4:norm: does not reproduce** \"almost no further loss\" on top of H2O (-40.0 " \
            "points against H2O alone, dense+H0.4" in text
     assert "sdtp+H0.2:norm: " not in text.split("## Verdict")[1]  # no verdict without its H2O-alone reference

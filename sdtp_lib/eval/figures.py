@@ -25,6 +25,7 @@ def _palette(names):
 
 
 HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--", "**", "||")  # bars told apart in black and white
+MARKERS = ("o", "s", "D", "^", "v", "<", ">", "P", "X", "*")  # points likewise
 
 
 def _bars(ax, rows, x_order, hue_order, colours, ylabel, ylim=None):
@@ -52,8 +53,12 @@ def _bars(ax, rows, x_order, hue_order, colours, ylabel, ylim=None):
 
 def longbench_figure(result: dict):
     """Left: the category scores (and the average over categories) per scorer. Right: each scorer's average over
-    tasks against its prefill speedup over dense (the dense scorer at 1.0x). `result`: score_longbench's."""
+    tasks against its prefill speedup over dense (the dense scorer at 1.0x). One legend below both, each scorer with
+    its bar's hatch and its point's marker. `result`: score_longbench's."""
     import matplotlib.pyplot as plt
+    from matplotlib.legend_handler import HandlerTuple
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
     sc = result["scorers"]
     names = list(sc)
     if not names:
@@ -63,22 +68,44 @@ def longbench_figure(result: dict):
     rows = [{"x": c, "scorer": n, "value": (sc[n]["categories"].get(c) or {}).get("score")}
             for n in names for c in cats]
     rows += [{"x": "average", "scorer": n, "value": sc[n]["category_average"]} for n in names]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(max(8.0, 1.2 * (len(cats) + 1) + 2), 3.8),
+    ncol, rows_ = _legend_shape(names)
+    height = 3.8 + 0.28 * rows_
+    fig, (a, b) = plt.subplots(1, 2, figsize=(max(8.0, 1.2 * (len(cats) + 1) + 2), height),
                                gridspec_kw={"width_ratios": [max(2, len(cats) + 1), 2]})
     top = max([r["value"] for r in rows if r["value"] is not None] + [1.0])
     _bars(a, rows, cats + ["average"], names, colours, "score (official metric x 100)", (0, min(100.0, 1.12 * top)))
+    if a.get_legend() is not None:
+        a.get_legend().remove()  # one legend for both panels, below them
     a.set_title(f"LongBench by category ({result['config']['model']['id']})", fontsize=10)
-    for n in names:
+    for k, n in enumerate(names):
         x = 1.0 if n == result.get("dense") else sc[n].get("prefill_speedup_vs_dense")
         if x is not None and sc[n]["average"] is not None:
-            b.scatter([x], [sc[n]["average"]], color=colours[n], s=50, label=n)
-            b.annotate(n, (x, sc[n]["average"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+            b.scatter([x], [sc[n]["average"]], color=colours[n], s=50, marker=MARKERS[k % len(MARKERS)],
+                      edgecolor="black", linewidth=0.5, zorder=3)
     b.set(xlabel="prefill speedup vs dense", ylabel="average over tasks", title="score vs speed",
           ylim=(0, min(100.0, 1.12 * top)))
     b.title.set_fontsize(10)
     b.grid(alpha=0.3)
-    fig.tight_layout()
+    handles = [(Patch(facecolor=colours[n], edgecolor="black", hatch=HATCHES[k % len(HATCHES)]),
+                Line2D([], [], ls="", marker=MARKERS[k % len(MARKERS)], color=colours[n], markeredgecolor="black",
+                       markeredgewidth=0.5)) for k, n in enumerate(names)]
+    _legend_below(fig, handles, names, ncol, handler_map={tuple: HandlerTuple(ndivide=None)})
     return fig
+
+
+def _legend_shape(names, ncol: int = 4) -> tuple[int, int]:
+    """(columns, rows) of a legend of `names` below a figure."""
+    import math
+    ncol = max(1, min(ncol, len(names)))
+    return ncol, math.ceil(len(names) / ncol)
+
+
+def _legend_below(fig, handles, labels, ncol: int, **kw):
+    """One legend under every panel, out of the bars' way; the panels shrink to make room."""
+    rows = -(-len(labels) // ncol)
+    height = fig.get_figheight()
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False, **kw)
+    fig.tight_layout(rect=(0, (0.3 * rows + 0.1) / height, 1, 1))
 
 
 def lmeval_figure(results_by_scorer: dict):
@@ -95,11 +122,18 @@ def lmeval_figure(results_by_scorer: dict):
     order = [t for t in tasks if t not in group] + group
     label = lambda t: "mean" if t in group else t.removeprefix("sdtp_")  # noqa: E731
     rows = [{"x": label(t), "scorer": n, "value": acc[n].get(t)} for n in names for t in order]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(order) + 2), 3.6))
+    ncol, rows_ = _legend_shape(names, 5)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(order) + 2), 3.6 + 0.28 * rows_))
     _bars(ax, rows, [label(t) for t in order], names, _palette(names), "accuracy", (0, 1))
     shots = sorted({str(r.get("config", {}).get("num_fewshot")) for r in results_by_scorer.values()})
     ax.set_title(f"lm-eval, {'/'.join(shots)}-shot accuracy per task", fontsize=10)
-    fig.tight_layout()
+    if ax.get_legend() is not None:  # below the bars, not over them
+        leg = ax.get_legend()
+        handles, labels = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
+        leg.remove()
+        _legend_below(fig, handles, labels, min(ncol, len(labels)))
+    else:
+        fig.tight_layout()
     return fig
 
 

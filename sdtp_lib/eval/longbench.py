@@ -957,7 +957,8 @@ def score_longbench(out_dir, partial: bool = False, write: bool = True) -> dict:
             "mean_prefill_s": _mean(r.get("prefill_s") for r in all_recs),
             "mean_prompt_len": _mean(r.get("prompt_len") for r in all_recs)}
         if any(r.get("kv_bytes") is not None for r in all_recs):  # older predictions have none
-            res["scorers"][name].update(kv_budget=cfg["scorers"][name].get("kv_budget"),
+            budget = cfg["scorers"][name].get("kv_budget")
+            res["scorers"][name].update(kv_budget=budget, decode_loop="hf_generate" if budget is None else "sdtp",
                                         mean_kv_bytes=_mean(r.get("kv_bytes") for r in all_recs),
                                         mean_decode_ms_per_token=_mean(r.get("decode_ms_per_token") for r in all_recs))
         records[name] = recs

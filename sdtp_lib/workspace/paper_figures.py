@@ -179,7 +179,8 @@ def _mean(v):
 def h2o_points(synthetic: dict | None = None, predictions: list[dict] | None = None,
                longbench: dict | None = None) -> list[dict]:
     """One point per "+H<budget>" scorer and per scorer it is the budget of (budget None: no eviction):
-    {bench, scorer, base, budget, score, n (prompts), kv_bytes, decode_ms_per_token}; synthetic accuracy in %, LongBench's
+    {bench, scorer, base, budget, score, n (prompts), kv_bytes, decode_ms_per_token, loop (the decode loop:
+    "sdtp", this project's, or "hf_generate")}; synthetic accuracy in %, LongBench's
     category average. kv_bytes / decode_ms_per_token: the suite's "efficiency" entry (else the mean over prediction
     rows that carry them), LongBench's mean_kv_bytes / mean_decode_ms_per_token; None where absent. Empty when no
     scorer has a +H."""
@@ -195,10 +196,11 @@ def h2o_points(synthetic: dict | None = None, predictions: list[dict] | None = N
             for k in keys:
                 rows[r["scorer"]][k].append(r.get(k))
         eff = synthetic.get("efficiency") or {}
-        pts += [{"bench": "synthetic", "scorer": s, "score": 100 * a / n, "n": n,
+        pts += [{"bench": "synthetic", "scorer": s, "score": 100 * a / n, "n": n, "loop": "sdtp",
                  **{k: (eff.get(s) or {}).get(k, _mean(rows[s][k])) for k in keys}} for s, (a, n) in acc.items()]
-    if longbench is not None:
+    if longbench is not None:  # a results file without decode_loop came from the same code: HF generate without H2O
         pts += [{"bench": "LongBench", "scorer": s, "score": v.get("category_average"), "n": v.get("n_samples"),
+                 "loop": v.get("decode_loop") or ("sdtp" if h2o_base(s)[1] is not None else "hf_generate"),
                  **{k: v.get(f"mean_{k}", v.get(k)) for k in keys}} for s, v in longbench["scorers"].items()]
     for p in pts:
         p["base"], p["budget"] = h2o_base(p["scorer"])
@@ -208,13 +210,18 @@ def h2o_points(synthetic: dict | None = None, predictions: list[dict] | None = N
 
 def h2o_figure(points: list[dict]):
     """Per benchmark, the score against the KV budget (1.0: no eviction), one line per scorer the budget was
-    applied to; then KV bytes and decode ms/token where the rows have them."""
+    applied to; then KV bytes and decode ms/token where the rows have them, from one benchmark (the first whose
+    scorers all decoded with the same loop)."""
     plt = _plt()
     if not points:
         raise ValueError("h2o_figure: no +H<budget> scorer in the results")
     benches = list(dict.fromkeys(p["bench"] for p in points))
     extra = [k for k in ("kv_bytes", "decode_ms_per_token") if any(p.get(k) is not None for p in points)]
     panels = [(b, "score") for b in benches] + [(None, k) for k in extra]
+    # the first benchmark whose rows all decoded with one loop (the suite: this project's), else the first at all
+    same_loop = [b for b in benches if len({p.get("loop") for p in points if p["bench"] == b}) == 1]
+    source = {k: next((b for b in same_loop + benches if any(p["bench"] == b and p.get(k) is not None
+                                                             for p in points)), None) for k in extra}
     bases = list(dict.fromkeys(p["base"] for p in points))
     colours = palette(len(bases))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
@@ -223,9 +230,8 @@ def h2o_figure(points: list[dict]):
         for k, base in enumerate(bases):
             sel = [p for p in points if p["base"] == base and (bench is None or p["bench"] == bench)
                    and p.get(key) is not None]
-            if bench is None:  # KV bytes / decode time: from the first benchmark that has them for this scorer
-                first = next((b for b in benches if any(q["bench"] == b for q in sel)), None)
-                sel = [q for q in sel if q["bench"] == first]
+            if bench is None:  # KV bytes / decode time: from one benchmark (named in the title), one decode loop
+                sel = [q for q in sel if q["bench"] == source[key]]
             sel.sort(key=lambda p: p["budget"] if p["budget"] is not None else 1.0)
             if not sel:
                 continue
@@ -234,7 +240,8 @@ def h2o_figure(points: list[dict]):
                     marker=MARKERS[k % len(MARKERS)], ls=LINES[k % len(LINES)], color=colours[k], label=base)
         ax.set(xlabel="H2O KV budget (1 = no eviction)",
                ylabel=ylabel[key] or ("accuracy %" if bench == "synthetic" else "category average"),
-               title=(f"{bench}: " + ("accuracy" if bench == "synthetic" else "score")) if bench else ylabel[key])
+               title=(f"{bench}: " + ("accuracy" if bench == "synthetic" else "score")) if bench
+               else f"{source[key]}: {ylabel[key]}")
         if bench == "synthetic":
             ax.set_ylim(-3, 103)
         ax.title.set_fontsize(10)
