@@ -290,15 +290,20 @@ def test_ablation_tables_order_the_settings_and_split_the_start_layer_by_keep_ra
     run = tmp_path / "run"
     write(run / "07_ablations" / "start_layer" / "results.json", start_layer_result())
     write(run / "07_ablations" / "stages" / "results.json", ablation("stages", [
-        {"stages": s, "seed": seed, "heldout_delta": 1 / s + seed} for s in (10, 1, 5) for seed in (0, 1)]))
+        {"stages": s, "seed": seed, "heldout_delta": 1 / s + seed, "keep_ratio": 0.9, "compression": 10 / s,
+         "flops_ratio": s / 20} for s in (10, 1, 5) for seed in (0, 1)]))
     text = ablation_section(load_sources(run, tmp_path / "results"))
     stages = text[text.index("| stages |"):].splitlines()
     assert [ln.split(" | ")[0] for ln in stages[2:5]] == ["| 1", "| 5", "| 10"]  # numbers in order, not as text
-    assert stages[2].endswith("| +1.500 |")  # the mean over the two seeds: (1 + 2) / 2
+    assert stages[2].endswith("| +1.500 (+1.000 / +2.000) |")  # the mean over the two seeds: (1 + 2) / 2, each
+    assert stages[2].startswith("| 1 | 10.00x / 0.05 |")  # the setting's cost
+    assert stages[4].startswith("| 10 | 1.00x / 0.50 |")
+    assert "every row with its paired 95% interval against dense is in the ablation's `results.md`" in text
     head = next(ln for ln in text.splitlines() if ln.startswith("| first stage's layer"))
     assert head.count("r = 0.7:") == head.count("r = 0.9:") == 2
     row4 = next(ln for ln in text.splitlines() if ln.startswith("| 4 |"))
     assert "| -4.0 | +0.040 |" in row4  # r = 0.9 (k = 0): synthetic -0.04, held-out 0.04
+    assert row4.startswith("| 4 | - |")  # no compression in these rows: no cost
     assert "Lowest held-out loss here: r = 0.7: layer 2, r = 0.8: layer 2, r = 0.9: layer 2." in text
     assert "Losses: not compared" in text and "07_ablations/losses/results.json not found" in text
 

@@ -262,13 +262,38 @@ def canon_loss(setting: str | None, loss: str | None = None) -> str | None:
     return next((k for k, al in LOSS_ALIASES.items() if key in {re.sub(r"[^a-z]", "", a) for a in al}), None)
 
 
-def mean_by(rows, key, metric):
+def values_by(rows, key, metric) -> dict:
+    """{value of key: [the rows' differences to dense, in row order (one per seed for a trained scorer)]}."""
     got: dict = {}
     for r in rows:
         v = ablation_value(r, metric)
         if v is not None:
             got.setdefault(r.get(key), []).append(v)
-    return {k: sum(v) / len(v) for k, v in got.items()}
+    return got
+
+
+def mean_by(rows, key, metric):
+    return {k: sum(v) / len(v) for k, v in values_by(rows, key, metric).items()}
+
+
+def mean_and_seeds(vals: list[float] | None, spec: str) -> str:
+    """'+0.805' for one value; '+0.805 (+0.700 / +0.910)' for the mean of several seeds with each seed's value."""
+    if not vals:
+        return "-"
+    m = f"{sum(vals) / len(vals):{spec}}"
+    return m if len(vals) == 1 else f"{m} ({' / '.join(f'{v:{spec}}' for v in vals)})"
+
+
+def cost_by(rows, key) -> dict:
+    """{value of key: 'compression / FLOPs ratio'} (several, '; '-joined with their r, where the keep ratio varies)."""
+    got: dict = {}
+    for r in rows:
+        if r.get("compression") is None:
+            continue
+        c = f"{r['compression']:.2f}x / {fmt(r.get('flops_ratio'), '.2f')}"
+        got.setdefault(r.get(key), {}).setdefault(r.get("keep_ratio"), c)
+    return {k: v[next(iter(v))] if len(v) == 1 else "; ".join(f"r = {r_}: {c}" for r_, c in sorted(v.items()))
+            for k, v in got.items()}
 
 
 def ablation_section(src: Sources) -> str:
@@ -279,16 +304,16 @@ def ablation_section(src: Sources) -> str:
         parts.append(f"Losses: not compared, {src.items['ablation_losses'].why}.\n")
     else:
         rows = pruned_rows(losses)
-        syn, held = mean_by(rows, "setting", "synthetic"), mean_by(rows, "setting", "heldout")
+        syn, held = values_by(rows, "setting", "synthetic"), values_by(rows, "setting", "heldout")
         body = []
         for s, r in {r.get("setting"): r for r in rows}.items():
             c = canon_loss(s, r.get("loss"))
             body.append([s, c or "-", fmt(paper.get(c)), fmt(paper.get(c) and paper[c] - paper["full"], "+.2f"),
-                         fmt(syn.get(s), "+.1f"), fmt(held.get(s), "+.3f"),
+                         mean_and_seeds(syn.get(s), "+.1f"), mean_and_seeds(held.get(s), "+.3f"),
                          f"{model_note(losses.get('model', '?'))}, the project's data (paper: "
                          f"{PAPER['ablation_losses']['model']}, 4-task accuracy)",
                          "different metric and model: compare the order of the rows, not values"])
-        parts.append("Losses (`07_ablations/losses`):\n\n" + md_table(
+        parts.append(f"Losses (`07_ablations/losses`; {SEEDS_NOTE}):\n\n" + md_table(
             ["our setting", "paper row", "paper accuracy %", "paper - full", "ours: synthetic - dense (points)",
              "ours: held-out loss - dense", "ours is", "why they differ"], body))
     for name, key, what in (("stages", "stages", "stages"), ("keep_ratio", "keep_ratio", "keep ratio"),
@@ -297,9 +322,14 @@ def ablation_section(src: Sources) -> str:
         if res is None:
             parts.append(f"\n{what.capitalize()}: not compared, {src.items[f'ablation_{name}'].why}.\n")
             continue
-        parts.append(f"\n{what.capitalize()} (`07_ablations/{name}`, {model_note(res.get('model', '?'))}; mean over "
-                     f"seeds).{_placement_note(res) if name == 'start_layer' else ''}\n\n" + _ablation_table(res, key, what))
+        parts.append(f"\n{what.capitalize()} (`07_ablations/{name}`, {model_note(res.get('model', '?'))}; "
+                     f"{SEEDS_NOTE}).{_placement_note(res) if name == 'start_layer' else ''}\n\n"
+                     + _ablation_table(res, key, what))
     return "\n".join(parts)
+
+
+SEEDS_NOTE = ("a trained predictor's cell is the mean over its seeds, each seed's value in brackets; every row with "
+              "its paired 95% interval against dense is in the ablation's `results.md`")
 
 
 def _order(values) -> list:
@@ -318,11 +348,13 @@ def _ablation_table(res: dict, key: str, what: str) -> str:
     cols = {}
     for g in groups:
         sel = [r for r in rows if g[0] in (None, r.get("keep_ratio")) and g[1] in (None, r["label"])]
-        cols[g] = (mean_by(sel, key, "synthetic"), mean_by(sel, key, "heldout"))
+        cols[g] = (values_by(sel, key, "synthetic"), values_by(sel, key, "heldout"))
     name = lambda g: ", ".join(x for x in (g[0] is not None and f"r = {g[0]}", g[1]) if x)  # noqa: E731
-    head = [what] + [f"{name(g) + ': ' if name(g) else ''}{m}" for g in groups
-                     for m in ("synthetic - dense (points)", "held-out loss - dense")]
-    body = [[v] + [c for g in groups for c in (fmt(cols[g][0].get(v), "+.1f"), fmt(cols[g][1].get(v), "+.3f"))]
+    cost = cost_by(rows, key)
+    head = [what, "compression / FLOPs ratio"] + [f"{name(g) + ': ' if name(g) else ''}{m}" for g in groups
+                                                  for m in ("synthetic - dense (points)", "held-out loss - dense")]
+    body = [[v, cost.get(v, "-")] + [c for g in groups for c in (mean_and_seeds(cols[g][0].get(v), "+.1f"),
+                                                                  mean_and_seeds(cols[g][1].get(v), "+.3f"))]
             for v in _order({r.get(key) for r in rows if r.get(key) is not None})]
     return md_table(head, body)
 
