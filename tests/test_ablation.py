@@ -181,6 +181,17 @@ def test_losses_reach_the_training_and_results_follow_the_schema(tmp_path):
             assert r["heldout_ci"][0] <= r["heldout_delta"] <= r["heldout_ci"][1] and 0 < r["flops_ratio"] < 1
     assert (tmp_path / "losses" / "heldout.jsonl.gz").exists() and (tmp_path / "losses" / "results.md").exists()
 
+    # a finished ablation is read, not rerun: a resumed run on another machine need not carry its predictors
+    import shutil
+    shutil.rmtree(tmp_path / "predictors")
+    def no_training(*a, **k):
+        raise AssertionError("a finished ablation trained a predictor")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(A, "train", no_training)
+        assert A.run_ablations(cfg, tmp_path, progress=False) == res
+        with pytest.raises(AssertionError, match="trained a predictor"):  # one more setting: it trains again
+            A.run_ablations(A.AblationConfig(**{**cfg.__dict__, "start_layers": (2, 3)}), tmp_path, progress=False)
+
 
 def test_rerun_skips_finished_settings_and_adds_new_ones(tiny, tmp_path, monkeypatch):
     model, tok = tiny

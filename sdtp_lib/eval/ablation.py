@@ -317,6 +317,10 @@ def run_ablation(model, tok, cfg: AblationConfig, ablation: str, out_dir, bank: 
     else:
         atomic_write_text(out / "config.json", json.dumps(record, indent=2) + "\n")
     settings, depth = plan(cfg, ablation), model.config.num_hidden_layers
+    finished = _finished(out, settings)
+    if finished is not None:  # nothing to run: its predictors are not needed (a resumed run may not carry them)
+        log.info("ablation %s: every setting finished (%s)", ablation, out / "results.json")
+        return finished
     path = out / "heldout.jsonl"
     done = {r["key"]: r for r in read_jsonl(path, repair=True, missing_ok=True)}
     todo = [s for s in settings if s.key not in done] + ([] if "dense" in done else ["dense"])
@@ -352,6 +356,17 @@ def run_ablation(model, tok, cfg: AblationConfig, ablation: str, out_dir, bank: 
         rows.append(_fill(_row(s, rel, depth, cost, cfg.keep_ratio), done[s.key], dense, suite,
                           specs[s.key]))
     return write_results(out, ablation, cfg, rows)
+
+
+def _finished(out: Path, settings: list[Setting]) -> dict | None:
+    """The ablation's results.json when it holds exactly these settings (its configuration was checked against
+    config.json), else None."""
+    path = out / "results.json"
+    if not path.exists():
+        return None
+    res = json.loads(path.read_text(encoding="utf-8"))
+    have = [f"{r['setting']} | {r['scorer_name']} | seed {r['seed']}" for r in res["rows"][1:]]
+    return res if have == [s.key for s in settings] else None
 
 
 def _synthetic(model, tok, cfg: AblationConfig, out: Path, specs: list[str], progress: bool):
