@@ -440,3 +440,24 @@ def test_saliency_sparsity_comes_from_the_ablations_when_no_01_or_02_ran(tmp_pat
     assert [r["layer"] for r in got.data["per_layer"]] == [2, 4] and got.data["per_layer"][1]["top10_share"] == 0.1
     store(1.0).save(run / "01_saliency" / "saliency.safetensors")
     assert _saliency(run).path == run / "01_saliency" / "saliency.safetensors"
+
+
+def test_pareto_keeps_per_source_what_nothing_beats_on_both_accuracy_and_speed():
+    from sdtp_lib.workspace import report as R
+    pt = lambda src, name, share, x, how="own": {"source": src, "scorer": name, "share": share, "speedup": x,  # noqa: E731
+                                                 "speed": None if x == 1.0 else object(), "how": how}
+    pts = [pt("a", "dense", 1.0, 1.0), pt("a", "slow-good", 0.95, 1.5), pt("a", "fast-ok", 0.80, 2.5),
+           pt("a", "dominated", 0.79, 2.4), pt("a", "tie-worse", 0.95, 1.4), pt("a", "proxy", 0.5, 3.0, "a proxy"),
+           pt("b", "other-model", 0.99, 1.2)]
+    front = FR.pareto(pts)
+    assert [p["scorer"] for p in front["a"]] == ["slow-good", "fast-ok", "proxy"]  # by speedup; dense not listed
+    assert [p["scorer"] for p in front["b"]] == ["other-model"]  # sources are not compared with each other
+    text = R.verdict(load_sources_stub(), {"points": pts, "length": 32768}, [])
+    assert "  - a: slow-good 95.0% at 1.50x; fast-ok 80.0% at 2.50x; proxy 50.0% at 3.00x [a proxy]." in text
+    assert "  - b: other-model 99.0% at 1.20x." in text and "dominated" not in text
+
+
+def load_sources_stub():
+    from pathlib import Path
+    from sdtp_lib.workspace.sources import Sources
+    return Sources(run=Path("run"), results_dir=Path("results"))

@@ -192,3 +192,16 @@ def frontier(results: dict[str, dict], rows: list[SpeedRow], length: int = 32768
             else:
                 points.append({"source": label, **q, "speedup": row.speedup, "speed": row, "how": how})
     return {"points": points, "unmatched": unmatched, "length": length}
+
+
+def pareto(points: list[dict]) -> dict[str, list[dict]]:
+    """Per source, its measured pruned points that no other point of the same source beats on both accuracy (share
+    of dense) and prefill speedup, by speedup. Sources are kept apart: their models and prompts differ."""
+    out: dict[str, list[dict]] = {}
+    pruned = [p for p in points if p["speed"] is not None]
+    for src in dict.fromkeys(p["source"] for p in pruned):
+        mine = [p for p in pruned if p["source"] == src]
+        keep = [p for p in mine if not any(q["share"] >= p["share"] and q["speedup"] >= p["speedup"]
+                                           and (q["share"], q["speedup"]) != (p["share"], p["speedup"]) for q in mine)]
+        out[src] = sorted(keep, key=lambda p: (p["speedup"], p["share"]))
+    return out

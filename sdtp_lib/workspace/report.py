@@ -11,6 +11,7 @@ from .paper import CITATION, PAPER
 from .paper_tables import (ablation_section, bench_model, canon_loss, fmt, h2o_rows, h2o_section, latency_rows,
                            latency_section, lb_stand_in, lmeval_rows, lmeval_section, longbench_rows,
                            longbench_section, md_table, mean_by, run_models)
+from .frontier import pareto
 from .paper_figures import pruned_rows
 from .sources import Sources
 
@@ -116,13 +117,13 @@ def verdict(src: Sources, frontier: dict | None, h2o: list[dict]) -> str:
                          f"({d:+.1f} points against H2O alone, dense+H{p['budget']:g}; tolerance {TOL_POINTS:g} points)"
                          + ("; a random tiny model: not evidence" if model.startswith("tiny-")
                             else few(p.get("n"), "prompts")) + ".")
-    if frontier and frontier["points"]:
-        best = max((p for p in frontier["points"] if p["speed"] is not None), key=lambda p: (p["share"], p["speedup"]),
-                   default=None)
-        if best is not None:
-            lines.append(f"- **Frontier:** the best quality at a measured speed is {best['scorer']} ({best['source']}): "
-                         f"{100 * best['share']:.0f}% of dense at {best['speedup']:.2f}x prefill "
-                         f"({frontier['length'] // 1024}K).")
+    front = pareto(frontier["points"]) if frontier else {}
+    if any(front.values()):
+        lines.append(f"- **Frontier** (per source, the settings no other setting of that source beats on both "
+                     f"accuracy and prefill speed at {frontier['length'] // 1024}K; dense is 100% at 1x):")
+        lines += [f"  - {src}: " + "; ".join(f"{p['scorer']} {100 * p['share']:.1f}% at {p['speedup']:.2f}x"
+                                             + ("" if p["how"] == "own" else f" [{p['how']}]") for p in pts) + "."
+                  for src, pts in front.items() if pts]
     if not lines:
         lines.append("- No paper table could be compared: every source is missing (see Sources).")
     lines += ["", "**Hand-written** (a reading of the committed results, not a computed verdict): " + _scorer_note(src)
