@@ -65,8 +65,9 @@ class Step:
     sittings: int = 0  # how many times it started: a stopped notebook goes on in the next sitting
 
 
-class _Stopped(Exception):
-    """SIGTERM arrived (e.g. `timeout` ending a time-limited sitting)."""
+class _Stopped(BaseException):
+    """SIGTERM arrived (e.g. `timeout` ending a time-limited sitting); a BaseException, as KeyboardInterrupt, so that
+    no `except Exception` on the way (papermill, nbclient) takes it for an error of the notebook."""
 
 
 # ------------------------------------------------------------------ profiles and parameters
