@@ -223,3 +223,32 @@ def test_sigterm_stops_a_sitting_keeping_its_time_and_resume_goes_on(tmp_path):
     assert main(["pipeline", "--resume", str(run)]) == 0
     (step2,) = json.loads((run / "run.json").read_text())["notebooks"]
     assert step2["status"] == "ok" and step2["sittings"] == 2 and step2["duration_s"] > step["duration_s"]
+
+
+def test_slim_run_keeps_results_gzips_raw_files_drops_weights_and_links_the_summary(tmp_path):
+    import gzip
+    import os
+    import subprocess
+    run = tmp_path / "runs" / "r"
+    for rel, text in {"run.json": "{}", "06_synthetic/predictions.jsonl": '{"a": 1}\n', "06_synthetic/results.md": "# r",
+                      "07_ablations/predictors/full_L3/seed0/predictor.safetensors": "w",
+                      "07_ablations/predictors/full_L3/seed0/train_state.pt": "s",
+                      "07_ablations/predictors/full_L3/seed0/train_log.csv": "step,loss\n",
+                      "07_ablations/saliency/saliency.safetensors": "x", "00_explore.ipynb": "{}",
+                      "08_figures/final_summary.md": "![frontier](frontier.png) and [a](../x.md)\n",
+                      "08_figures/frontier.png": "png"}.items():
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text(text)
+    dest, summary = tmp_path / "reports" / "results" / "d", tmp_path / "reports" / "final_summary.md"
+    cmd = ["bash", str(NP.ROOT / "scripts" / "slim_run.sh"), str(run), str(dest)]
+    env = {**os.environ, "SUMMARY": str(summary)}
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    files = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
+    assert files == {"run.json", "06_synthetic/predictions.jsonl.gz", "06_synthetic/results.md", "00_explore.ipynb.gz",
+                     "07_ablations/predictors/full_L3/seed0/train_log.csv", "08_figures/final_summary.md",
+                     "08_figures/frontier.png"}
+    assert gzip.open(dest / "06_synthetic" / "predictions.jsonl.gz", "rt").read() == '{"a": 1}\n'
+    assert summary.read_text() == "![frontier](results/d/08_figures/frontier.png) and [a](../x.md)\n"
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert again.returncode == 1 and "exists: nothing is overwritten" in again.stderr
+    assert not list((tmp_path / "reports" / "results").glob(".slim*"))  # no half-written folder left
