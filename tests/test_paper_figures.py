@@ -183,7 +183,8 @@ def fig_bars(out, result):
     """{series: bar heights} of the held-out panel of ablation_figure(result, "setting")."""
     fig = PF.ablation_figure(result, "setting")
     ax = fig.axes[-1]
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]  # one per series, in the containers' order
+    (legend,) = fig.legends  # one legend under the panels
+    labels = [t.get_text() for t in legend.get_texts()]  # one per series, in the containers' order
     return {lab: [b.get_height() for b in c] for lab, c in zip(labels, ax.containers)}
 
 

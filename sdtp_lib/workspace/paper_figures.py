@@ -163,10 +163,13 @@ def ablation_figure(result: dict, x: str):
         ax.set(ylabel=METRICS[m][0], title=METRICS[m][0])
         ax.title.set_fontsize(10)
         ax.grid(axis="y", alpha=0.3)
-        if len(scorers) > 1 or scorers[0] is not None:
-            ax.legend(fontsize=8)
     fig.suptitle(_title(result), fontsize=10)
-    fig.tight_layout()
+    if len(scorers) > 1 or scorers[0] is not None:  # one legend under the panels, clear of the bars and their labels
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, (0.3 * -(-len(labels) // 4) + 0.1) / fig.get_figheight(), 1, 1))
+    else:
+        fig.tight_layout()
     return fig
 
 
