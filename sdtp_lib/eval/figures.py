@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from .scorers import file_stem
 
-__all__ = ["longbench_figure", "lmeval_figure", "accuracy_vs_length_figure", "file_stem", "length_label"]
+__all__ = ["longbench_figure", "lmeval_figure", "accuracy_vs_length_figure", "file_stem", "length_label",
+           "legend_below", "HATCHES", "MARKERS"]
 
 
 def length_label(n: int) -> str:  # 4096 -> "4K"
@@ -25,7 +26,7 @@ def _palette(names):
 
 
 HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--", "**", "||")  # bars told apart in black and white
-MARKERS = ("o", "s", "D", "^", "v", "<", ">", "P", "X", "*")  # points likewise
+MARKERS = tuple("osD^v<>p*hX")  # points likewise
 
 
 def _bars(ax, rows, x_order, hue_order, colours, ylabel, ylim=None):
@@ -89,7 +90,7 @@ def longbench_figure(result: dict):
     handles = [(Patch(facecolor=colours[n], edgecolor="black", hatch=HATCHES[k % len(HATCHES)]),
                 Line2D([], [], ls="", marker=MARKERS[k % len(MARKERS)], color=colours[n], markeredgecolor="black",
                        markeredgewidth=0.5)) for k, n in enumerate(names)]
-    _legend_below(fig, handles, names, ncol, handler_map={tuple: HandlerTuple(ndivide=None)})
+    legend_below(fig, handles, names, ncol, handler_map={tuple: HandlerTuple(ndivide=None)})
     return fig
 
 
@@ -100,8 +101,9 @@ def _legend_shape(names, ncol: int = 4) -> tuple[int, int]:
     return ncol, math.ceil(len(names) / ncol)
 
 
-def _legend_below(fig, handles, labels, ncol: int, **kw):
-    """One legend under every panel, out of the bars' way; the panels shrink to make room."""
+def legend_below(fig, handles, labels, ncol: int, **kw):
+    """One legend under every panel, out of the bars' way; the panels shrink to make room (fig's last layout
+    step)."""
     rows = -(-len(labels) // ncol)
     height = fig.get_figheight()
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False, **kw)
@@ -131,7 +133,7 @@ def lmeval_figure(results_by_scorer: dict):
         leg = ax.get_legend()
         handles, labels = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
         leg.remove()
-        _legend_below(fig, handles, labels, min(ncol, len(labels)))
+        legend_below(fig, handles, labels, min(ncol, len(labels)))
     else:
         fig.tight_layout()
     return fig

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ..eval.figures import HATCHES, MARKERS, legend_below
 from .frontier import h2o_base
 
-MARKERS = "osD^v<>p*hX"
 LINES = ("-", "--", "-.", ":")
-HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--", "**", "||")
 
 
 def palette(n: int):
@@ -166,8 +165,7 @@ def ablation_figure(result: dict, x: str):
     fig.suptitle(_title(result), fontsize=10)
     if len(scorers) > 1 or scorers[0] is not None:  # one legend under the panels, clear of the bars and their labels
         handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, (0.3 * -(-len(labels) // 4) + 0.1) / fig.get_figheight(), 1, 1))
+        legend_below(fig, handles, labels, min(len(labels), 4))
     else:
         fig.tight_layout()
     return fig
