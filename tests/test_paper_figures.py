@@ -351,9 +351,57 @@ def test_h2o_summary_compares_sdtp_with_h2o_against_h2o_alone_at_the_same_budget
     assert loops == {"dense": "hf_generate", "dense+H0.4": "sdtp"}  # older files: HF generate unless H2O
     fig = PF.h2o_figure([{**p, "decode_ms_per_token": 3.0} for p in pts] + PF.h2o_points(longbench=lb))
     assert [ax.get_title() for ax in fig.axes][-1] == "synthetic: decode ms / token"  # one loop per panel
-    assert "**H2O, synthetic sdtp+H0.4:norm: does not reproduce** \"almost no further loss\" on top of H2O (-40.0 " \
-           "points against H2O alone, dense+H0.4" in text
+    assert "**H2O at 40% of the KV: does not reproduce** \"almost no further loss\" from SDTP on top of H2O (points " \
+           "against H2O alone at the same budget, tolerance 3): synthetic sdtp+H0.4:norm -40.0" in text
     assert "sdtp+H0.2:norm: " not in text.split("## Verdict")[1]  # no verdict without its H2O-alone reference
+
+
+def ablation_src(tmp_path, name, rows):
+    from sdtp_lib.workspace.sources import Source, Sources
+    src = Sources(tmp_path, tmp_path)
+    src.add(Source(f"ablation_{name}", tmp_path / "r.json", ablation(name, rows)))
+    for r in src.get(f"ablation_{name}")["rows"]:
+        r["scorer_name"] = r["scorer"]
+    return src
+
+
+def test_ablation_verdicts_read_the_direction_and_the_papers_placement_from_the_rows(tmp_path):
+    from sdtp_lib.workspace.report import ablation_verdicts
+    stages = [{"setting": f"{n} stages", "scorer": sc, "stages": n, "compression": 1.6, "n_synthetic": 80,
+               "synthetic_delta": d} for sc, ds in (("predictor", (-0.3, -0.2, -0.1)), ("attention", (-0.1, -0.1, -0.2)))
+              for n, d in zip((1, 5, 10), ds)]
+    (line,) = ablation_verdicts(ablation_src(tmp_path, "stages", stages))
+    assert line.startswith("- **Stages: more stages help predictor only** at equal compression (1.60x); points of "
+                           "synthetic accuracy against dense with 1 / 5 / 10 stages: predictor -30.0 / -20.0 / -10.0; "
+                           "attention -10.0 / -10.0 / -20.0")
+    # held-out loss where no row has the suite: lower is better, so a falling loss is "help"
+    held = [{**r, "synthetic_delta": None, "heldout_delta": -r["synthetic_delta"], "n_heldout": 4} for r in stages
+            if r["scorer"] == "predictor"]
+    (line,) = ablation_verdicts(ablation_src(tmp_path, "stages", held))
+    assert "more stages help**" in line and "held-out loss against dense" in line
+    assert line.endswith("(n = 4 held-out samples: too few to be evidence).")
+    # the paper's layer 4, r = 0.9 against a setting that is better and cheaper: not on the front
+    placement = [{"setting": f"L{L} r{r}", "scorer": "predictor", "start_layer": L, "keep_ratio": r, "seed": s,
+                  "flops_ratio": f, "synthetic_delta": d + 0.01 * s, "n_synthetic": 80}
+                 for L, r, f, d in ((4, 0.9, 0.6, -0.3), (8, 0.9, 0.5, -0.1), (8, 0.7, 0.3, -0.4)) for s in (0, 1)]
+    (line,) = ablation_verdicts(ablation_src(tmp_path, "start_layer", placement))
+    assert "(layer 4, r = 0.9) does not hold**" in line  # mean over seeds: -29.5 at 0.6 vs -9.5 at 0.5
+    assert "predictor: layer 8, r = 0.7 (-39.5, FLOPs 0.30), layer 8, r = 0.9 (-9.5, FLOPs 0.50)." in line
+    placement[0]["flops_ratio"] = placement[1]["flops_ratio"] = 0.4  # now cheaper than layer 8, r = 0.9
+    (line,) = ablation_verdicts(ablation_src(tmp_path, "start_layer", placement))
+    assert "(layer 4, r = 0.9) holds**" in line
+    (line,) = ablation_verdicts(ablation_src(tmp_path, "start_layer", placement[2:]))
+    assert "not tested (layer 4, r = 0.9 was not run)" in line
+
+
+def test_summary_sources_are_paths_inside_the_checkout(tmp_path, monkeypatch):
+    from sdtp_lib.workspace.report import shown
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert shown(tmp_path / "runs" / "x.json") == "runs/x.json"  # the working folder
+    from sdtp_lib.models import project_root
+    assert shown(project_root() / "reports" / "results" / "a.json") == "reports/results/a.json"
+    assert shown("/elsewhere/a.json") == "/elsewhere/a.json"
 
 
 def test_a_verdict_on_few_samples_says_so():
