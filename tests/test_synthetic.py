@@ -408,6 +408,9 @@ def test_static_decode_loop_gives_the_same_predictions_as_generate(tiny, tmp_pat
     keep = ("id", "scorer", "prediction", "score", "compression", "kept_tokens", "new_tokens", "needle_kept")
     assert [{k: r[k] for k in keep} for r in rows["static"]] == [{k: r[k] for k in keep} for r in rows["hf"]]
     assert json.loads((tmp_path / "static" / "config.json").read_text())["decode"] == "static"
+    for r in rows["static"]:  # where the answer's time went (the static loop measures it; generate does not)
+        assert r["prefill_s"] > 0 and r["setup_s"] >= 0 and r["decode_s"] >= 0 and r["decode_ms_per_token"] >= 0
+    assert not {"prefill_s", "setup_s", "decode_s"} & set(rows["hf"][0])
     assert Y.resolve_decode(Y.SuiteConfig(**base), model) == "hf"  # auto: the static loop on CUDA only
     with pytest.raises(ValueError, match="decode"):
         Y.SuiteConfig(**base, decode="fast")

@@ -455,13 +455,15 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
     The static loop also gives the KV bytes held when decoding ends and the decode ms/token (None with "hf")."""
     oracle = isinstance(sp.scorer, str) and sp.scorer == ORACLE
     scorer = _oracle(model, tok, ex, ids, sp.config) if oracle else sp.scorer
-    kv, ms, held = None, None, None
+    kv, ms, held, timings = None, None, None, {}
     if decode == "static":  # fixed-length greedy tokens, cut where generate would have stopped
         res = greedy_generate(model, ids.to(next(model.parameters()).device), ex.max_new_tokens, scorer, sp.config,
                               kv_budget=sp.kv_budget, spans=sp.spans)
         gen, stops, stats = res.tokens[0].tolist(), _stop_ids(model, tok), res.stats
         out = answer_tokens(tok, gen[:next((k for k, t in enumerate(gen) if t in stops), len(gen)) + 1])
         kv, ms = res.kv_bytes, res.timings["decode_ms_per_token"]
+        timings = {k: res.timings[k] for k in ("prefill_s", "setup_s", "decode_s")}  # setup: the graph's capture
+        # (timings like decode_ms_per_token: only where the static loop measured them; "hf" records stay exact)
         held = needle_held(span, res.h2o) if sp.kv_budget is not None else None
     else:  # a fresh block per prompt: the random policy draws the same scores however the examples are sharded
         with (pruning(model, scorer, sp.config, spans=sp.spans) if scorer is not None else
@@ -473,7 +475,7 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
             "answer": ex.answer, "prediction": prediction, "score": score(ex.task, prediction, ex.answer),
             "compression": compression, "kept_tokens": kept, "new_tokens": len(out),
             "needle_kept": needle_kept(span, stats) if held is None else held, "kv_budget": sp.kv_budget,
-            "kv_bytes": kv, "decode_ms_per_token": ms}
+            "kv_bytes": kv, "decode_ms_per_token": ms, **timings}
 
 
 def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank: int = 0,
