@@ -13,7 +13,12 @@
 # 15 MB (EXCLUDE: tar --exclude options); here, `unpack` joins the pieces into runs/<name>/ (refuses to overwrite it):
 #   bash scripts/carry.sh pack runs/h2o                          # on the server, at the end of a call
 #   bash scripts/carry.sh unpack /work/.device/N/h2o.tgz.00 ...   # here
-# A resumable run continues on a fresh server when its folder travels back: carry runs/<name> (git-ignored).
+# A resumable run continues on a fresh server when its folder travels back: carry runs/<name> (git-ignored), or, when
+# it is too big for one call, its pieces staged like a model's parts and unpacked there:
+#   mkdir -p .carry/run-<name>/00 && cp <name>.tgz.00 <name>.tgz.01 .carry/run-<name>/00/   # here, <= 33 MB a folder
+#   bash scripts/carry.sh stage .carry/run-<name>/00     ...                                   # one call per folder
+#   bash scripts/carry.sh unpack /root/carry/run-<name>/<name>.tgz.*                           # there
+# Carry a run folder to a warm server once: carried again, it replaces the server's copy and what ran since.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PART=${PART:-33000000}
