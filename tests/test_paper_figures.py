@@ -226,6 +226,15 @@ def test_summary_and_figures_of_a_fixture_run_name_every_missing_source(tmp_path
     assert "| 32K | 1.79x / 1.43x / 1.67x |" in text  # paper 3.40 / 1.90 s; ours 1.0 / 0.7 (HF loop), 1.0 / 0.6
     assert "**Prefill speed: reproduces**" in text and "at 2 of 2 prompt lengths" in text  # 1.67x vs 1.52x, 1.79x
     assert "**Losses: reproduces** the paper's order" in text
+    head, rest = text.split("## Headline")[1].split("## The run")  # the headline comes first, then the run
+    bullets = [ln for ln in rest.split("## Verdict")[1].split("**Hand-written**")[0].splitlines() if ln.startswith("- ")]
+    rows = [ln for ln in head.splitlines() if ln.startswith("| ") and not ln.startswith("| claim")]
+    assert len(rows) == len(bullets) >= 2  # one row per verdict line, with the same claim and word
+    for row_, bullet in zip(rows, bullets):
+        topic, word = bullet[4:].split("**")[0].split(": ", 1)
+        assert row_.startswith(f"| {topic} |") and row_.endswith(f"| **{word}** |")
+    assert "| Losses | 66.82 > 66.27 > 65.93 (Llama2-7B accuracy: full, no ranking, neither) | held-out loss - dense " \
+           "+0.100 / +0.200 / +0.300 | **reproduces** |" in head
     assert "| no ranking loss | no_rank | 66.27 | -0.55 |" in text and "| no MSE | - | - | - |" in text
     assert "| dense |" not in text[text.index("Losses ("):]  # the reference row is not a setting
     bars = fig_bars(tmp_path / "out", losses)
@@ -366,31 +375,31 @@ def ablation_src(tmp_path, name, rows):
 
 
 def test_ablation_verdicts_read_the_direction_and_the_papers_placement_from_the_rows(tmp_path):
-    from sdtp_lib.workspace.report import ablation_verdicts
+    from sdtp_lib.workspace import verdict as V
     stages = [{"setting": f"{n} stages", "scorer": sc, "stages": n, "compression": 1.6, "n_synthetic": 80,
                "synthetic_delta": d} for sc, ds in (("predictor", (-0.3, -0.2, -0.1)), ("attention", (-0.1, -0.1, -0.2)))
               for n, d in zip((1, 5, 10), ds)]
-    (line,) = ablation_verdicts(ablation_src(tmp_path, "stages", stages))
-    assert line.startswith("- **Stages: more stages help predictor only** at equal compression (1.60x); points of "
+    line = V.bullets([V.stages_item(ablation_src(tmp_path, "stages", stages))])
+    assert line.startswith("- **More stages at equal compression: help predictor only** (1.60x); points of "
                            "synthetic accuracy against dense with 1 / 5 / 10 stages: predictor -30.0 / -20.0 / -10.0; "
                            "attention -10.0 / -10.0 / -20.0")
     # held-out loss where no row has the suite: lower is better, so a falling loss is "help"
     held = [{**r, "synthetic_delta": None, "heldout_delta": -r["synthetic_delta"], "n_heldout": 4} for r in stages
             if r["scorer"] == "predictor"]
-    (line,) = ablation_verdicts(ablation_src(tmp_path, "stages", held))
-    assert "more stages help**" in line and "held-out loss against dense" in line
-    assert line.endswith("(n = 4 held-out samples: too few to be evidence).")
+    line = V.bullets([V.stages_item(ablation_src(tmp_path, "stages", held))])
+    assert "compression: help**" in line and "held-out loss against dense" in line
+    assert line.endswith("(n = 4 held-out samples: too few to be evidence).\n")
     # the paper's layer 4, r = 0.9 against a setting that is better and cheaper: not on the front
     placement = [{"setting": f"L{L} r{r}", "scorer": "predictor", "start_layer": L, "keep_ratio": r, "seed": s,
                   "flops_ratio": f, "synthetic_delta": d + 0.01 * s, "n_synthetic": 80}
                  for L, r, f, d in ((4, 0.9, 0.6, -0.3), (8, 0.9, 0.5, -0.1), (8, 0.7, 0.3, -0.4)) for s in (0, 1)]
-    (line,) = ablation_verdicts(ablation_src(tmp_path, "start_layer", placement))
-    assert "(layer 4, r = 0.9) does not hold**" in line  # mean over seeds: -29.5 at 0.6 vs -9.5 at 0.5
-    assert "predictor: layer 8, r = 0.7 (-39.5, FLOPs 0.30), layer 8, r = 0.9 (-9.5, FLOPs 0.50)." in line
+    line = V.bullets([V.start_layer_item(ablation_src(tmp_path, "start_layer", placement))])
+    assert line.startswith("- **The paper's placement: does not hold** (first stage at layer 4, r = 0.9)")  # mean over seeds: -29.5 at 0.6 vs -9.5 at 0.5
+    assert "predictor: layer 8, r = 0.7 (-39.5, FLOPs 0.30), layer 8, r = 0.9 (-9.5, FLOPs 0.50).\n" in line
     placement[0]["flops_ratio"] = placement[1]["flops_ratio"] = 0.4  # now cheaper than layer 8, r = 0.9
-    (line,) = ablation_verdicts(ablation_src(tmp_path, "start_layer", placement))
-    assert "(layer 4, r = 0.9) holds**" in line
-    (line,) = ablation_verdicts(ablation_src(tmp_path, "start_layer", placement[2:]))
+    line = V.bullets([V.start_layer_item(ablation_src(tmp_path, "start_layer", placement))])
+    assert "placement: holds**" in line
+    line = V.bullets([V.start_layer_item(ablation_src(tmp_path, "start_layer", placement[2:]))])
     assert "not tested (layer 4, r = 0.9 was not run)" in line
 
 
@@ -405,7 +414,7 @@ def test_summary_sources_are_paths_inside_the_checkout(tmp_path, monkeypatch):
 
 
 def test_a_verdict_on_few_samples_says_so():
-    from sdtp_lib.workspace.report import MIN_EVIDENCE_N, few
+    from sdtp_lib.workspace.verdict import MIN_EVIDENCE_N, few
     assert few(2, "held-out samples") == " (n = 2 held-out samples: too few to be evidence)"
     assert few(MIN_EVIDENCE_N, "prompts") == "" and few(None, "prompts") == ""
 
@@ -510,3 +519,33 @@ def load_sources_stub():
     from pathlib import Path
     from sdtp_lib.workspace.sources import Sources
     return Sources(run=Path("run"), results_dir=Path("results"))
+
+
+def test_fixture_scores_are_not_tested_and_real_data_get_a_word(tmp_path):
+    from sdtp_lib.workspace import verdict as V
+    from sdtp_lib.workspace.sources import Source, Sources
+    acc = lambda a: {t: a for t in ("copa", "piqa")}  # noqa: E731
+    lm = lambda data: {"scorers": {  # noqa: E731
+        "dense": {"accuracy": acc(0.60), "n_samples": {"copa": 8}, "config": {"data": data}},
+        "sdtp:predictor": {"accuracy": acc(0.59), "n_samples": {"copa": 8}, "config": {"data": data}},
+        "sdtp:random": {"accuracy": acc(0.40), "n_samples": {"copa": 8}, "config": {"data": data}}}}
+    src = Sources(tmp_path, tmp_path)
+    src.add(Source("lmeval", tmp_path / "l.json", lm("data/lmeval_fixture")))
+    item = V.lmeval_item(src)
+    assert item.word == "not tested" and "no evidence" in item.ours  # the fixture checks the protocol only
+    src.add(Source("lmeval", tmp_path / "l.json", lm("/data/lm-eval")))
+    item = V.lmeval_item(src)  # -1.0 is within the paper's -0.15..+1.26 +- 3; -20.0 is not
+    assert item.word == "partly reproduces" and "sdtp:predictor -1.0 (reproduces)" in item.detail
+    assert "sdtp:random -20.0 (does not reproduce)" in item.detail
+
+
+def test_retrieval_line_reads_this_runs_points_and_says_which_scorer_keeps_more():
+    from sdtp_lib.workspace import verdict as V
+    pts = lambda a, b: {"points": [  # noqa: E731
+        {"source": "this run (x)", "scorer": "sdtp:predictor", "share": a},
+        {"source": "this run (x)", "scorer": "sdtp:attention", "share": b},
+        {"source": "other", "scorer": "sdtp:predictor", "share": 0.99}]}
+    item = V.retrieval_item(pts(0.6, 0.82))
+    assert item.ours == "sdtp:predictor 60%, sdtp:attention 82% of dense" and "keeps more than" in item.detail
+    assert "keeps no more than" in V.retrieval_item(pts(0.9, 0.8)).detail
+    assert V.retrieval_item({"points": pts(0.6, 0.8)["points"][1:]}) is None  # no predictor point: no line
