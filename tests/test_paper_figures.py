@@ -234,7 +234,7 @@ def test_summary_and_figures_of_a_fixture_run_name_every_missing_source(tmp_path
         topic, word = bullet[4:].split("**")[0].split(": ", 1)
         assert row_.startswith(f"| {topic} |") and row_.endswith(f"| **{word}** |")
     assert "| Losses | 66.82 > 66.27 > 65.93 (Llama2-7B accuracy: full, no ranking, neither) | held-out loss - dense " \
-           "+0.100 / +0.200 / +0.300 | **reproduces** |" in head
+           "+0.100 / +0.200 / +0.300 (a random tiny model: not evidence) | **reproduces** |" in head  # says so there too
     assert "| no ranking loss | no_rank | 66.27 | -0.55 |" in text and "| no MSE | - | - | - |" in text
     assert "| dense |" not in text[text.index("Losses ("):]  # the reference row is not a setting
     bars = fig_bars(tmp_path / "out", losses)

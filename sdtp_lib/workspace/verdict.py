@@ -33,6 +33,7 @@ class Item:
     paper: str    # the paper's number, short
     ours: str     # ours, short (the headline table's cell)
     detail: str   # the bullet's text after "**topic: word**"; may hold further lines
+    note: str = ""  # too few samples to count (few()): the headline says so too
 
 
 def few(n, what: str) -> str:
@@ -128,13 +129,15 @@ def h2o_items(src: Sources, h2o: list[dict]) -> list[Item]:
                 f"{p['scorer']} {d[id(p)]:+.1f}" for p in mine) + few(min((p.get("n") or 10 ** 9) for p in mine),
                                                                      "prompts"))
         evidence = [p for p in ps if not stand[p["bench"]]]
+        note = (" (a random tiny model: not evidence)" if tiny else
+                few(min((p.get("n") or 10 ** 9) for p in evidence), "prompts") if evidence else "")
         out.append(Item(f"H2O at {100 * budget:.0f}% of the KV", _word(words) if words else NOT_TESTED,
                         "SDTP adds almost no further loss",
                         ", ".join(f"{p['bench']} {p['scorer']} {d[id(p)]:+.1f}" for p in evidence)
                         + " points against H2O alone" if evidence else "only the fixture",
                         f"\"almost no further loss\" from SDTP on top of H2O (points against H2O alone at the same "
                         f"budget, tolerance {TOL_POINTS:g}): " + "; ".join(benches)
-                        + ("; a random tiny model: not evidence" if tiny else "") + "."))
+                        + ("; a random tiny model: not evidence" if tiny else "") + ".", note))
     return out
 
 
@@ -182,11 +185,12 @@ def losses_item(src: Sources) -> Item | None:
     same = held["full"] <= held["no_rank"] <= held["no_rank_mse"]
     n = min((r.get("n_heldout") or 0 for r in rows), default=0)
     vals = " / ".join(f"{held[k]:+.3f}" for k in ("full", "no_rank", "no_rank_mse"))
+    note = (" (a random tiny model: not evidence)" if str(losses.get("model")).startswith("tiny-")
+            else few(n, "held-out samples"))
     return Item("Losses", "reproduces" if same else "does not reproduce", paper,
                 f"held-out loss - dense {vals}",
                 "the paper's order (full best, then without ranking, then without ranking and MSE): held-out loss - "
-                f"dense {vals}" + (" (a random tiny model: not evidence)" if str(losses.get("model")).startswith("tiny-")
-                                   else few(n, "held-out samples")) + ".")
+                f"dense {vals}{note}.", note)
 
 
 def stages_item(src: Sources) -> Item | None:
@@ -205,7 +209,8 @@ def stages_item(src: Sources) -> Item | None:
                      for lab, v in by.items())
     return Item("More stages at equal compression", word, "10 stages (the method; SDTP-low: 5)",
                 f"{' / '.join(map(str, ns))} stages: {each}",
-                f"({', '.join(comp)}); {unit} with {' / '.join(map(str, ns))} stages: {each}{_few(rows, metric)}.")
+                f"({', '.join(comp)}); {unit} with {' / '.join(map(str, ns))} stages: {each}{_few(rows, metric)}.",
+                _few(rows, metric))
 
 
 def keep_ratio_item(src: Sources) -> Item | None:
@@ -223,7 +228,7 @@ def keep_ratio_item(src: Sources) -> Item | None:
     return Item("Keep ratio", "measured", f"r = {PAPER['placement']['keep_ratio']}",
                 f"r = {' / '.join(map(str, rs))}: FLOPs {flops}; {each}",
                 f"r = {' / '.join(map(str, rs))}: prefill FLOPs {flops} of dense (Qwen2-7B shape); {unit}: {each}"
-                + _few(rows, metric) + ".")
+                + _few(rows, metric) + ".", _few(rows, metric))
 
 
 def start_layer_item(src: Sources) -> Item | None:
@@ -252,7 +257,8 @@ def start_layer_item(src: Sources) -> Item | None:
     return Item("The paper's placement", word, f"first stage at layer {best[0]}, r = {best[1]}: the best balance",
                 "; ".join(f"{lab} {'on' if b else 'off'} the quality/FLOPs front" for lab, b in on.items()),
                 f"(first stage at layer {best[0]}, r = {best[1]}) as a setting no other beats on both quality and "
-                f"prefill FLOPs; those settings ({unit}, FLOPs ratio): " + "; ".join(parts) + _few(rows, metric) + ".")
+                f"prefill FLOPs; those settings ({unit}, FLOPs ratio): " + "; ".join(parts) + _few(rows, metric) + ".",
+                _few(rows, metric))
 
 
 # ------------------------------------------------------------------ this project's own finding
@@ -300,4 +306,4 @@ def bullets(items: list[Item]) -> str:
 
 def headline_table(items: list[Item]) -> str:
     return md_table(["claim", "the paper", "this project", "verdict"],
-                    [[i.topic, i.paper, i.ours, f"**{i.word}**"] for i in items])
+                    [[i.topic, i.paper, i.ours + i.note, f"**{i.word}**"] for i in items])
