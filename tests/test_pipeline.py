@@ -77,6 +77,15 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     assert "07_ablations/losses/results.json not found" not in summary
     for png in ("losses", "stages", "keep_ratio", "start_layer"):
         assert (fig / f"{png}.png").stat().st_size > 10_000, png
+    # the sparsity figure's numbers stay with 08: the run, committed without its saliency files, draws it again
+    from sdtp_lib.training import saliency as SA
+    from sdtp_lib.workspace.sources import load_sources
+    stats = json.loads((fig / "saliency_stats.json").read_text())
+    assert stats == json.loads(json.dumps(SA.saliency_stats(SA.SaliencyStore.load(sal))))
+    slim = tmp_path / "slim"
+    shutil.copytree(run, slim, ignore=shutil.ignore_patterns("*.safetensors"))
+    src = load_sources(slim)
+    assert src.path("saliency") == slim / "08_figures" / "saliency_stats.json" and src.get("saliency") == stats
     log = (run / "pipeline.log").read_text()
     assert "[9/9] 08_figures done" in log and "run complete" in log
 

@@ -7,6 +7,7 @@ missing file named), then final_summary.md.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from ..io import atomic_write_text, read_jsonl
 from . import frontier as FR
 from . import paper_figures as PF
 from .report import final_summary
-from .sources import HEADLINE_LATENCY, Sources, quality_results, speed_files
+from .sources import HEADLINE_LATENCY, SALIENCY_STATS, Sources, quality_results, speed_files
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ def _figures(src: Sources, length: int) -> dict:
     from . import plots
     run_latency = src.get("latency")
     return {
-        "saliency_sparsity": (_need(src, "saliency"), lambda: (plots.saliency_sparsity_figure(src.get("saliency")), {})),
+        "saliency_sparsity": (_need(src, "saliency"), lambda: (plots.saliency_sparsity_figure(src.get("saliency")),
+                                                               {"saliency_stats": src.get("saliency")})),
         "start_layer": (_need(src, "ablation_start_layer"),
                         lambda: (PF.start_layer_figure(src.get("ablation_start_layer")), {})),
         "stages": (_need(src, "ablation_stages"), lambda: (PF.ablation_figure(src.get("ablation_stages"), "stages"), {})),
@@ -105,6 +107,9 @@ def draw_figures(src: Sources, out, length: int = 32768, dpi: int = 120, close: 
             plt.close(fig)
         made[name] = Made(f"{name}.png", "", data)
         log.info("08: wrote %s", out / f"{name}.png")
+    stats = made.get("saliency_sparsity", Made()).data.get("saliency_stats")
+    if stats is not None and src.path("saliency").suffix != ".json":  # the figure's numbers, without the big file
+        atomic_write_text(out / SALIENCY_STATS, json.dumps(stats, indent=1) + "\n")
     return made
 
 

@@ -91,14 +91,20 @@ def _newest(name: str, folder: Path, pattern: str) -> Source:
     return _json(name, hits[-1])
 
 
+SALIENCY_STATS = "saliency_stats.json"  # what 08 read from the saliency file, kept in its folder
+
+
 def _saliency(run: Path) -> Source:
     """Per-layer sparsity statistics of the run's stage-1 saliency file: 01_saliency's, else 02_training's own, else
-    07_ablations' (the qwen2.5-0.5b profile runs neither 01 nor 02)."""
+    07_ablations' (the qwen2.5-0.5b profile runs neither 01 nor 02); else the statistics an earlier 08 kept in
+    08_figures/saliency_stats.json (a run folder committed without its weights and saliency files)."""
     cands = [run / "01_saliency" / "saliency.safetensors", run / "02_training" / "saliency" / "saliency.safetensors",
-             run / "07_ablations" / "saliency" / "saliency.safetensors"]
+             run / "07_ablations" / "saliency" / "saliency.safetensors", run / "08_figures" / SALIENCY_STATS]
     path = next((p for p in cands if p.is_file()), None)
     if path is None:
         return Source("saliency", cands[0], why=f"none of {', '.join(map(str, cands))} found")
+    if path.suffix == ".json":
+        return _json("saliency", path)
     from ..training import saliency as SA
     return Source("saliency", path, SA.saliency_stats(SA.SaliencyStore.load(path)))
 
