@@ -193,10 +193,19 @@ def losses_item(src: Sources) -> Item | None:
                 f"dense {vals}{note}.", note)
 
 
+def _rows(src: Sources, ablation: str) -> list[dict]:
+    res = src.get(f"ablation_{ablation}")
+    return pruned_rows(res) if res is not None else []
+
+
+def _each(by: dict, values: list, metric: str) -> str:
+    """'predictor -30.0 / -20.0; attention ...': each scorer's mean difference to dense at each value."""
+    return "; ".join(f"{lab} " + " / ".join(f"{v[x]:{_spec(metric)}}" if x in v else "-" for x in values)
+                     for lab, v in by.items())
+
+
 def stages_item(src: Sources) -> Item | None:
-    res = src.get("ablation_stages")
-    rows = pruned_rows(res) if res is not None else []
-    if not rows:
+    if not (rows := _rows(src, "stages")):
         return None
     metric, unit, sign = _metric(rows)
     by = _by_scorer(rows, "stages", metric)
@@ -205,8 +214,7 @@ def stages_item(src: Sources) -> Item | None:
     word = ("help" if all(better.values()) else "do not help" if not any(better.values()) else "help "
             + ", ".join(k for k, b in better.items() if b) + " only")
     comp = sorted({f"{r['compression']:.2f}x" for r in rows if r.get("compression")})
-    each = "; ".join(f"{lab} " + " / ".join(f"{v[n]:{_spec(metric)}}" if n in v else "-" for n in ns)
-                     for lab, v in by.items())
+    each = _each(by, ns, metric)
     return Item("More stages at equal compression", word, "10 stages (the method; SDTP-low: 5)",
                 f"{' / '.join(map(str, ns))} stages: {each}",
                 f"({', '.join(comp)}); {unit} with {' / '.join(map(str, ns))} stages: {each}{_few(rows, metric)}.",
@@ -214,16 +222,13 @@ def stages_item(src: Sources) -> Item | None:
 
 
 def keep_ratio_item(src: Sources) -> Item | None:
-    res = src.get("ablation_keep_ratio")
-    rows = pruned_rows(res) if res is not None else []
-    if not rows:
+    if not (rows := _rows(src, "keep_ratio")):
         return None
     metric, unit, _ = _metric(rows)
     by = _by_scorer(rows, "keep_ratio", metric)
     rs = sorted({k for v in by.values() for k in v}, reverse=True)
     cost = {r["keep_ratio"]: r.get("flops_ratio") for r in rows}
-    each = "; ".join(f"{lab} " + " / ".join(f"{v[r_]:{_spec(metric)}}" if r_ in v else "-" for r_ in rs)
-                     for lab, v in by.items())
+    each = _each(by, rs, metric)
     flops = " / ".join(fmt(cost.get(r_), ".2f") for r_ in rs)
     return Item("Keep ratio", "measured", f"r = {PAPER['placement']['keep_ratio']}",
                 f"r = {' / '.join(map(str, rs))}: FLOPs {flops}; {each}",
@@ -232,9 +237,7 @@ def keep_ratio_item(src: Sources) -> Item | None:
 
 
 def start_layer_item(src: Sources) -> Item | None:
-    res = src.get("ablation_start_layer")
-    rows = pruned_rows(res) if res is not None else []
-    if not rows:
+    if not (rows := _rows(src, "start_layer")):
         return None
     metric, unit, sign = _metric(rows)
     pl = PAPER["placement"]
