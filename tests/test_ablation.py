@@ -212,3 +212,20 @@ def test_rerun_skips_finished_settings_and_adds_new_ones(tiny, tmp_path, monkeyp
     with pytest.raises(ValueError, match="another configuration"):
         A.run_ablation(model, tok, A.AblationConfig(**{**cfg.__dict__, "seq_len": 300}), "keep_ratio", tmp_path,
                        None, val, A.Cost(4096), progress=False)
+
+
+def test_ablations_of_one_run_answer_dense_once(tiny, tmp_path, monkeypatch):
+    """The suite's dense answers of a second ablation are copied from the first's folder, not asked again."""
+    from sdtp_lib.eval import synthetic as SY
+    model, tok = tiny
+    syn = dict(tasks=["passkey"], lengths=[256], layouts=["question_last"], n_samples=1)
+    cfg = tiny_cfg(ablations=("keep_ratio",), scorers=("attention",), keep_ratios=(0.9,), synthetic=syn)
+    _, val = A.training_samples(cfg.run_config(), tok)
+    asked, real = [], SY._predict
+    monkeypatch.setattr(SY, "_predict", lambda *a: asked.append(a[5]) or real(*a))
+    first = A.run_ablation(model, tok, cfg, "keep_ratio", tmp_path, None, val, A.Cost(4096), progress=False)
+    assert sorted(asked) == ["dense", "sdtp@0.9:attention"]
+    second = A.run_ablation(model, tok, cfg, "stages", tmp_path, None, val, A.Cost(4096), progress=False)
+    assert "dense" not in asked[2:] and len(asked) == 2 + 2  # the two stage settings only
+    dense = lambda res: (res["rows"][0]["synthetic_accuracy"], res["rows"][1]["synthetic_dense_accuracy"])  # noqa
+    assert dense(second) == dense(first)

@@ -2,6 +2,7 @@
 exact scoring, the resumable / sharded runner. Random weights cannot answer: machinery and invariants only."""
 import gzip
 import json
+import logging
 import re
 import shutil
 import sys
@@ -189,6 +190,26 @@ def test_resume_generates_only_the_missing(tiny, first_run, tmp_path, monkeypatc
     compress_jsonl(plain)
     assert Y.run_suite(model, tok, CFG, out, progress=False) == first_run[1] and len(calls) == 6 + 8
     assert not plain.exists() and gz_lines(gz) == kept + [x for x in lines if json.loads(x)["scorer"] == last]
+
+
+def test_answers_of_another_folder_of_the_same_configuration_are_copied_not_asked(tiny, first_run, tmp_path,
+                                                                                monkeypatch, caplog):
+    """The ablations share dense (and some settings): a suite reusing a finished folder asks only what it lacks and
+    gives the rows an uninterrupted run would; a folder of another configuration is not read."""
+    model, tok = tiny
+    calls = count_generate(monkeypatch, model)
+    more = Y.SuiteConfig(**{**CFG.__dict__, "scorers": ("dense", "sdtp:recent", "sdtp:norm")})
+    rows = Y.run_suite(model, tok, more, tmp_path / "b", progress=False, reuse=[tmp_path / "none", first_run[0]])
+    assert len(calls) == 8  # sdtp:recent's 8 examples; dense and sdtp:norm copied
+    old = {(r["id"], r["scorer"]): r for r in first_run[1]}
+    assert [r for r in rows if r["scorer"] != "sdtp:recent"] == [old[r["id"], r["scorer"]] for r in rows
+                                                                  if r["scorer"] != "sdtp:recent"]
+    assert sorted(json.loads(x)["scorer"] for x in gz_lines(tmp_path / "b" / "predictions.jsonl.gz")) == \
+        sorted(s for r in rows for s in [r["scorer"]])  # the copies are stored: the folder stands alone
+    other = Y.SuiteConfig(**{**more.__dict__, "n_samples": 1})  # another configuration: nothing copied
+    caplog.set_level(logging.INFO, logger="sdtp_lib.eval.synthetic")
+    Y.run_suite(model, tok, other, tmp_path / "c", progress=False, reuse=[first_run[0]])
+    assert len(calls) == 8 + 4 * 3 and "not reusing" in caplog.text  # 4 examples (2 tasks x 2 layouts) x 3
 
 
 def test_scorers_can_be_added_not_removed(tiny, first_run, tmp_path, monkeypatch):

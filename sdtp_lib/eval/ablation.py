@@ -374,7 +374,8 @@ def _synthetic(model, tok, cfg: AblationConfig, out: Path, specs: list[str], pro
     if cfg.synthetic is None:
         return None
     suite = SY.SuiteConfig(**cfg.synthetic, scorers=["dense", *dict.fromkeys(specs)], keep_ratio=cfg.keep_ratio)
-    return SY.run_suite(model, tok, suite, out, progress=progress)
+    others = [out.parent.parent / a / out.name for a in ABLATIONS if a != out.parent.name]  # dense (and the same
+    return SY.run_suite(model, tok, suite, out, progress=progress, reuse=others)  # settings): answered once
 
 
 def _fill(row: dict, held: dict, dense: dict, suite, spec: str) -> dict:

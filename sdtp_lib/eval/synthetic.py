@@ -327,6 +327,31 @@ def _load_meta(out: Path) -> dict:
     return json.loads((out / "config.json").read_text())
 
 
+def _flat(meta: dict) -> dict:
+    """config.json as the keys two suite folders are compared by (the tokenizer by size: its name is a path)."""
+    return {**{k: v for k, v in meta.items() if k not in ("suite", "tokenizer")}, "tokenizer size": meta["tokenizer"][1],
+            **{f"suite.{k}": v for k, v in meta["suite"].items()}}
+
+
+def _reusable(meta: dict, folders, wanted: set) -> dict:
+    """{(id, scorer): row} of the wanted answers already in other suite folders of exactly this configuration but
+    their scorers (the same model, prompts and decode loop: the same greedy answer); other folders are skipped."""
+    mine = {k: v for k, v in _flat(meta).items() if k != "suite.scorers"}
+    got: dict = {}
+    for folder in map(Path, folders):
+        if not (folder / "config.json").exists() or find_jsonl(folder / "predictions.jsonl") is None:
+            continue
+        theirs = _flat(_load_meta(folder))
+        if {k: v for k, v in theirs.items() if k != "suite.scorers"} != mine:
+            log.info("synthetic suite: not reusing %s (another configuration)", folder)
+            continue
+        for row in read_jsonl(folder / "predictions.jsonl", repair=True, missing_ok=True):
+            key = (row.get("id"), row.get("scorer"))
+            if key in wanted:
+                got.setdefault(key, row)
+    return got
+
+
 def _check_meta(out: Path, meta: dict, path: Path) -> None:
     """Write config.json, or refuse a folder whose config.json (and so predictions) came from another run."""
     if not (out / "config.json").exists():
@@ -335,10 +360,7 @@ def _check_meta(out: Path, meta: dict, path: Path) -> None:
             raise ValueError(f"{found} exists but {out / 'config.json'} does not: cannot tell what produced it")
         atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")  # ranks may start together
         return
-    flat = lambda d: {**{k: v for k, v in d.items() if k not in ("suite", "tokenizer")},
-                      "tokenizer size": d["tokenizer"][1],  # its name is the path it loaded from: not compared
-                      **{f"suite.{k}": v for k, v in d["suite"].items()}}
-    old, new = flat(_load_meta(out)), flat(meta)
+    old, new = _flat(_load_meta(out)), _flat(meta)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff == ["suite.scorers"]:  # more scorers on the same examples: the stored ones are kept, the new ones added
         dropped = [s for s in old["suite.scorers"] if s not in new["suite.scorers"]]
@@ -479,9 +501,11 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
 
 
 def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank: int = 0,
-              world_size: int = 1) -> list[dict]:
+              world_size: int = 1, reuse=()) -> list[dict]:
     """Greedy answers for every (example, scorer) of this rank, resumed from its predictions file; returns its rows
-    in canonical order (and, when world_size == 1, writes results.json / results.md)."""
+    in canonical order (and, when world_size == 1, writes results.json / results.md). reuse: other suite folders
+    whose answers of the same (example, scorer) are copied rather than asked again, where their configuration equals
+    this one but for the scorers (the ablations of one run share dense and some settings)."""
     from tqdm.auto import tqdm
     if not 0 <= rank < world_size:
         raise ValueError(f"run_suite: rank {rank} is not in [0, world_size={world_size})")
@@ -508,11 +532,19 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
     log.info("synthetic suite: rank %d/%d, %d examples x %d scorers, %d done", rank, world_size, len(todo),
              len(scorers), len(done))
     more = len(done) < len(todo) * len(scorers)
+    copied = _reusable(meta, reuse, {(e["id"], s) for e in todo for s in cfg.scorers} - set(done)) if more else {}
+    if copied:
+        log.info("synthetic suite: %d answers copied from %s", len(copied), ", ".join(map(str, reuse)))
     if more:
         decompress_jsonl(path)  # a finished (gzipped) file goes on as plain lines
     with (open(path, "a", encoding="utf-8") if more else contextlib.nullcontext()) as f, \
             tqdm(total=len(todo) * len(scorers), initial=len(done), disable=not progress, desc="synthetic") as bar:
         for e in todo:
+            for s in cfg.scorers:  # in plan order, like the answers asked
+                if (e["id"], s) in copied:
+                    done[e["id"], s] = copied[e["id"], s]
+                    f.write(json.dumps(copied[e["id"], s]) + "\n")
+                    bar.update(1)
             missing = [s for s in cfg.scorers if (e["id"], s) not in done]
             if not missing:
                 continue
