@@ -16,7 +16,8 @@
 # scorer comparisons on the synthetic suite); types no number in. Draws saliency sparsity by layer, the start-layer,
 # stages, keep-ratio and loss ablations, latency / FLOPs / memory against length on both engines, LongBench and
 # lm-eval bars, H2O, and the quality-vs-speed frontier; a figure whose source is missing is not drawn and the summary
-# names the file. Writes `final_summary.md`: every paper table beside this run's numbers, with a verdict.
+# names the file. Writes `final_summary.md`: a headline table, every paper table beside this run's numbers, and the
+# verdict.
 # Run headlessly on an existing run folder: `papermill notebooks/08_figures.ipynb runs/<name>/08_figures.ipynb
 # -p run runs/<name> -p run_dir runs/<name>/08_figures`.
 
