@@ -497,3 +497,11 @@ def test_specs_with_a_compression_and_a_start_layer(tiny):
         SC.parse_spec("sdtp+L0:norm")
     with pytest.raises(ValueError, match=r"scorer 'sdtp\+L9': expected"):  # no scorer
         SC.parse_spec("sdtp+L9")
+
+
+def test_the_log_shows_the_suites_progress_at_most_once_per_period(caplog):
+    caplog.set_level(logging.INFO, logger="sdtp_lib.eval.synthetic")
+    Y._Pace(720, 80, every=3600).tick(100)
+    assert "answers" not in caplog.text  # within the period: quiet
+    Y._Pace(720, 80, every=0).tick(100)
+    assert re.search(r"synthetic suite: 100 / 720 answers, [0-9.]+ answers/s", caplog.text)

@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import string
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -500,6 +501,21 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
             "kv_bytes": kv, "decode_ms_per_token": ms, **timings}
 
 
+class _Pace:
+    """A log line every `every` seconds: answers done of the total and the rate of this call's answers."""
+
+    def __init__(self, total: int, start: int, every: float = 60.0):
+        self.total, self.start, self.every = total, start, every
+        self.t0 = self.last = time.perf_counter()
+
+    def tick(self, done: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            log.info("synthetic suite: %d / %d answers, %.2f answers/s", done, self.total,
+                     (done - self.start) / (now - self.t0))
+
+
 def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank: int = 0,
               world_size: int = 1, reuse=()) -> list[dict]:
     """Greedy answers for every (example, scorer) of this rank, resumed from its predictions file; returns its rows
@@ -537,6 +553,7 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
         log.info("synthetic suite: %d answers copied from %s", len(copied), ", ".join(map(str, reuse)))
     if more:
         decompress_jsonl(path)  # a finished (gzipped) file goes on as plain lines
+    pace = _Pace(len(todo) * len(scorers), len(done) + len(copied))  # the log's progress: a bar is not kept there
     with (open(path, "a", encoding="utf-8") if more else contextlib.nullcontext()) as f, \
             tqdm(total=len(todo) * len(scorers), initial=len(done), disable=not progress, desc="synthetic") as bar:
         for e in todo:
@@ -561,6 +578,7 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 bar.update(1)
+                pace.tick(len(done))
     rows = [done[e["id"], s] for e in todo for s in cfg.scorers]
     if find_jsonl(path) is not None:
         compress_jsonl(path)  # this rank has answered everything it was asked
