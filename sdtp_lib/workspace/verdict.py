@@ -1,6 +1,6 @@
 """The final summary's verdict, computed: one Item per claim of the paper (and per finding of this project), each
 with the paper's number, ours and one word, against stated tolerances. The summary shows the items twice: as the
-headline table at its top (the README copies it) and as the verdict's bullets at its end, with the detail.
+headline table at its top and as the verdict's bullets at its end, with the detail.
 
     items = verdict_items(src, frontier, h2o)
     headline_table(items)      # | claim | paper | this project | verdict |
