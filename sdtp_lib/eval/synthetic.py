@@ -330,7 +330,8 @@ def _load_meta(out: Path) -> dict:
 
 def _flat(meta: dict) -> dict:
     """config.json as the keys two suite folders are compared by (the tokenizer by size: its name is a path)."""
-    return {**{k: v for k, v in meta.items() if k not in ("suite", "tokenizer")}, "tokenizer size": meta["tokenizer"][1],
+    return {**{k: v for k, v in meta.items() if k not in ("suite", "tokenizer")},
+            "tokenizer size": meta["tokenizer"][1],
             **{f"suite.{k}": v for k, v in meta["suite"].items()}}
 
 

@@ -194,14 +194,19 @@ def frontier(results: dict[str, dict], rows: list[SpeedRow], length: int = 32768
     return {"points": points, "unmatched": unmatched, "length": length}
 
 
+def nondominated(items: list, key) -> list:
+    """The items no other item beats: key(item) is a tuple of values, each the higher the better; another item at
+    least as high in every value and higher in one beats it (an equal one does not)."""
+    ks = [key(i) for i in items]
+    return [i for i, a in zip(items, ks) if not any(all(x >= y for x, y in zip(b, a)) and b != a for b in ks)]
+
+
 def pareto(points: list[dict]) -> dict[str, list[dict]]:
     """Per source, its measured pruned points that no other point of the same source beats on both accuracy (share
     of dense) and prefill speedup, by speedup. Sources are kept apart: their models and prompts differ."""
     out: dict[str, list[dict]] = {}
     pruned = [p for p in points if p["speed"] is not None]
     for src in dict.fromkeys(p["source"] for p in pruned):
-        mine = [p for p in pruned if p["source"] == src]
-        keep = [p for p in mine if not any(q["share"] >= p["share"] and q["speedup"] >= p["speedup"]
-                                           and (q["share"], q["speedup"]) != (p["share"], p["speedup"]) for q in mine)]
+        keep = nondominated([p for p in pruned if p["source"] == src], lambda p: (p["share"], p["speedup"]))
         out[src] = sorted(keep, key=lambda p: (p["speedup"], p["share"]))
     return out

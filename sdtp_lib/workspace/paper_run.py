@@ -44,8 +44,7 @@ def _figures(src: Sources, length: int) -> dict:
     from . import plots
     run_latency = src.get("latency")
     return {
-        "saliency_sparsity": (_need(src, "saliency"), lambda: (plots.saliency_sparsity_figure(src.get("saliency")),
-                                                               {"saliency_stats": src.get("saliency")})),
+        "saliency_sparsity": (_need(src, "saliency"), lambda: (plots.saliency_sparsity_figure(src.get("saliency")), {})),
         "start_layer": (_need(src, "ablation_start_layer"),
                         lambda: (PF.start_layer_figure(src.get("ablation_start_layer")), {})),
         "stages": (_need(src, "ablation_stages"), lambda: (PF.ablation_figure(src.get("ablation_stages"), "stages"), {})),
@@ -107,9 +106,8 @@ def draw_figures(src: Sources, out, length: int = 32768, dpi: int = 120, close: 
             plt.close(fig)
         made[name] = Made(f"{name}.png", "", data)
         log.info("08: wrote %s", out / f"{name}.png")
-    stats = made.get("saliency_sparsity", Made()).data.get("saliency_stats")
-    if stats is not None and src.path("saliency").suffix != ".json":  # the figure's numbers, without the big file
-        atomic_write_text(out / SALIENCY_STATS, json.dumps(stats, indent=1) + "\n")
+    if made["saliency_sparsity"].file and src.path("saliency").suffix != ".json":  # its numbers, without the big file
+        atomic_write_text(out / SALIENCY_STATS, json.dumps(src.get("saliency"), indent=1) + "\n")
     return made
 
 

@@ -414,9 +414,10 @@ def h2o_section(points: list[dict], src: Sources) -> str:
         body.append([p["bench"], p["scorer"], "none" if p["budget"] is None else f"{p['budget']:g}",
                      fmt(p["score"], ".1f"), fmt(d(p["score"], r.get("without")), "+.1f"),
                      fmt(d(p["score"], r.get("dense_same_budget")), "+.1f"),
-                     fmt(p.get("kv_bytes") and p["kv_bytes"] / 2 ** 20, ".2f"), fmt(p.get("decode_ms_per_token"), ".1f"),
-                     LOOPS.get(p.get("loop"), "-"), model_note(bench_model(src, p["bench"])) + (" on the **fixture**" if p["bench"] == "LongBench"
-                                                                 and "fixture" in lb_stand_in(src) else "")])
+                     fmt(p.get("kv_bytes") and p["kv_bytes"] / 2 ** 20, ".2f"),
+                     fmt(p.get("decode_ms_per_token"), ".1f"), LOOPS.get(p.get("loop"), "-"),
+                     model_note(bench_model(src, p["bench"]))
+                     + (" on the **fixture**" if p["bench"] == "LongBench" and "fixture" in lb_stand_in(src) else "")])
     return (f"## H2O\n\nPaper: {h['statement']} (a statement, no table). Its comparison is SDTP with H2O against H2O "
             "alone at the same budget (the column 'against H2O alone': below zero, SDTP adds a loss). The budget is a "
             "fraction of the full sequence (the prompt before pruning and the tokens generated) that each layer's "

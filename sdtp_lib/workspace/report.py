@@ -52,17 +52,17 @@ def sources_section(src: Sources) -> str:
 
 
 # ------------------------------------------------------------------ verdict
-def verdict(src: Sources, frontier: dict | None, h2o: list[dict]) -> str:
-    items = V.verdict_items(src, frontier, h2o)
+def verdict(src: Sources, frontier: dict | None, h2o: list[dict], items: list | None = None) -> str:
+    items = V.verdict_items(src, frontier, h2o) if items is None else items
     return ("## Verdict\n\n" + V.bullets(items) + "\n**Hand-written** (a reading of the committed results, not a "
             "computed verdict): " + _scorer_note(src) + " LongBench and lm-eval stay stand-ins until they run on real "
             "Qwen2-7B weights and data.\n")
 
 
-def headline(src: Sources, frontier: dict | None, h2o: list[dict]) -> str:
-    """The verdict as a table, at the top of the summary (the README shows it)."""
+def headline(items: list) -> str:
+    """The verdict's items as a table, at the top of the summary."""
     return ("## Headline\n\nThe paper's claims beside this run's and the committed results (details: Verdict, at the "
-            "end):\n\n" + V.headline_table(V.verdict_items(src, frontier, h2o)))
+            "end):\n\n" + V.headline_table(items))
 
 
 SCORERS_RUN = "2026-11-30_qwen2.5-0.5b_scorers_h200x2"  # the main scorer comparison (docs/scorers.md)
@@ -108,9 +108,11 @@ def figures_section(figures: dict, frontier: dict | None = None) -> str:
 def final_summary(src: Sources, figures: dict, frontier: dict | None = None, h2o: list[dict] | None = None) -> str:
     """The whole final_summary.md. figures: {name: (file name or None, why not drawn)}."""
     model = run_models(src)
+    items = V.verdict_items(src, frontier, h2o or [])  # the headline and the verdict: the same lines
     return "\n".join([
         f"# Final summary: this run beside the paper\n\nPaper: {CITATION}. Our models: {model}. Every number below is "
         "read from the files listed under Sources; the paper's from sdtp_lib/workspace/paper.py.\n",
-        headline(src, frontier, h2o or []), run_section(src), latency_section(src), longbench_section(src), lmeval_section(src), ablation_section(src),
-        h2o_section(h2o or [], src), figures_section(figures, frontier), verdict(src, frontier, h2o or []),
+        headline(items), run_section(src), latency_section(src), longbench_section(src), lmeval_section(src),
+        ablation_section(src), h2o_section(h2o or [], src), figures_section(figures, frontier),
+        verdict(src, frontier, h2o or [], items),
         sources_section(src)])

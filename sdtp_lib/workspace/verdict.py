@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .frontier import pareto
+from .frontier import nondominated, pareto
 from .paper import PAPER
 from .paper_figures import ablation_value, pruned_rows
 from .paper_tables import (bench_model, canon_loss, fmt, h2o_rows, latency_rows, lb_stand_in, lmeval_rows,
@@ -110,6 +110,10 @@ def lmeval_item(src: Sources) -> Item | None:
                 + "; ".join(f"{k} {d:+.1f} ({words[k]})" for k, d in diffs.items()) + ".")
 
 
+def _few_prompts(points: list[dict]) -> str:
+    return few(min((p.get("n") or 10 ** 9) for p in points), "prompts")
+
+
 def h2o_items(src: Sources, h2o: list[dict]) -> list[Item]:
     by: dict = {}
     for p in h2o_rows(h2o):
@@ -126,11 +130,9 @@ def h2o_items(src: Sources, h2o: list[dict]) -> list[Item]:
         for bench in stand:
             mine = [p for p in ps if p["bench"] == bench]
             benches.append(f"{bench}{' (fixture: no evidence)' if stand[bench] else ''} " + ", ".join(
-                f"{p['scorer']} {d[id(p)]:+.1f}" for p in mine) + few(min((p.get("n") or 10 ** 9) for p in mine),
-                                                                     "prompts"))
+                f"{p['scorer']} {d[id(p)]:+.1f}" for p in mine) + _few_prompts(mine))
         evidence = [p for p in ps if not stand[p["bench"]]]
-        note = (" (a random tiny model: not evidence)" if tiny else
-                few(min((p.get("n") or 10 ** 9) for p in evidence), "prompts") if evidence else "")
+        note = " (a random tiny model: not evidence)" if tiny else _few_prompts(evidence) if evidence else ""
         out.append(Item(f"H2O at {100 * budget:.0f}% of the KV", _word(words) if words else NOT_TESTED,
                         "SDTP adds almost no further loss",
                         ", ".join(f"{p['bench']} {p['scorer']} {d[id(p)]:+.1f}" for p in evidence)
@@ -248,8 +250,7 @@ def start_layer_item(src: Sources) -> Item | None:
         q = mean_by([{**r, "_at": (r.get("start_layer"), r.get("keep_ratio"))} for r in mine], "_at", metric)
         flops = {(r.get("start_layer"), r.get("keep_ratio")): r.get("flops_ratio") for r in mine}
         pts = [(k, sign * v, flops[k]) for k, v in q.items() if flops.get(k) is not None]
-        front = [p for p in pts if not any(o[1] >= p[1] and o[2] <= p[2] and (o[1] > p[1] or o[2] < p[2])
-                                           for o in pts)]
+        front = nondominated(pts, lambda p: (p[1], -p[2]))  # quality up, FLOPs down
         on[lab] = best in {p[0] for p in front}
         parts.append(f"{lab}: " + ", ".join(f"layer {k[0]}, r = {k[1]} ({sign * v:{_spec(metric)}}, FLOPs {f:.2f})"
                                             for k, v, f in sorted(front, key=lambda p: p[2])))
