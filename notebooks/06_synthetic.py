@@ -34,6 +34,7 @@ layouts = None  # question_last (LongBench's), question_first (None: both)
 scorers = ["dense", "sdtp:auto", "sdtp-low:auto", "sdtp:random", "sdtp:recent"]
 keep_ratio = 0.9  # r of the scorers without their own "@ratio"
 dtype = None  # None: float32 on CPU, bfloat16 on GPU
+workers = 1  # processes sharing the device, each with its own model: the same answers, faster on a GPU
 
 # %%
 import json
@@ -58,7 +59,11 @@ print(f"{model} | {len(cfg.tasks)} tasks x {len(cfg.lengths) - len(skipped)} len
       + "".join(f" | skipping {s['length']}: {s['reason']}" for s in skipped))
 
 # %%
-rows = SY.run_suite(m, tok, cfg, out)  # also writes results.json / results.md
+if workers > 1:  # also writes results.json / results.md
+    from sdtp_lib.eval.workers import run_suite_workers
+    rows = run_suite_workers(dict(spec=model, dtype=dtype, device=S.resolve_device(device)), cfg, out, workers)
+else:
+    rows = SY.run_suite(m, tok, cfg, out)
 summary = SY.summarise(rows)
 display(Markdown(SY.markdown(summary)))
 

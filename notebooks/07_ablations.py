@@ -46,6 +46,7 @@ synthetic_n = 0  # examples per synthetic task x length x layout (0: no syntheti
 synthetic_tasks = ["passkey"]
 synthetic_lengths = [1024]
 synthetic_layouts = ["question_first", "question_last"]
+synthetic_workers = 1  # processes answering the suite, each with its own model: same answers, faster on a GPU
 reference_length = 32768  # prompt tokens of the cost columns (Qwen2-7B shape)
 
 # %%
@@ -67,7 +68,7 @@ cfg = A.AblationConfig(model=model, data=data or str(D.DEFAULT_DATA), samples=n_
                        ablations=one(ablations), keep_ratio=keep_ratio, losses=one(losses),
                        stage_counts=one(stage_counts), compression=compression, keep_ratios=one(keep_ratios),
                        start_layers=one(start_layers), start_keep_ratios=one(start_keep_ratios), scorers=one(scorers),
-                       synthetic=synthetic, reference_length=reference_length)
+                       synthetic=synthetic, synthetic_workers=synthetic_workers, reference_length=reference_length)
 print("synthetic suite:", synthetic or "skipped (synthetic_n = 0)")
 results = A.run_ablations(cfg, run_dir, saliency_file=saliency)
 

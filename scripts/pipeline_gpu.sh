@@ -26,7 +26,8 @@ SDTP_SITTING=$tag timeout -k 30 "${SDTP_TIME_LIMIT:-540}" python3 -m sdtp_lib pi
   >> "$PARENT/console.log" 2>&1
 rc=$?
 set -e
-for pid in $(pgrep -f ipykernel_launcher || true); do  # a kernel the stopped notebook left behind: this sitting's only
+for pid in $(pgrep -f 'ipykernel_launcher|multiprocessing.spawn' || true); do  # a kernel (or suite worker) the stopped
+  # notebook left behind: this sitting's only
   if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "SDTP_SITTING=$tag"; then kill "$pid" 2>/dev/null || true; fi
 done
 tail -n 3 "$PARENT/console.log"

@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--decode", default="auto", choices=("auto", "hf", "static"),
                     help="greedy loop: model.generate, or the project's static-cache loop (auto: static on CUDA)")
     ev.add_argument("--out", required=True, help="results folder (an existing one of the same settings is resumed)")
+    ev.add_argument("--workers", type=int, default=1, help="processes sharing the device, each with its own "
+                    "model: the same answers, faster where one process leaves a GPU idle (docs/evaluation.md)")
     ev.epilog = ("Data parallel: accelerate launch --multi_gpu --num_processes N -m sdtp_lib synthetic ... (each process "
                  "runs its share of the examples; rank 0 merges and writes the results).")
 
@@ -477,9 +479,16 @@ def cmd_synthetic(args) -> int:
     cfg = SY.SuiteConfig(**{k: tuple(v) for k, v in given.items() if v}, n_samples=args.n_samples, seed=args.seed,
                          keep_ratio=args.keep_ratio, decode=args.decode)
     shard = launched()  # rank / world size under accelerate launch
-    model, tok = load_model(args.model, dtype=args.dtype, device=shard.device or resolve_device(args.device),
-                            attn_implementation=args.attn)
-    rows = SY.run_suite(model, tok, cfg, args.out, progress=shard.main, rank=shard.rank, world_size=shard.world_size)
+    load = dict(spec=args.model, dtype=args.dtype, device=shard.device or resolve_device(args.device),
+                attn_implementation=args.attn)
+    if args.workers != 1:
+        if shard.world_size > 1:
+            raise SystemExit("error: --workers > 1 under accelerate launch: use one or the other")
+        from .eval.workers import run_suite_workers
+        rows = run_suite_workers(load, cfg, args.out, args.workers)
+    else:
+        rows = SY.run_suite(*load_model(**load), cfg, args.out, progress=shard.main, rank=shard.rank,
+                            world_size=shard.world_size)
     shard.wait()
     if not shard.main:
         return 0

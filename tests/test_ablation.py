@@ -229,3 +229,29 @@ def test_ablations_of_one_run_answer_dense_once(tiny, tmp_path, monkeypatch):
     assert "dense" not in asked[2:] and len(asked) == 2 + 2  # the two stage settings only
     dense = lambda res: (res["rows"][0]["synthetic_accuracy"], res["rows"][1]["synthetic_dense_accuracy"])  # noqa
     assert dense(second) == dense(first)
+
+
+def test_the_suite_in_worker_processes_gives_the_same_rows(tiny, tmp_path, monkeypatch):
+    """synthetic_workers = 2: the suite's answers come from two processes with their own model, the rows are those of
+    one process (all in one thread: the same arithmetic), and the folder's configuration does not record the count."""
+    from sdtp_lib.eval import workers as W
+    model, tok = tiny
+    syn = dict(tasks=["passkey"], lengths=[256], layouts=["question_last"], n_samples=2)
+    cfg = tiny_cfg(ablations=("keep_ratio",), scorers=("attention",), keep_ratios=(0.9,), synthetic=syn)
+    _, val = A.training_samples(cfg.run_config(), tok)
+    monkeypatch.setattr(W.os, "cpu_count", lambda: 2)  # one thread for each of the 2 workers
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = A.run_ablation(model, tok, cfg, "keep_ratio", tmp_path / "one", None, val, A.Cost(4096), progress=False)
+        two = A.run_ablation(model, tok, A.AblationConfig(**{**cfg.__dict__, "synthetic_workers": 2}), "keep_ratio",
+                             tmp_path / "two", None, val, A.Cost(4096), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert two["rows"] == one["rows"] and two["rows"][1]["n_synthetic"] == 2
+    suite = [tmp_path / d / "keep_ratio" / "synthetic" for d in ("one", "two")]
+    assert [sorted(p.name for p in s.glob("predictions*")) for s in suite] == [["predictions.jsonl.gz"]] * 2
+    assert [json.loads((tmp_path / d / "keep_ratio" / "config.json").read_text()) for d in ("one", "two")] == \
+        [json.loads((tmp_path / "one" / "keep_ratio" / "config.json").read_text())] * 2
+    with pytest.raises(ValueError, match="synthetic_workers must be an integer >= 1"):
+        A.AblationConfig(**{**cfg.__dict__, "synthetic_workers": 0})

@@ -43,6 +43,7 @@ from ..training.run import TrainingRunConfig, _reuse_saliency, training_samples
 from ..training.train import TrainConfig, train
 from ..training.validate import bootstrap, sample_nll
 from . import synthetic as SY
+from . import workers as W
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class AblationConfig:
     scorers: tuple[str, ...] = (PREDICTOR, "attention")  # for stages, keep_ratio and start_layer
     synthetic: dict | None = None  # SuiteConfig fields but scorers/keep_ratio (tasks, lengths, layouts, n_samples,
     # seed, decode); None: no synthetic suite
+    synthetic_workers: int = 1  # processes answering the suite, each with its own model (eval/workers.py): the
+    # same answers, faster where one process leaves the device idle (a small model on a GPU)
     reference_length: int = 32768  # prompt tokens of the cost columns (Qwen2-7B shape)
     n_boot: int = 2000
 
@@ -106,6 +109,10 @@ class AblationConfig:
             if extra:
                 raise ValueError(f"AblationConfig.synthetic sets {sorted(extra)}: the ablation chooses them")
             SY.SuiteConfig(**self.synthetic)  # refuses bad tasks / lengths before anything runs
+        if not isinstance(self.synthetic_workers, int) or isinstance(self.synthetic_workers, bool) \
+                or self.synthetic_workers < 1:
+            raise ValueError("AblationConfig.synthetic_workers must be an integer >= 1, got "
+                             f"{self.synthetic_workers!r}")
 
     def run_config(self) -> TrainingRunConfig:
         """The training run these samples and this split come from (notebook 01 / 02 use the same)."""
@@ -375,7 +382,10 @@ def _synthetic(model, tok, cfg: AblationConfig, out: Path, specs: list[str], pro
         return None
     suite = SY.SuiteConfig(**cfg.synthetic, scorers=["dense", *dict.fromkeys(specs)], keep_ratio=cfg.keep_ratio)
     others = [out.parent.parent / a / out.name for a in ABLATIONS if a != out.parent.name]  # dense (and the same
-    return SY.run_suite(model, tok, suite, out, progress=progress, reuse=others)  # settings): answered once
+    if cfg.synthetic_workers > 1:  # settings): answered once
+        load = dict(spec=cfg.model, dtype=cfg.dtype, device=cfg.device)  # as run_ablations loaded it
+        return W.run_suite_workers(load, suite, out, cfg.synthetic_workers, reuse=others)
+    return SY.run_suite(model, tok, suite, out, progress=progress, reuse=others)
 
 
 def _fill(row: dict, held: dict, dense: dict, suite, spec: str) -> dict:

@@ -1,0 +1,160 @@
+"""The synthetic suite in several processes that share one device.
+
+    rows = run_suite_workers(dict(spec="qwen2.5-coder-0.5b", dtype="bfloat16", device="cuda"), cfg, out, workers=4)
+
+At batch 1 a small model leaves a GPU mostly idle: the engine's Python, the kernel launches and the decode loop's
+CUDA-graph capture, not the arithmetic, set the pace of an answer. Each worker loads its own model
+(`load_model(**load)`) and answers the examples i with i % workers == rank into predictions.rank{rank}.jsonl
+(run_suite's data-parallel path); the parent logs the pace, merges the rank files in canonical order into
+predictions.jsonl.gz and writes the results, so the folder ends as one process leaves it. Every answer is the same
+batch-1 greedy decode of the same prompt as in one process (tests/test_suite_workers.py).
+
+Answers the folder already holds, in one file or in rank files of another worker count (an interrupted run), are
+split again for this count first: nothing answered is asked again. Workers die with the parent (Linux).
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from ..io import atomic_write_text, compress_jsonl, find_jsonl, jsonl_pair, read_jsonl
+from . import synthetic as SY
+
+log = logging.getLogger(__name__)
+
+
+def _answer_files(out: Path) -> list[Path]:
+    """Every predictions file of the folder: the one-process file and any rank files (plain or gzipped)."""
+    names = {jsonl_pair(p)[0] for p in out.glob("predictions*.jsonl*")}
+    return sorted(p for p in names if find_jsonl(p) is not None)
+
+
+def reshard(out: Path, workers: int) -> int:
+    """Split the answers held in out/ (any layout) into `workers` rank files by example index; returns their count.
+    A repeated (id, scorer) keeps its first row (a merge interrupted after writing the merged file)."""
+    files = _answer_files(out)
+    wanted = [SY._pred_path(out, r, workers) for r in range(workers)]
+    rows, placed = {}, True  # placed: every row already in its rank's file, once (the names hold no worker count)
+    for p in files:
+        for row in read_jsonl(p, repair=True):
+            key = (row["id"], row["scorer"])
+            placed &= key not in rows and p in wanted and wanted.index(p) == row["index"] % workers
+            rows.setdefault(key, row)
+    if placed:
+        return len(rows)
+    parts: list[list[str]] = [[] for _ in range(workers)]
+    for row in sorted(rows.values(), key=lambda x: x["index"]):  # stable: scorers keep their order
+        parts[row["index"] % workers].append(json.dumps(row) + "\n")
+    for r, path in enumerate(wanted):  # written whole first, then the old files go
+        atomic_write_text(jsonl_pair(path)[0], "".join(parts[r]))
+    for p in files:
+        for f in jsonl_pair(p):
+            if f.exists() and jsonl_pair(f)[0] not in wanted:
+                f.unlink()
+        if p in wanted and jsonl_pair(p)[1].exists():
+            jsonl_pair(p)[1].unlink()  # its rows are in the plain file just written
+    log.info("synthetic suite: %d answers held in %s split for %d workers", len(rows), out, workers)
+    return len(rows)
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _work(load: dict, suite: dict, out: str, rank: int, workers: int, reuse: list[str], threads: int, box) -> None:
+    """One worker process: its shard of the suite; ('ok' | 'error', rank, traceback) into `box`."""
+    try:
+        _die_with_parent()
+        import torch
+        torch.set_num_threads(threads)
+        from ..models import load_model
+        model, tok = load_model(**load)
+        SY.run_suite(model, tok, SY.SuiteConfig(**suite), out, progress=False, rank=rank, world_size=workers,
+                     reuse=reuse)
+        box.put(("ok", rank, ""))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises
+        box.put(("error", rank, traceback.format_exc()))
+
+
+def _count(path: Path) -> int:
+    """Answers in a rank file (plain: its lines; gzipped once its rank finished: its records)."""
+    try:
+        src = find_jsonl(path)
+        if src is None:
+            return 0
+        return len(read_jsonl(src)) if src.suffix == ".gz" else src.read_bytes().count(b"\n")
+    except (OSError, ValueError):  # compressed or cut between the look and the read: counted next time
+        return 0
+
+
+def run_suite_workers(load: dict, cfg: SY.SuiteConfig, out_dir, workers: int, reuse=(), threads: int | None = None,
+                      every: float = 60.0) -> list[dict]:
+    """run_suite's rows for cfg in out_dir, answered by `workers` processes that each load_model(**load); writes
+    predictions.jsonl.gz, results.json and results.md as run_suite does. threads: torch's CPU threads per worker
+    (None: the cores shared out). A failed worker stops the others and raises with its traceback; what was
+    answered stays for the next call."""
+    import multiprocessing as mp
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"run_suite_workers: workers must be an integer >= 1, got {workers!r}")
+    if "spec" not in load:
+        raise ValueError(f"run_suite_workers: load must name the model (load_model's arguments), got {load!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = reshard(out, workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no CUDA context or threads inherited
+    box = ctx.Queue()
+    procs = [ctx.Process(target=_work, args=(dict(load), asdict(cfg), str(out), r, workers,
+                                             [str(p) for p in reuse], threads, box), daemon=True)
+             for r in range(workers)]
+    log.info("synthetic suite: %d workers on %s, %d answers held", workers, load.get("device") or "the default device",
+             start)
+    t0 = last = time.perf_counter()
+    done: set[int] = set()
+    try:
+        for p in procs:
+            p.start()
+        while len(done) < workers:
+            try:
+                status, rank, tb = box.get(timeout=1.0)
+            except queue.Empty:
+                dead = [r for r, p in enumerate(procs) if r not in done and p.exitcode is not None]
+                if dead and box.empty():
+                    raise RuntimeError(f"synthetic suite worker {dead[0]} died (exit code {procs[dead[0]].exitcode})"
+                                       f" without a report; its answers so far are kept in {out}")
+                if time.perf_counter() - last >= every:
+                    last = time.perf_counter()
+                    n = sum(_count(SY._pred_path(out, r, workers)) for r in range(workers))
+                    log.info("synthetic suite: %d answers in the rank files, %.2f answers/s over %d workers", n,
+                             (n - start) / (last - t0), workers)
+                continue
+            if status != "ok":
+                raise RuntimeError(f"synthetic suite worker {rank} of {workers} failed; its answers so far are kept "
+                                   f"in {out}:\n{tb}")
+            done.add(rank)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join()
+    rows = SY.merge(out, workers)
+    merged = out / "predictions.jsonl"
+    atomic_write_text(merged, "".join(json.dumps(r) + "\n" for r in rows))
+    compress_jsonl(merged)
+    for r in range(workers):  # the merged file holds them all
+        for f in jsonl_pair(SY._pred_path(out, r, workers)):
+            f.unlink(missing_ok=True)
+    SY.write_results(out, rows)
+    log.info("synthetic suite: %d answers from %d workers in %.0f s", len(rows), workers, time.perf_counter() - t0)
+    return rows
