@@ -148,6 +148,8 @@ def run_suite_workers(load: dict, cfg: SY.SuiteConfig, out_dir, workers: int, re
                 p.terminate()
         for p in procs:
             p.join()
+        box.close()
+        box.join_thread()
     rows = SY.merge(out, workers)
     merged = out / "predictions.jsonl"
     atomic_write_text(merged, "".join(json.dumps(r) + "\n" for r in rows))
