@@ -167,6 +167,11 @@ def test_losses_reach_the_training_and_results_follow_the_schema(tmp_path):
         tc = tc["train_config"]
         assert (tc["w_mse"], tc["w_rank"]) == (w_mse, w_rank)
         assert tc["w_cls"] == (1.0 if loss == "full" else scale) and tc["cls_balance"] == (1.0 if loss == "full" else 0)
+    from sdtp_lib.training import saliency as SA  # 07 keeps its saliency's statistics: 08 needs no saliency file
+    stats = json.loads((tmp_path / SA.STATS_FILE).read_text())
+    assert stats == json.loads(json.dumps(SA.saliency_stats(SA.SaliencyStore.load(tmp_path / "saliency" /
+                                                                                  SA.FILE_NAME))))
+    assert [r["layer"] for r in stats["per_layer"]] == list(full["sdtp_config"]["stage_layers"])
     start = json.loads((tmp_path / "predictors" / "full_L2" / "seed0" / "pruning_config.json").read_text())
     assert start["sdtp_config"]["stage_layers"][0] == 2  # its own predictor, trained for its placement
     losses = json.loads((tmp_path / "losses" / "results.json").read_text())

@@ -86,6 +86,9 @@ def test_tiny_profile_complete_run(tmp_path, capsys):
     shutil.copytree(run, slim, ignore=shutil.ignore_patterns("*.safetensors"))
     src = load_sources(slim)
     assert src.path("saliency") == slim / "08_figures" / "saliency_stats.json" and src.get("saliency") == stats
+    (slim / "08_figures" / "saliency_stats.json").unlink()  # before any 08: what 07 kept of the same file
+    src = load_sources(slim)
+    assert src.path("saliency") == slim / "07_ablations" / "saliency_stats.json" and src.get("saliency") == stats
     log = (run / "pipeline.log").read_text()
     assert "[9/9] 08_figures done" in log and "run complete" in log
 

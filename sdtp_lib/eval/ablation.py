@@ -198,6 +198,9 @@ class PredictorBank:
         except FileExistsError:
             raise ValueError(f"the saliency file {self.saliency_file or main} was computed for other samples or "
                              "settings (model, data, n_samples, seq_len and seed must equal this run's)") from None
+        stats = self.out / SA.STATS_FILE  # for 08's sparsity figure: the saliency files need not travel
+        if not stats.exists():
+            atomic_write_text(stats, json.dumps(SA.saliency_stats(stores[0]), indent=1) + "\n")
         rest = [l for l in self.needed if l not in stores[0].layers]
         if rest:  # one more pass over the samples for every layer the first file lacks, in a folder named by them
             folder = self.out / f"saliency_layers{'-'.join(map(str, rest))}"

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SCHEMA, SCHEMA_VERSION = "sdtp-saliency", 1
 META_KEY = "sdtp_saliency"
 FILE_NAME, PARTIAL_NAME = "saliency.safetensors", "saliency.partial.safetensors"
+STATS_FILE = "saliency_stats.json"  # saliency_stats() of a file, kept where the file may not travel
 _TENSORS = ("input_ids", "attention_mask", "labels", "offsets", "prompt_len", "source_index")
 
 

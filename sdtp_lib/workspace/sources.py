@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..eval.ablation import ABLATIONS  # 07_ablations/<name>/results.json
 from ..models import project_root
+from ..training.saliency import STATS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,17 @@ def _newest(name: str, folder: Path, pattern: str) -> Source:
     return _json(name, hits[-1])
 
 
-SALIENCY_STATS = "saliency_stats.json"  # what 08 read from the saliency file, kept in its folder
+SALIENCY_STATS = STATS_FILE  # what 07 and 08 keep of a saliency file (07_ablations/, 08_figures/)
 
 
 def _saliency(run: Path) -> Source:
     """Per-layer sparsity statistics of the run's stage-1 saliency file: 01_saliency's, else 02_training's own, else
-    07_ablations' (the qwen2.5-0.5b profile runs neither 01 nor 02); else the statistics an earlier 08 kept in
-    08_figures/saliency_stats.json (a run folder committed without its weights and saliency files)."""
+    07_ablations' (the qwen2.5-0.5b profile runs neither 01 nor 02). Where the files did not travel (a run folder
+    committed, or moved between machines, without its weights and saliency files): the statistics an earlier 08
+    kept in 08_figures/, else those 07 kept of its file in 07_ablations/."""
     cands = [run / "01_saliency" / "saliency.safetensors", run / "02_training" / "saliency" / "saliency.safetensors",
-             run / "07_ablations" / "saliency" / "saliency.safetensors", run / "08_figures" / SALIENCY_STATS]
+             run / "07_ablations" / "saliency" / "saliency.safetensors", run / "08_figures" / SALIENCY_STATS,
+             run / "07_ablations" / SALIENCY_STATS]
     path = next((p for p in cands if p.is_file()), None)
     if path is None:
         return Source("saliency", cands[0], why=f"none of {', '.join(map(str, cands))} found")
