@@ -94,3 +94,9 @@ def test_a_failing_worker_is_reported_with_its_error(tmp_path):
 def test_bad_worker_counts_are_refused(workers, tmp_path):
     with pytest.raises(ValueError, match="workers must be an integer >= 1"):
         W.run_suite_workers(LOAD, CFG, tmp_path, workers=workers)
+
+
+def test_more_workers_than_examples(tmp_path):
+    cfg = Y.SuiteConfig(tasks=("passkey",), lengths=(256,), layouts=("question_last",), n_samples=1, scorers=("dense",))
+    rows = W.run_suite_workers(LOAD, cfg, tmp_path, workers=2, threads=1)
+    assert [r["id"] for r in rows] == ["passkey/256/question_last/0"] and files(tmp_path) == ["predictions.jsonl.gz"]

@@ -150,6 +150,9 @@ def run_suite_workers(load: dict, cfg: SY.SuiteConfig, out_dir, workers: int, re
             p.join()
         box.close()
         box.join_thread()
+    for r in range(workers):  # every worker reported: a rank with no examples (more workers than examples) wrote none
+        if find_jsonl(SY._pred_path(out, r, workers)) is None:
+            SY._pred_path(out, r, workers).touch()
     rows = SY.merge(out, workers)
     merged = out / "predictions.jsonl"
     atomic_write_text(merged, "".join(json.dumps(r) + "\n" for r in rows))
