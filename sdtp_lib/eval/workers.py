@@ -143,10 +143,12 @@ def run_suite_workers(load: dict, cfg: SY.SuiteConfig, out_dir, workers: int, re
                                    f"in {out}:\n{tb}")
             done.add(rank)
     finally:
-        for p in procs:
+        started = [p for p in procs if p.pid is not None]
+        for p in started:  # all reported: let them exit (and clean up their semaphores); else stop them now
+            p.join(timeout=60 if len(done) == workers else 0)
+        for p in started:
             if p.is_alive():
                 p.terminate()
-        for p in procs:
             p.join()
         box.close()
         box.join_thread()
