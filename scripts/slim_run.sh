@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # A pipeline run folder as a committed results folder: everything but weights and training state (*.safetensors:
 # predictors and saliency files; *.pt), with predictions, logs, executed notebooks and HTML gzipped (reports/README.md).
-# SUMMARY=PATH also copies its 08_figures/final_summary.md to PATH, its figure links pointing into the new folder.
+# SUMMARY=PATH also copies its 08_figures/final_summary.md to PATH, its figure links pointing into the new folder;
+# README=PATH (with SUMMARY) then copies the summary's headline table into that README's headline block (with
+# sdtp_lib's Python: PYTHON, default .venv/bin/python).
 #
-#   SUMMARY=reports/final_summary.md bash scripts/slim_run.sh runs/gpu/<time>-qwen2.5-0.5b \
+#   SUMMARY=reports/final_summary.md README=README.md bash scripts/slim_run.sh runs/gpu/<time>-qwen2.5-0.5b \
 #       reports/results/<date>_qwen2.5-0.5b_pipeline_h100
 set -euo pipefail
 SRC=${1:?usage: [SUMMARY=PATH] bash scripts/slim_run.sh RUN_DIR DEST}
 DEST=${2:?usage: [SUMMARY=PATH] bash scripts/slim_run.sh RUN_DIR DEST}
 [ -f "$SRC/run.json" ] || { echo "$SRC: no run.json (not a pipeline run folder)" >&2; exit 1; }
 [ -e "$DEST" ] && { echo "$DEST exists: nothing is overwritten" >&2; exit 1; }
+if [ -n "${README:-}" ]; then
+  [ -n "${SUMMARY:-}" ] || { echo "README needs SUMMARY (the headline comes from it)" >&2; exit 1; }
+  grep -qxF '<!-- /headline -->' "$README" || { echo "$README has no headline block (<!-- headline: ... -->)" >&2
+                                                  exit 1; }
+fi
 if [ -n "${SUMMARY:-}" ]; then
   [ -f "$SRC/08_figures/final_summary.md" ] || { echo "$SRC/08_figures/final_summary.md not found" >&2; exit 1; }
   [ -e "$SUMMARY" ] && { echo "$SUMMARY exists: nothing is overwritten" >&2; exit 1; }
@@ -28,6 +35,20 @@ if [ -n "${SUMMARY:-}" ]; then  # ](frontier.png) -> ](<DEST relative to SUMMARY
   sed -E "s#\]\(([A-Za-z0-9_.-]+\.png)\)#](${rel}/\1)#g" "$DEST/08_figures/final_summary.md" > "$SUMMARY.tmp"
   mv "$SUMMARY.tmp" "$SUMMARY"
   echo "wrote $SUMMARY"
+  if [ -n "${README:-}" ]; then
+    "${PYTHON:-.venv/bin/python}" - "$README" "$SUMMARY" <<'EOF'
+import sys
+from pathlib import Path
+
+from sdtp_lib.workspace.report import with_headline
+
+readme, summary = map(Path, sys.argv[1:])
+tmp = readme.with_name(readme.name + ".tmp")
+tmp.write_text(with_headline(readme.read_text(), summary.read_text()))
+tmp.replace(readme)
+EOF
+    echo "updated the headline of $README"
+  fi
 fi
 du -sh "$DEST"
 find "$DEST" -type f -size +1M -exec ls -l {} +

@@ -36,3 +36,14 @@ def test_the_link_finder_finds_what_it_should(tmp_path):
     page = tmp_path / "p.md"
     page.write_text("[a](x.md) ![b](img/y.png) [c](https://e.org) [d](#top) [e](z.md#sec)\n```\n[f](nope.md)\n```\n")
     assert relative_links(page) == ["x.md", "img/y.png", "z.md#sec"]
+
+
+def test_the_readme_shows_the_committed_summarys_headline():
+    """A headline block in the README exactly when reports/final_summary.md is committed, and then its table."""
+    from sdtp_lib.workspace.report import README_END, headline_rows, with_headline
+    readme, summary = (ROOT / "README.md").read_text(), ROOT / "reports" / "final_summary.md"
+    assert (README_END in readme) == summary.exists(), "README headline block and reports/final_summary.md go together"
+    if summary.exists():
+        assert with_headline(readme, summary.read_text()) == readme, \
+            "README's headline differs from reports/final_summary.md's (scripts/slim_run.sh's README= copies it)"
+        assert "(reports/final_summary.md)" in readme

@@ -230,6 +230,8 @@ def test_summary_and_figures_of_a_fixture_run_name_every_missing_source(tmp_path
     bullets = [ln for ln in rest.split("## Verdict")[1].split("**Hand-written**")[0].splitlines() if ln.startswith("- ")]
     rows = [ln for ln in head.splitlines() if ln.startswith("| ") and not ln.startswith("| claim")]
     assert len(rows) == len(bullets) >= 2  # one row per verdict line, with the same claim and word
+    from sdtp_lib.workspace.report import headline_rows
+    assert headline_rows(text).splitlines()[2:] == rows  # what the README copies: the same rows
     for row_, bullet in zip(rows, bullets):
         topic, word = bullet[4:].split("**")[0].split(": ", 1)
         assert row_.startswith(f"| {topic} |") and row_.endswith(f"| **{word}** |")
@@ -549,3 +551,19 @@ def test_retrieval_line_reads_this_runs_points_and_says_which_scorer_keeps_more(
     assert item.ours == "sdtp:predictor 60%, sdtp:attention 82% of dense" and "keeps more than" in item.detail
     assert "keeps no more than" in V.retrieval_item(pts(0.9, 0.8)).detail
     assert V.retrieval_item({"points": pts(0.6, 0.8)["points"][1:]}) is None  # no predictor point: no line
+
+
+def test_the_readme_headline_block_is_replaced_or_refused():
+    from sdtp_lib.workspace.report import README_BEGIN, README_END, headline_rows, with_headline
+    summary = "# S\n\n## Headline\n\nx\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n## The run\n\n| c |\n|---|\n"
+    assert headline_rows(summary) == "| a | b |\n|---|---|\n| 1 | 2 |\n"
+    readme = f"top\n{README_BEGIN}\nold\n{README_END}\nbottom\n"
+    table = "| a | b |\n|---|---|\n| 1 | 2 |\n"
+    assert with_headline(readme, summary) == f"top\n{README_BEGIN}\n{table}{README_END}\nbottom\n"
+    for bad in ("no block\n", readme + README_END + "\n", f"{README_END}\n{README_BEGIN}\n"):
+        with pytest.raises(ValueError, match="needs exactly one"):
+            with_headline(bad, summary)
+    with pytest.raises(ValueError, match="no '## Headline' section"):
+        headline_rows("# S\n\n## Verdict\n")
+    with pytest.raises(ValueError, match="holds no table"):
+        headline_rows("## Headline\n\ntext only\n\n## The run\n")

@@ -264,3 +264,25 @@ def test_slim_run_keeps_results_gzips_raw_files_drops_weights_and_links_the_summ
     again = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert again.returncode == 1 and "exists: nothing is overwritten" in again.stderr
     assert not list((tmp_path / "reports" / "results").glob(".slim*"))  # no half-written folder left
+
+
+def test_slim_run_copies_the_headline_into_the_readme(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from sdtp_lib.workspace.report import README_BEGIN, README_END
+    run = tmp_path / "run"
+    (run / "08_figures").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    table = "| claim | the paper | ours | verdict |\n|---|---|---|---|\n| Speed | 2x | 1.9x | **reproduces** |\n"
+    (run / "08_figures" / "final_summary.md").write_text(f"# S\n\n## Headline\n\nIntro:\n\n{table}\n## Run\n\n| a |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# P\n\n{README_BEGIN}\n| old |\n{README_END}\n\nmore\n")
+    cmd = ["bash", str(NP.ROOT / "scripts" / "slim_run.sh"), str(run), str(tmp_path / "d")]
+    env = {**os.environ, "SUMMARY": str(tmp_path / "s.md"), "README": str(readme), "PYTHON": sys.executable}
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    assert readme.read_text() == f"# P\n\n{README_BEGIN}\n{table}{README_END}\n\nmore\n"
+    readme.write_text("# P without a block\n")  # refused before anything is written
+    bad = subprocess.run(cmd[:-1] + [str(tmp_path / "d2")], env={**env, "SUMMARY": str(tmp_path / "s2.md")},
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "has no headline block" in bad.stderr and not (tmp_path / "d2").exists()

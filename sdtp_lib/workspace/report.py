@@ -116,3 +116,28 @@ def final_summary(src: Sources, figures: dict, frontier: dict | None = None, h2o
         ablation_section(src), h2o_section(h2o or [], src), figures_section(figures, frontier),
         verdict(src, frontier, h2o or [], items),
         sources_section(src)])
+
+
+# ------------------------------------------------------------------ the README's copy of the headline
+README_BEGIN = "<!-- headline: copied from reports/final_summary.md by scripts/slim_run.sh; edit that, not this -->"
+README_END = "<!-- /headline -->"
+
+
+def headline_rows(summary: str) -> str:
+    """The headline table of a final_summary.md's text (its lines from the header row on)."""
+    if "## Headline" not in summary:
+        raise ValueError("no '## Headline' section: not a final_summary.md, or one from before headlines")
+    body = summary.split("## Headline", 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in body.splitlines() if ln.startswith("|")]
+    if len(rows) < 3:
+        raise ValueError("the '## Headline' section holds no table")
+    return "\n".join(rows) + "\n"
+
+
+def with_headline(readme: str, summary: str) -> str:
+    """readme with the block between README_BEGIN and README_END replaced by the summary's headline table."""
+    if readme.count(README_BEGIN) != 1 or readme.count(README_END) != 1 or \
+            readme.index(README_BEGIN) > readme.index(README_END):
+        raise ValueError(f"the README needs exactly one {README_BEGIN!r} ... {README_END!r} block")
+    head, rest = readme.split(README_BEGIN, 1)
+    return head + README_BEGIN + "\n" + headline_rows(summary) + README_END + rest.split(README_END, 1)[1]
