@@ -42,7 +42,7 @@ def test_workers_give_the_single_process_rows_and_keep_held_answers(one, tmp_pat
     for row in held:
         with open(out / f"predictions.rank{row['index'] % 3}.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-    with caplog.at_level("INFO", logger="sdtp_lib.eval.workers"):
+    with caplog.at_level("INFO"):
         rows = W.run_suite_workers(LOAD, CFG, out, workers=2, threads=1)
     assert "2 answers held" in caplog.text and "split for 2 workers" in caplog.text
     assert rows[0]["prediction"] == "HELD"  # kept, not asked again
@@ -62,12 +62,12 @@ def test_reshard_moves_every_answer_once(tmp_path):
         (tmp_path / f"predictions.rank{r}.jsonl").write_text(
             "".join(json.dumps(x) + "\n" for x in rows if x["index"] % 3 == r))
     (tmp_path / "predictions.jsonl").write_text(json.dumps(rows[0]) + "\n")  # a repeat (an interrupted merge)
-    assert W.reshard(tmp_path, 2) == len(rows)
+    assert Y.reshard(tmp_path, 2) == len(rows)
     assert files(tmp_path) == ["predictions.rank0.jsonl", "predictions.rank1.jsonl"]
     got = [read_jsonl(tmp_path / f"predictions.rank{r}.jsonl") for r in (0, 1)]
     assert all(x["index"] % 2 == r for r in (0, 1) for x in got[r])
     assert sorted(got[0] + got[1], key=lambda x: (x["index"], x["scorer"])) == rows
-    assert W.reshard(tmp_path, 1) == len(rows) and files(tmp_path) == ["predictions.jsonl"]
+    assert Y.reshard(tmp_path, 1) == len(rows) and files(tmp_path) == ["predictions.jsonl"]
     assert find_jsonl(tmp_path / "predictions.jsonl") is not None
 
 
@@ -77,11 +77,11 @@ def test_reshard_reads_rows_not_file_names(tmp_path):
     for r in (0, 1):
         (tmp_path / f"predictions.rank{r}.jsonl").write_text(
             "".join(json.dumps(x) + "\n" for x in rows if x["index"] % 3 == r))
-    assert W.reshard(tmp_path, 2) == 4
+    assert Y.reshard(tmp_path, 2) == 4
     assert [[x["index"] for x in read_jsonl(tmp_path / f"predictions.rank{r}.jsonl")] for r in (0, 1)] == \
         [[0, 4], [1, 3]]
     before = [(tmp_path / f"predictions.rank{r}.jsonl").stat().st_mtime_ns for r in (0, 1)]
-    assert W.reshard(tmp_path, 2) == 4  # placed already: left as it is
+    assert Y.reshard(tmp_path, 2) == 4  # placed already: left as it is
     assert [(tmp_path / f"predictions.rank{r}.jsonl").stat().st_mtime_ns for r in (0, 1)] == before
 
 
@@ -100,3 +100,22 @@ def test_more_workers_than_examples(tmp_path):
     cfg = Y.SuiteConfig(tasks=("passkey",), lengths=(256,), layouts=("question_last",), n_samples=1, scorers=("dense",))
     rows = W.run_suite_workers(LOAD, cfg, tmp_path, workers=2, threads=1)
     assert [r["id"] for r in rows] == ["passkey/256/question_last/0"] and files(tmp_path) == ["predictions.jsonl.gz"]
+
+
+def test_one_process_keeps_what_interrupted_workers_answered(one, tmp_path, monkeypatch):
+    (ref, rows), out = one, tmp_path / "w"
+    out.mkdir()
+    shutil.copy(ref / "config.json", out / "config.json")
+    for r in (0, 1):  # two workers stopped after answering everything but the last example's rows
+        (out / f"predictions.rank{r}.jsonl").write_text(
+            "".join(json.dumps(x) + "\n" for x in rows[:-2] if x["index"] % 2 == r))
+    asked, real = [], Y._predict
+    monkeypatch.setattr(Y, "_predict", lambda *a: asked.append((a[4]["id"], a[5])) or real(*a))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = Y.run_suite(*S.load_model(**LOAD), CFG, out, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert asked == [(r["id"], r["scorer"]) for r in rows[-2:]] and again == rows
+    assert files(out) == ["predictions.jsonl.gz"]

@@ -28,7 +28,8 @@ import torch
 from ..compare import answer_tokens, encode_prompt, greedy_answer
 from ..speed.decode import greedy_generate
 from ..engine import pruning
-from ..io import atomic_write_text, compress_jsonl, decompress_jsonl, find_jsonl, provenance, read_jsonl
+from ..io import (atomic_write_text, compress_jsonl, decompress_jsonl, find_jsonl, jsonl_pair, provenance,
+                  read_jsonl)
 from ..models import config_fingerprint
 from ..scorers.oracle import SaliencyOracle
 from ..spans import span_rule
@@ -307,6 +308,41 @@ def _pred_path(out: Path, rank: int, world_size: int) -> Path:
     return out / ("predictions.jsonl" if world_size == 1 else f"predictions.rank{rank}.jsonl")
 
 
+def _answer_files(out: Path) -> list[Path]:
+    """Every predictions file of the folder: the one-process file and any rank files (plain or gzipped)."""
+    names = {jsonl_pair(p)[0] for p in out.glob("predictions*.jsonl*")}
+    return sorted(p for p in names if find_jsonl(p) is not None)
+
+
+def reshard(out: Path, workers: int) -> int:
+    """Split the answers held in out/ (any layout: one file, or rank files of any count) into the files of `workers`
+    processes (one: predictions.jsonl) by example index; returns their count. A repeated (id, scorer) keeps its
+    first row (a merge interrupted after writing the merged file)."""
+    files = _answer_files(out)
+    wanted = [_pred_path(out, r, workers) for r in range(workers)]
+    rows, placed = {}, True  # placed: every row already in its rank's file, once (the names hold no worker count)
+    for p in files:
+        for row in read_jsonl(p, repair=True):
+            key = (row["id"], row["scorer"])
+            placed &= key not in rows and p in wanted and wanted.index(p) == row["index"] % workers
+            rows.setdefault(key, row)
+    if placed:
+        return len(rows)
+    parts: list[list[str]] = [[] for _ in range(workers)]
+    for row in sorted(rows.values(), key=lambda x: x["index"]):  # stable: scorers keep their order
+        parts[row["index"] % workers].append(json.dumps(row) + "\n")
+    for r, path in enumerate(wanted):  # written whole first, then the old files go
+        atomic_write_text(jsonl_pair(path)[0], "".join(parts[r]))
+    for p in files:
+        for f in jsonl_pair(p):
+            if f.exists() and jsonl_pair(f)[0] not in wanted:
+                f.unlink()
+        if p in wanted and jsonl_pair(p)[1].exists():
+            jsonl_pair(p)[1].unlink()  # its rows are in the plain file just written
+    log.info("synthetic suite: %d answers held in %s split for %d workers", len(rows), out, workers)
+    return len(rows)
+
+
 def _read_rows(path: Path, allowed: set, repair: bool) -> dict:
     """{(id, scorer): row} from a predictions file (.jsonl or .jsonl.gz; none: {}); a last line cut short by a crash
     is dropped (repair) or refused; rows of other examples (another configuration or world_size) and repeats are
@@ -544,6 +580,8 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
     path = _pred_path(out, rank, world_size)
     scorers = {spec: _resolve(spec, model, tok, cfg) for spec in cfg.scorers}  # refuse a bad scorer before writing
     _check_meta(out, meta, path)
+    if world_size == 1:  # answers an interrupted run of worker processes left in rank files are kept
+        reshard(out, 1)
     todo = [e for e in plan(cfg, lengths) if e["index"] % world_size == rank]
     done = _read_rows(path, {(e["id"], s) for e in todo for s in cfg.scorers}, repair=True)
     log.info("synthetic suite: rank %d/%d, %d examples x %d scorers, %d done", rank, world_size, len(todo),

@@ -32,40 +32,6 @@ from . import synthetic as SY
 log = logging.getLogger(__name__)
 
 
-def _answer_files(out: Path) -> list[Path]:
-    """Every predictions file of the folder: the one-process file and any rank files (plain or gzipped)."""
-    names = {jsonl_pair(p)[0] for p in out.glob("predictions*.jsonl*")}
-    return sorted(p for p in names if find_jsonl(p) is not None)
-
-
-def reshard(out: Path, workers: int) -> int:
-    """Split the answers held in out/ (any layout) into `workers` rank files by example index; returns their count.
-    A repeated (id, scorer) keeps its first row (a merge interrupted after writing the merged file)."""
-    files = _answer_files(out)
-    wanted = [SY._pred_path(out, r, workers) for r in range(workers)]
-    rows, placed = {}, True  # placed: every row already in its rank's file, once (the names hold no worker count)
-    for p in files:
-        for row in read_jsonl(p, repair=True):
-            key = (row["id"], row["scorer"])
-            placed &= key not in rows and p in wanted and wanted.index(p) == row["index"] % workers
-            rows.setdefault(key, row)
-    if placed:
-        return len(rows)
-    parts: list[list[str]] = [[] for _ in range(workers)]
-    for row in sorted(rows.values(), key=lambda x: x["index"]):  # stable: scorers keep their order
-        parts[row["index"] % workers].append(json.dumps(row) + "\n")
-    for r, path in enumerate(wanted):  # written whole first, then the old files go
-        atomic_write_text(jsonl_pair(path)[0], "".join(parts[r]))
-    for p in files:
-        for f in jsonl_pair(p):
-            if f.exists() and jsonl_pair(f)[0] not in wanted:
-                f.unlink()
-        if p in wanted and jsonl_pair(p)[1].exists():
-            jsonl_pair(p)[1].unlink()  # its rows are in the plain file just written
-    log.info("synthetic suite: %d answers held in %s split for %d workers", len(rows), out, workers)
-    return len(rows)
-
-
 def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -110,7 +76,7 @@ def run_suite_workers(load: dict, cfg: SY.SuiteConfig, out_dir, workers: int, re
         raise ValueError(f"run_suite_workers: load must name the model (load_model's arguments), got {load!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start = reshard(out, workers)
+    start = SY.reshard(out, workers)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # a fresh interpreter: no CUDA context or threads inherited
     box = ctx.Queue()
