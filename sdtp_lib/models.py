@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -191,7 +192,10 @@ def tiny_tokenizer():
 
 
 def _embedded(spec: str, attn: str):
-    """An embedded GGUF model (sdtp_lib.embedded), dequantised once and cached as float32 safetensors."""
+    """An embedded GGUF model (sdtp_lib.embedded), dequantised once and cached as float32 safetensors. Processes that
+    load it at once on a cold cache (suite workers, data-parallel ranks) take turns: one converts, the others wait
+    for its lock and then load the cache."""
+    from filelock import FileLock
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .embedded import EMBEDDED, file_sha256, gguf_path
@@ -199,10 +203,19 @@ def _embedded(spec: str, attn: str):
     gguf = gguf_path(spec, cache_dir())
     stamp = (emb.sha256 or file_sha256(gguf))[:8]  # the cache follows the file's content (pinned: checked once)
     cached = cache_dir() / f"{spec}-instruct-{stamp}"
-    if (cached / "config.json").exists() and (cached / "model.safetensors").exists():
-        log.info("loading cached %s weights from %s", spec, cached)
-        tok = AutoTokenizer.from_pretrained(cached)
-        return AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, attn_implementation=attn), tok
+    if not _complete(cached):  # a complete cache is read without the lock (it may sit on a read-only disk)
+        with FileLock(str(cached.with_name(f".{cached.name}.lock"))):
+            if not _complete(cached):  # nobody converted it while this process waited
+                return _convert(gguf, cached, attn)
+    log.info("loading cached %s weights from %s", spec, cached)
+    tok = AutoTokenizer.from_pretrained(cached)
+    return AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, attn_implementation=attn), tok
+
+
+def _convert(gguf: Path, cached: Path, attn: str):
+    """The GGUF dequantised to float32, saved to `cached` (a temp folder renamed into place: a half-written cache is
+    never picked up); returns (model, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     log.info("converting %s (first load; cached under %s)", gguf, cached)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
@@ -211,14 +224,18 @@ def _embedded(spec: str, attn: str):
     model.hf_quantizer, model.is_quantized = None, False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = cached.with_name(cached.name + ".tmp")
+    tmp = cached.with_name(f".{cached.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a process killed while converting
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     if cached.exists():  # a broken earlier cache (no weights): replace it
-        import shutil
         shutil.rmtree(cached)
-    tmp.rename(cached)  # atomic: a half-written cache is never picked up
+    tmp.rename(cached)
     return model, tok
+
+
+def _complete(cached: Path) -> bool:
+    return (cached / "config.json").exists() and (cached / "model.safetensors").exists()
 
 
 def _hf(spec: str, dtype, attn: str):

@@ -139,3 +139,40 @@ def test_real_qwen_answers_paris(spec, layers, hidden):
     assert m.config.max_position_embeddings == 32768
     ids = encode_prompt(tok, "What is the capital of France? Answer in one word.")
     assert "Paris" in tok.decode(greedy_answer(m, tok, ids, 8))
+
+
+def test_a_cold_cache_is_converted_once_while_other_loaders_wait(tmp_path, monkeypatch):
+    """Processes that load an embedded model at once on a cold cache (suite workers, data-parallel ranks) take turns
+    on a file lock: one that waited finds the cache the first one wrote and loads it, converting nothing. (Without
+    the lock, two cold loads of SmolLM2 wrote into the same temp folder and one failed.)"""
+    import threading
+    import time
+
+    import transformers
+    from filelock import FileLock
+
+    from sdtp_lib import models as M
+    monkeypatch.setenv("SDTP_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"not read: the cache is loaded")
+    monkeypatch.setattr(E, "gguf_path", lambda spec, cache: gguf)
+    tiny, tok = M.load_model("tiny-qwen2", device="cpu")
+    stamp = (E.EMBEDDED["smollm2-135m"].sha256 or E.file_sha256(gguf))[:8]
+    cached = M.cache_dir() / f"smollm2-135m-instruct-{stamp}"
+    cached.parent.mkdir(parents=True)
+    loads, real = [], transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda path, **k: loads.append((path, k.get("gguf_file"))) or real(path, **k))
+    got = []
+    other = FileLock(str(cached.with_name(f".{cached.name}.lock")))  # the process converting first
+    other.acquire()
+    waiter = threading.Thread(target=lambda: got.append(M._embedded("smollm2-135m", "sdpa")))
+    waiter.start()
+    time.sleep(1.0)
+    assert waiter.is_alive() and loads == []  # waiting for the lock, not converting
+    tiny.save_pretrained(cached)  # the first process's cache
+    tok.save_pretrained(cached)
+    other.release()
+    waiter.join(60)
+    assert loads == [(cached, None)]  # loaded from the cache, no GGUF read
+    assert got[0][0].config.num_hidden_layers == tiny.config.num_hidden_layers
