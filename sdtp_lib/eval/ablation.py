@@ -109,10 +109,11 @@ class AblationConfig:
             if extra:
                 raise ValueError(f"AblationConfig.synthetic sets {sorted(extra)}: the ablation chooses them")
             SY.SuiteConfig(**self.synthetic)  # refuses bad tasks / lengths before anything runs
-        if not isinstance(self.synthetic_workers, int) or isinstance(self.synthetic_workers, bool) \
-                or self.synthetic_workers < 1:
-            raise ValueError("AblationConfig.synthetic_workers must be an integer >= 1, got "
-                             f"{self.synthetic_workers!r}")
+        W.check_count(self.synthetic_workers, "AblationConfig.synthetic_workers")
+
+    def load(self) -> dict:
+        """load_model's arguments for this configuration's model (here and in the suite's worker processes)."""
+        return dict(spec=self.model, dtype=self.dtype, device=self.device)
 
     def run_config(self) -> TrainingRunConfig:
         """The training run these samples and this split come from (notebook 01 / 02 use the same)."""
@@ -386,8 +387,7 @@ def _synthetic(model, tok, cfg: AblationConfig, out: Path, specs: list[str], pro
     suite = SY.SuiteConfig(**cfg.synthetic, scorers=["dense", *dict.fromkeys(specs)], keep_ratio=cfg.keep_ratio)
     others = [out.parent.parent / a / out.name for a in ABLATIONS if a != out.parent.name]  # dense (and the same
     if cfg.synthetic_workers > 1:  # settings): answered once
-        load = dict(spec=cfg.model, dtype=cfg.dtype, device=cfg.device)  # as run_ablations loaded it
-        return W.run_suite_workers(load, suite, out, cfg.synthetic_workers, reuse=others)
+        return W.run_suite_workers(cfg.load(), suite, out, cfg.synthetic_workers, reuse=others)
     return SY.run_suite(model, tok, suite, out, progress=progress, reuse=others)
 
 
@@ -504,7 +504,7 @@ def run_ablations(cfg: AblationConfig, out_dir, saliency_file=None, progress: bo
     the same samples, reused (layers it lacks are computed once more)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    model, tok = load_model(**cfg.load())
     tr, val = training_samples(cfg.run_config(), tok)
     log.info("ablations %s: %d train / %d held-out samples", list(cfg.ablations), len(tr), len(val))
     depth = model.config.num_hidden_layers

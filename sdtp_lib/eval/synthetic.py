@@ -334,11 +334,10 @@ def reshard(out: Path, workers: int) -> int:
     for r, path in enumerate(wanted):  # written whole first, then the old files go
         atomic_write_text(jsonl_pair(path)[0], "".join(parts[r]))
     for p in files:
-        for f in jsonl_pair(p):
-            if f.exists() and jsonl_pair(f)[0] not in wanted:
-                f.unlink()
-        if p in wanted and jsonl_pair(p)[1].exists():
-            jsonl_pair(p)[1].unlink()  # its rows are in the plain file just written
+        plain, gz = jsonl_pair(p)
+        gz.unlink(missing_ok=True)  # its rows are in the plain files just written
+        if p not in wanted:
+            plain.unlink(missing_ok=True)
     log.info("synthetic suite: %d answers held in %s split for %d workers", len(rows), out, workers)
     return len(rows)
 
@@ -539,17 +538,20 @@ def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str,
 
 
 class _Pace:
-    """A log line every `every` seconds: answers done of the total and the rate of this call's answers."""
+    """A log line every `every` seconds: answers done (of the total, when known) and the rate of this call's
+    answers. `done`: a count, or a function that counts (called only when a line is due)."""
 
-    def __init__(self, total: int, start: int, every: float = 60.0):
-        self.total, self.start, self.every = total, start, every
+    def __init__(self, total: int | None, start: int, every: float = 60.0, what: str = ""):
+        self.total, self.start, self.every, self.what = total, start, every, what
         self.t0 = self.last = time.perf_counter()
 
-    def tick(self, done: int) -> None:
+    def tick(self, done) -> None:
         now = time.perf_counter()
         if now - self.last >= self.every:
             self.last = now
-            log.info("synthetic suite: %d / %d answers, %.2f answers/s", done, self.total,
+            done = done() if callable(done) else done
+            of = f" / {self.total}" if self.total is not None else ""
+            log.info("synthetic suite: %d%s answers%s, %.2f answers/s", done, of, self.what,
                      (done - self.start) / (now - self.t0))
 
 
@@ -580,7 +582,7 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
     path = _pred_path(out, rank, world_size)
     scorers = {spec: _resolve(spec, model, tok, cfg) for spec in cfg.scorers}  # refuse a bad scorer before writing
     _check_meta(out, meta, path)
-    if world_size == 1:  # answers an interrupted run of worker processes left in rank files are kept
+    if world_size == 1 and any(out.glob("predictions.rank*")):  # answers interrupted worker processes left
         reshard(out, 1)
     todo = [e for e in plan(cfg, lengths) if e["index"] % world_size == rank]
     done = _read_rows(path, {(e["id"], s) for e in todo for s in cfg.scorers}, repair=True)

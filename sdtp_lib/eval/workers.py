@@ -32,6 +32,12 @@ from . import synthetic as SY
 log = logging.getLogger(__name__)
 
 
+def check_count(workers, what: str) -> None:
+    """A worker count is an integer >= 1 (else a ValueError that names `what`)."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {workers!r}")
+
+
 def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -70,8 +76,7 @@ def run_suite_workers(load: dict, cfg: SY.SuiteConfig, out_dir, workers: int, re
     (None: the cores shared out). A failed worker stops the others and raises with its traceback; what was
     answered stays for the next call."""
     import multiprocessing as mp
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"run_suite_workers: workers must be an integer >= 1, got {workers!r}")
+    check_count(workers, "run_suite_workers: workers")
     if "spec" not in load:
         raise ValueError(f"run_suite_workers: load must name the model (load_model's arguments), got {load!r}")
     out = Path(out_dir)
@@ -85,7 +90,8 @@ def run_suite_workers(load: dict, cfg: SY.SuiteConfig, out_dir, workers: int, re
              for r in range(workers)]
     log.info("synthetic suite: %d workers on %s, %d answers held", workers, load.get("device") or "the default device",
              start)
-    t0 = last = time.perf_counter()
+    t0 = time.perf_counter()
+    pace = SY._Pace(None, start, every, f" in the rank files of {workers} workers")
     done: set[int] = set()
     try:
         for p in procs:
@@ -98,11 +104,7 @@ def run_suite_workers(load: dict, cfg: SY.SuiteConfig, out_dir, workers: int, re
                 if dead and box.empty():
                     raise RuntimeError(f"synthetic suite worker {dead[0]} died (exit code {procs[dead[0]].exitcode})"
                                        f" without a report; its answers so far are kept in {out}")
-                if time.perf_counter() - last >= every:
-                    last = time.perf_counter()
-                    n = sum(_count(SY._pred_path(out, r, workers)) for r in range(workers))
-                    log.info("synthetic suite: %d answers in the rank files, %.2f answers/s over %d workers", n,
-                             (n - start) / (last - t0), workers)
+                pace.tick(lambda: sum(_count(SY._pred_path(out, r, workers)) for r in range(workers)))
                 continue
             if status != "ok":
                 raise RuntimeError(f"synthetic suite worker {rank} of {workers} failed; its answers so far are kept "
