@@ -121,6 +121,30 @@ def test_failing_notebook_stops_the_run_then_resume_skips_finished(tmp_path, cap
     assert main(["pipeline", "--resume", str(run)]) == 0  # nothing left to do
 
 
+def test_a_moved_run_folder_resumes_where_it_is(tmp_path, capsys):
+    """A run copied elsewhere (another machine, a committed results folder) resumes into its new place: the
+    parameters planned inside the old folder ("{run}/...", each run_dir) are pointed at the new one, and recorded."""
+    runs = tmp_path / "runs"
+    prof = write_profile(tmp_path, ["01_saliency", "02_training"], {
+        "01_saliency": {"n_samples": 6, "seq_len": 200},
+        "02_training": {"n_samples": 6, "seq_len": 200, "epochs": 1, "saliency": "{run}/later"}})
+    assert main(["pipeline", "--profile", prof, "--runs-dir", str(runs)]) == 1  # 02 fails: no {run}/later yet
+    capsys.readouterr()
+    old, _ = only_run(runs)
+    new = tmp_path / "elsewhere" / old.name
+    shutil.copytree(old, new)
+    shutil.copytree(new / "01_saliency", new / "later")
+    assert main(["pipeline", "--resume", str(new)]) == 0
+    rec = json.loads((new / "run.json").read_text())
+    assert [s["status"] for s in rec["notebooks"]] == ["ok", "ok"]
+    assert rec["moved"][0]["from"] == str(old) and rec["moved"][0]["to"] == str(new.resolve())
+    params = rec["notebooks"][1]["parameters"]
+    assert params["run_dir"] == str(new.resolve() / "02_training")
+    assert params["saliency"] == str(new.resolve() / "later")
+    assert (new / "02_training" / "seed0" / "predictor.safetensors").exists()
+    assert not (old / "02_training" / "seed0").exists()  # nothing written into the old place
+
+
 def test_resume_refuses_other_commit_or_profile(tmp_path):
     run = tmp_path / "r"
     run.mkdir()

@@ -321,6 +321,27 @@ def run_pipeline(profile: str = "default", overrides: dict | None = None, only=N
     return execute(run_dir, record, steps, progress)
 
 
+def _relocate(steps: list[Step], run_dir: Path) -> str | None:
+    """Point the steps' paths inside the run folder they were planned in (each `run_dir` parameter's parent, and
+    "{run}"-expanded values under it) at run_dir; returns the old folder, or None when it is run_dir already."""
+    olds = {str(Path(s.parameters["run_dir"]).parent) for s in steps if "run_dir" in s.parameters}
+    if not olds or olds == {str(run_dir)}:
+        return None
+    if len(olds) > 1:
+        raise PipelineError(f"{run_dir}/run.json: the notebooks' run_dir parameters lie in several folders "
+                            f"({', '.join(sorted(olds))}); not a run folder this pipeline wrote")
+    (old,) = olds
+    def move(v):
+        if isinstance(v, list):
+            return [move(x) for x in v]
+        if isinstance(v, str) and (v == old or v.startswith(old + os.sep)):
+            return str(run_dir) + v[len(old):]
+        return v
+    for s in steps:
+        s.parameters = {k: move(v) for k, v in s.parameters.items()}
+    return old
+
+
 def resume_pipeline(run_dir: str | Path, profile: str | None = None, force: bool = False,
                     progress: bool = True) -> Path:
     """Re-run the notebooks of run_dir that did not finish, with the parameters recorded in its run.json.
@@ -341,6 +362,11 @@ def resume_pipeline(run_dir: str | Path, profile: str | None = None, force: bool
     for p in problems:
         log.warning("resuming anyway: %s", p)
     steps = [Step(**{k: v for k, v in s.items() if k in Step.__dataclass_fields__}) for s in record["notebooks"]]
+    moved = _relocate(steps, run_dir)
+    if moved is not None:  # copied or unpacked elsewhere: its notebooks write here, not where it was made
+        log.info("%s was made as %s: its parameters now point here", run_dir, moved)
+        record.setdefault("moved", []).append({"at": _now(), "from": moved, "to": str(run_dir)})
+        _save(run_dir, record, steps)
     if all(s.status == "ok" for s in steps):
         log.info("%s: every notebook already finished; nothing to do", run_dir)
         return run_dir
