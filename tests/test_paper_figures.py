@@ -567,3 +567,27 @@ def test_the_readme_headline_block_is_replaced_or_refused():
         headline_rows("# S\n\n## Verdict\n")
     with pytest.raises(ValueError, match="holds no table"):
         headline_rows("## Headline\n\ntext only\n\n## The run\n")
+
+
+def test_decode_times_taken_on_a_shared_gpu_say_so(tmp_path):
+    """Answers from worker processes sharing one device carry device_sharing: the H2O table's loop cell, the
+    decode panel's title and the suite's efficiency note name it; one process's rows say nothing of it."""
+    from sdtp_lib.eval import synthetic as Y
+    from sdtp_lib.workspace import paper_tables as PT
+    syn = synthetic_result(["dense", "dense+H0.4"], {"dense": [1.0], "dense+H0.4": [0.5]})
+    write(tmp_path / "run" / "06_synthetic" / "results.json", syn)
+    src = load_sources(tmp_path / "run", tmp_path / "results")
+    rows = [{"scorer": s, "compression": 1.0, "kv_bytes": 2 ** 20, "decode_ms_per_token": 5.0, "device_sharing": 4}
+            for s in ("dense", "dense+H0.4")]
+    eff = Y.efficiency_by_scorer(rows)
+    assert eff["dense"]["device_sharing"] == 4 and "up to 4 processes" in Y.efficiency_markdown(eff)
+    for pts in (PF.h2o_points(syn, rows), PF.h2o_points({**syn, "efficiency": eff})):
+        assert {p["device_sharing"] for p in pts} == {4}
+        assert "| this project's, 4 processes on one GPU |" in PT.h2o_section(pts, src)
+        assert "4 processes sharing the GPU" in PF.h2o_figure(pts).axes[-1].get_title()
+    alone = [{k: v for k, v in r.items() if k != "device_sharing"} for r in rows]
+    eff1 = Y.efficiency_by_scorer(alone)
+    assert eff1["dense"]["device_sharing"] == 1 and "processes" not in Y.efficiency_markdown(eff1)
+    pts = PF.h2o_points(syn, alone)
+    assert {p["device_sharing"] for p in pts} == {1} and "sharing" not in PF.h2o_figure(pts).axes[-1].get_title()
+    assert "processes on one GPU" not in PT.h2o_section(pts, src)

@@ -45,8 +45,12 @@ def test_workers_give_the_single_process_rows_and_keep_held_answers(one, tmp_pat
     with caplog.at_level("INFO"):
         rows = W.run_suite_workers(LOAD, CFG, out, workers=2, threads=1)
     assert "2 answers held" in caplog.text and "split for 2 workers" in caplog.text
-    assert rows[0]["prediction"] == "HELD"  # kept, not asked again
-    assert rows[1:] == one[1:] and len(rows) == 2 * 3 * 2 == len(one)
+    assert rows[0]["prediction"] == "HELD" and "device_sharing" not in rows[0]  # kept, not asked again
+    # every asked answer says its times were taken with 2 processes on the device (the held ones, rows 0 and 5,
+    # came from one process); otherwise the rows are one process's
+    assert [r.get("device_sharing") for r in rows] == [None if k in (0, 5) else 2 for k in range(len(rows))]
+    assert [{k: v for k, v in r.items() if k != "device_sharing"} for r in rows[1:]] == one[1:]
+    assert len(rows) == 2 * 3 * 2 == len(one)
     assert files(out) == ["predictions.jsonl.gz"]  # merged: the folder as one process leaves it
     assert read_jsonl(out / "predictions.jsonl.gz") == rows
     res = json.loads((out / "results.json").read_text())

@@ -556,14 +556,18 @@ class _Pace:
 
 
 def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank: int = 0,
-              world_size: int = 1, reuse=()) -> list[dict]:
+              world_size: int = 1, reuse=(), sharing: int = 1) -> list[dict]:
     """Greedy answers for every (example, scorer) of this rank, resumed from its predictions file; returns its rows
     in canonical order (and, when world_size == 1, writes results.json / results.md). reuse: other suite folders
     whose answers of the same (example, scorer) are copied rather than asked again, where their configuration equals
-    this one but for the scorers (the ablations of one run share dense and some settings)."""
+    this one but for the scorers (the ablations of one run share dense and some settings). sharing: processes
+    answering on this device at once (eval/workers.py); when > 1 each new row records it as `device_sharing`, since
+    its times (prefill, decode ms/token) were then taken on a shared device and are not one stream's latency."""
     from tqdm.auto import tqdm
     if not 0 <= rank < world_size:
         raise ValueError(f"run_suite: rank {rank} is not in [0, world_size={world_size})")
+    if not isinstance(sharing, int) or sharing < 1:
+        raise ValueError(f"run_suite: sharing must be an int >= 1 (processes on the device), got {sharing!r}")
     out = Path(out_dir)
     lengths, skipped, targets = plan_lengths(model, cfg)
     for s in skipped:
@@ -616,6 +620,8 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
             for s in missing:
                 done[e["id"], s] = row = _predict(model, tok, ex, ids, {**e, "prompt_sha": sha}, s, scorers[s],
                                                   meta["decode"], span)
+                if sharing > 1:
+                    row["device_sharing"] = sharing
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 bar.update(1)
@@ -679,7 +685,8 @@ def efficiency_by_scorer(rows: list[dict]) -> dict[str, dict]:
     return {s: {"compression": mean([r["compression"] for r in rs]),
                 "kv_bytes": mean([r["kv_bytes"] for r in rs if r.get("kv_bytes") is not None]),
                 "decode_ms_per_token": mean([r["decode_ms_per_token"] for r in rs
-                                             if r.get("decode_ms_per_token") is not None])}
+                                             if r.get("decode_ms_per_token") is not None]),
+                "device_sharing": max(r.get("device_sharing", 1) for r in rs)}
             for s, rs in got.items()}
 
 
@@ -688,8 +695,12 @@ def efficiency_markdown(eff: dict[str, dict]) -> str:
     lines = ["| scorer | mean compression | KV held at the end, MiB | decode ms/token |", "|---|---|---|---|"]
     lines += [f"| {s} | {e['compression']:.2f}x | {fmt(e['kv_bytes'] and e['kv_bytes'] / 2 ** 20, '.2f')} | "
               f"{fmt(e['decode_ms_per_token'], '.2f')} |" for s, e in eff.items()]
+    shared = max((e.get("device_sharing") or 1) for e in eff.values()) if eff else 1
+    note = (f"\n\nDecode ms/token: taken while up to {shared} processes answered on the same device (workers), so "
+            "they compare scorers within this run, not with one stream's latency" if shared > 1 else "")
     return "\n".join(lines) + ("\n\nKV: sum over layers of the cached tokens x 2 x KV heads x head dim x dtype bytes "
-                               "when the decode loop ends (max_new_tokens - 1 steps); mean over the prompts\n")
+                               "when the decode loop ends (max_new_tokens - 1 steps); mean over the prompts" + note
+                               + "\n")
 
 
 def markdown(summary: list[dict]) -> str:

@@ -52,7 +52,7 @@ def _work(load: dict, suite: dict, out: str, rank: int, workers: int, reuse: lis
         from ..models import load_model
         model, tok = load_model(**load)
         SY.run_suite(model, tok, SY.SuiteConfig(**suite), out, progress=False, rank=rank, world_size=workers,
-                     reuse=reuse)
+                     reuse=reuse, sharing=workers)  # one device: the answers' times are shared-device times
         box.put(("ok", rank, ""))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises
         box.put(("error", rank, traceback.format_exc()))

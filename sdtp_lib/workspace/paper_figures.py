@@ -181,7 +181,8 @@ def h2o_points(synthetic: dict | None = None, predictions: list[dict] | None = N
                longbench: dict | None = None) -> list[dict]:
     """One point per "+H<budget>" scorer and per scorer it is the budget of (budget None: no eviction):
     {bench, scorer, base, budget, score, n (prompts), kv_bytes, decode_ms_per_token, loop (the decode loop:
-    "sdtp", this project's, or "hf_generate")}; synthetic accuracy in %, LongBench's
+    "sdtp", this project's, or "hf_generate"), device_sharing (synthetic: processes that answered on one device at
+    once; their decode times are not one stream's)}; synthetic accuracy in %, LongBench's
     category average. kv_bytes / decode_ms_per_token: the suite's "efficiency" entry (else the mean over prediction
     rows that carry them), LongBench's mean_kv_bytes / mean_decode_ms_per_token; None where absent. Empty when no
     scorer has a +H."""
@@ -194,11 +195,13 @@ def h2o_points(synthetic: dict | None = None, predictions: list[dict] | None = N
             acc[s["scorer"]][1] += s["n"]
         rows: dict = defaultdict(lambda: defaultdict(list))
         for r in predictions or []:
-            for k in keys:
-                rows[r["scorer"]][k].append(r.get(k))
+            for k in (*keys, "device_sharing"):
+                rows[r["scorer"]][k].append(r.get(k) or (1 if k == "device_sharing" else None))
         eff = synthetic.get("efficiency") or {}
         pts += [{"bench": "synthetic", "scorer": s, "score": 100 * a / n, "n": n, "loop": "sdtp",
-                 **{k: (eff.get(s) or {}).get(k, _mean(rows[s][k])) for k in keys}} for s, (a, n) in acc.items()]
+                 **{k: (eff.get(s) or {}).get(k, _mean(rows[s][k])) for k in keys},
+                 "device_sharing": (eff.get(s) or {}).get("device_sharing", max(rows[s]["device_sharing"] or [1]))}
+                for s, (a, n) in acc.items()]
     if longbench is not None:  # a results file without decode_loop came from the same code: HF generate without H2O
         pts += [{"bench": "LongBench", "scorer": s, "score": v.get("category_average"), "n": v.get("n_samples"),
                  "loop": v.get("decode_loop") or ("sdtp" if h2o_base(s)[1] is not None else "hf_generate"),
@@ -207,6 +210,12 @@ def h2o_points(synthetic: dict | None = None, predictions: list[dict] | None = N
         p["base"], p["budget"] = h2o_base(p["scorer"])
     with_h = {(p["bench"], p["base"]) for p in pts if p["budget"] is not None}
     return [p for p in pts if (p["bench"], p["base"]) in with_h]
+
+
+def _shared(points: list[dict], bench: str | None, key: str) -> str:
+    """A decode-time panel's title note when its times were taken with several processes on one device."""
+    n = max((p.get("device_sharing") or 1 for p in points if p["bench"] == bench), default=1)
+    return f"\n({n} processes sharing the GPU)" if key == "decode_ms_per_token" and n > 1 else ""
 
 
 def h2o_figure(points: list[dict]):
@@ -242,7 +251,7 @@ def h2o_figure(points: list[dict]):
         ax.set(xlabel="H2O KV budget (1 = no eviction)",
                ylabel=ylabel[key] or ("accuracy %" if bench == "synthetic" else "category average"),
                title=(f"{bench}: " + ("accuracy" if bench == "synthetic" else "score")) if bench
-               else f"{source[key]}: {ylabel[key]}")
+               else f"{source[key]}: {ylabel[key]}" + _shared(points, source[key], key))
         if bench == "synthetic":
             ax.set_ylim(-3, 103)
         ax.title.set_fontsize(10)

@@ -396,6 +396,12 @@ def h2o_rows(points: list[dict]) -> list[dict]:
 LOOPS = {"sdtp": "this project's", "hf_generate": "HF generate"}  # decode ms/token compare within one loop only
 
 
+def _loop(p: dict) -> str:
+    """The decode loop of an H2O point, and how many processes shared the device while its times were taken."""
+    loop, shared = LOOPS.get(p.get("loop"), "-"), p.get("device_sharing") or 1
+    return f"{loop}, {shared} processes on one GPU" if shared > 1 else loop
+
+
 def h2o_section(points: list[dict], src: Sources) -> str:
     """One row per scorer with a +H budget and per scorer it is the budget of (its row without eviction first), so
     that the scores, KV bytes and decode speed of dense, H2O, SDTP and SDTP + H2O stand side by side."""
@@ -415,7 +421,7 @@ def h2o_section(points: list[dict], src: Sources) -> str:
                      fmt(p["score"], ".1f"), fmt(d(p["score"], r.get("without")), "+.1f"),
                      fmt(d(p["score"], r.get("dense_same_budget")), "+.1f"),
                      fmt(p.get("kv_bytes") and p["kv_bytes"] / 2 ** 20, ".2f"),
-                     fmt(p.get("decode_ms_per_token"), ".1f"), LOOPS.get(p.get("loop"), "-"),
+                     fmt(p.get("decode_ms_per_token"), ".1f"), _loop(p),
                      model_note(bench_model(src, p["bench"]))
                      + (" on the **fixture**" if p["bench"] == "LongBench" and "fixture" in lb_stand_in(src) else "")])
     return (f"## H2O\n\nPaper: {h['statement']} (a statement, no table). Its comparison is SDTP with H2O against H2O "
@@ -423,7 +429,8 @@ def h2o_section(points: list[dict], src: Sources) -> str:
             "fraction of the full sequence (the prompt before pruning and the tokens generated) that each layer's "
             "cache may hold, evicting during decoding; 'none' keeps every token the prefill left. Decode times compare "
             "only within one decode loop (H2O needs this project's; LongBench decodes without H2O with HF "
-            "generate).\n\n" +
+            "generate), and times taken while several processes shared the GPU (the suite's workers) compare only "
+            "with each other.\n\n" +
             md_table(["benchmark", "scorer", "KV budget", "score", "against the same scorer without H2O (points)",
                       "against H2O alone, same budget (points)", "KV MiB at the end", "decode ms/token",
                       "decode loop", "ours is"],
