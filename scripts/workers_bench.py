@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -59,8 +60,11 @@ def main(argv=None) -> int:
         rows.append({"workers": w, "answers": len(answers[w]), "wall_s": [round(t, 2) for t in times[w]],
                      "answers_per_s": round(len(answers[w]) / wall, 3),
                      "speedup": round(statistics.median(times[base]) / wall, 2), "answers_unlike_first": diff})
+    import torch
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else None
     res = {"config": {**vars(args), "suite": {k: list(v) if isinstance(v, tuple) else v
-                                              for k, v in SY.asdict(cfg).items()}}, **provenance(), "rows": rows}
+                                              for k, v in SY.asdict(cfg).items()}}, **provenance(),
+           "device_name": gpu, "cpu_count": os.cpu_count(), "rows": rows}
     atomic_write_text(out / "workers_bench.json", json.dumps(res, indent=2) + "\n")
     md = ["| workers | answers | wall s | answers/s | speedup | answers unlike the first count's |",
           "|---|---|---|---|---|---|"]

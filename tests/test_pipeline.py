@@ -290,6 +290,38 @@ def test_slim_run_keeps_results_gzips_raw_files_drops_weights_and_links_the_summ
     assert not list((tmp_path / "reports" / "results").glob(".slim*"))  # no half-written folder left
 
 
+def test_a_results_folder_restores_into_a_run_that_resumes_and_slims_again(tmp_path):
+    """slim_run.sh's folder (committed) -> restore_run.sh -> pipeline --resume finishes the stopped notebook in the
+    new place -> slim_run.sh again: the round trip a run takes between GPU loans."""
+    import subprocess
+    runs = tmp_path / "runs"
+    prof = write_profile(tmp_path, ["03_profiling"], {"03_profiling": {"lengths": [64], "new_tokens": 2, "repeats": 1}},
+                         name="p")
+    assert main(["pipeline", "--profile", prof, "--runs-dir", str(runs)]) == 0
+    run, rec = only_run(runs)
+    rec["notebooks"][0]["status"], rec["status"] = "stopped", "stopped"  # as a sitting cut at its time limit
+    (run / "run.json").write_text(json.dumps(rec))
+    script = lambda name, *a: subprocess.run(["bash", str(NP.ROOT / "scripts" / name), *map(str, a)],  # noqa: E731
+                                             capture_output=True, text=True)
+    assert script("slim_run.sh", run, tmp_path / "results" / "r").returncode == 0
+    assert (tmp_path / "results" / "r" / "03_profiling.ipynb.gz").exists()
+    shutil.rmtree(runs)  # another machine: only the committed folder is there
+    got = script("restore_run.sh", tmp_path / "results" / "r", tmp_path / "gpu")
+    new = tmp_path / "gpu" / run.name
+    assert got.returncode == 0 and got.stdout.strip() == str(new)
+    assert (new / "03_profiling.ipynb").exists() and (new / "pipeline.log").exists()
+    assert not list(new.rglob("*.ipynb.gz")) and not list(new.rglob("*.log.gz"))
+    assert main(["pipeline", "--resume", str(new)]) == 0
+    rec2 = json.loads((new / "run.json").read_text())
+    assert rec2["status"] == "ok" and rec2["moved"][0]["from"] == str(run)
+    assert rec2["notebooks"][0]["parameters"]["run_dir"] == str(new.resolve() / "03_profiling")
+    assert len(list((new / "03_profiling").glob("latency_*.json"))) >= 1 and not runs.exists()
+    assert script("slim_run.sh", new, tmp_path / "results" / "r2").returncode == 0
+    again = script("restore_run.sh", tmp_path / "results" / "r", tmp_path / "gpu")
+    assert again.returncode == 1 and "exists: nothing is overwritten" in again.stderr
+    assert not list((tmp_path / "gpu").glob(".restore*"))
+
+
 def test_slim_run_copies_the_headline_into_the_readme(tmp_path):
     import os
     import subprocess
