@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--attn", choices=ATTN_IMPLEMENTATIONS, default="sdpa", help=ATTN_HELP)
     ev.add_argument("--decode", default="auto", choices=("auto", "hf", "static"),
                     help="greedy loop: model.generate, or the project's static-cache loop (auto: static on CUDA)")
+    ev.add_argument("--stop-at-answer", action="store_true", help="the static loop ends with the answer's end token "
+                    "(the same answers in fewer steps; KV and ms/token then cover different step counts per scorer)")
     ev.add_argument("--out", required=True, help="results folder (an existing one of the same settings is resumed)")
     ev.add_argument("--workers", type=int, default=1, help="processes sharing the device, each with its own "
                     "model: the same answers, faster where one process leaves a GPU idle (docs/evaluation.md)")
@@ -477,7 +479,7 @@ def cmd_synthetic(args) -> int:
     given = dict(tasks=args.tasks, lengths=args.lengths, layouts=args.layouts,
                  scorers=with_budgets(scorers, args.kv_budget) if scorers else None)
     cfg = SY.SuiteConfig(**{k: tuple(v) for k, v in given.items() if v}, n_samples=args.n_samples, seed=args.seed,
-                         keep_ratio=args.keep_ratio, decode=args.decode)
+                         keep_ratio=args.keep_ratio, decode=args.decode, stop_at_answer=args.stop_at_answer)
     shard = launched()  # rank / world size under accelerate launch
     load = dict(spec=args.model, dtype=args.dtype, device=shard.device or resolve_device(args.device),
                 attn_implementation=args.attn)

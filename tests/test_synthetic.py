@@ -437,6 +437,24 @@ def test_static_decode_loop_gives_the_same_predictions_as_generate(tiny, tmp_pat
         Y.SuiteConfig(**base, decode="fast")
 
 
+def test_stopping_at_the_answer_gives_the_same_answers_in_fewer_steps(tiny, tmp_path, monkeypatch):
+    """stop_at_answer: the static loop ends at the end-of-sequence token; every answer is the one the full-length
+    loop cuts there, and decoding held fewer tokens. (The tiny random model rarely ends an answer: every even id
+    counts as an end here, for both runs.)"""
+    model, tok = tiny
+    monkeypatch.setattr(Y, "_stop_ids", lambda model, tok: set(range(0, len(tok), 2)))
+    base = dict(tasks=("passkey", "kv_retrieval"), lengths=(256,), layouts=("question_last",), n_samples=2,
+                scorers=("dense", "sdtp:norm", "dense+H0.5"), decode="static")
+    full, short = (Y.run_suite(model, tok, Y.SuiteConfig(**base, stop_at_answer=s), tmp_path / str(s), progress=False)
+                   for s in (False, True))
+    keep = ("id", "scorer", "prediction", "score", "compression", "new_tokens", "needle_kept")
+    assert [{k: r[k] for k in keep} for r in short] == [{k: r[k] for k in keep} for r in full]
+    assert all(a["kv_bytes"] <= b["kv_bytes"] for a, b in zip(short, full))
+    assert sum(a["kv_bytes"] < b["kv_bytes"] for a, b in zip(short, full) if "+H" not in a["scorer"]) > 0
+    assert "stop_at_answer" not in json.loads((tmp_path / "False" / "config.json").read_text())["suite"]
+    assert json.loads((tmp_path / "True" / "config.json").read_text())["suite"]["stop_at_answer"] is True
+
+
 @pytest.mark.parametrize("task", ["passkey", "multikey_niah", "kv_retrieval", "variable_tracking"])
 def test_needle_positions_cover_the_needle(tiny, task):
     """The located tokens decode to text that contains the target needle, and dropping either end token breaks it."""

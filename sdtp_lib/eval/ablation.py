@@ -76,7 +76,7 @@ class AblationConfig:
     start_keep_ratios: tuple[float, ...] = (0.9, 0.8, 0.7)  # the start-layer ablation's r (one line each)
     scorers: tuple[str, ...] = (PREDICTOR, "attention")  # for stages, keep_ratio and start_layer
     synthetic: dict | None = None  # SuiteConfig fields but scorers/keep_ratio (tasks, lengths, layouts, n_samples,
-    # seed, decode); None: no synthetic suite
+    # seed, decode, stop_at_answer: True unless given, as the ablations report accuracy only); None: no suite
     synthetic_workers: int = 1  # processes answering the suite, each with its own model (eval/workers.py): the
     # same answers, faster where one process leaves the device idle (a small model on a GPU)
     reference_length: int = 32768  # prompt tokens of the cost columns (Qwen2-7B shape)
@@ -384,7 +384,8 @@ def _synthetic(model, tok, cfg: AblationConfig, out: Path, specs: list[str], pro
     """The suite's rows for dense and every spec (None when the ablation runs without it)."""
     if cfg.synthetic is None:
         return None
-    suite = SY.SuiteConfig(**cfg.synthetic, scorers=["dense", *dict.fromkeys(specs)], keep_ratio=cfg.keep_ratio)
+    suite = SY.SuiteConfig(**{"stop_at_answer": True, **cfg.synthetic}, scorers=["dense", *dict.fromkeys(specs)],
+                           keep_ratio=cfg.keep_ratio)  # accuracy only: decoding may end with the answer
     others = [out.parent.parent / a / out.name for a in ABLATIONS if a != out.parent.name]  # dense (and the same
     if cfg.synthetic_workers > 1:  # settings): answered once
         return W.run_suite_workers(cfg.load(), suite, out, cfg.synthetic_workers, reuse=others)

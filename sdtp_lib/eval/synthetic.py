@@ -248,6 +248,9 @@ class SuiteConfig:
     max_positions: int | None = None  # None: model.config.max_position_embeddings
     decode: str = "auto"  # "hf": model.generate; "static": sdtp_lib.speed.decode's loop (CUDA graphs); auto: static on
     # CUDA, and everywhere when a scorer has an H2O budget ("+H<b>": only the static loop evicts)
+    stop_at_answer: bool = False  # the static loop ends once the answer's end-of-sequence token is out (the same
+    # answer, fewer steps: a UUID's 33 tokens instead of 64); False: every answer decodes max_new_tokens, so that the
+    # KV held at the end and the decode ms/token of every scorer cover the same steps
 
     def __post_init__(self):
         self.tasks, self.layouts, self.scorers = tuple(self.tasks), tuple(self.layouts), tuple(self.scorers)
@@ -460,6 +463,15 @@ def resolve_decode(cfg: SuiteConfig, model) -> str:
     return "static" if cuda and not extra else "hf"
 
 
+def _suite_record(cfg: SuiteConfig) -> dict:
+    """The configuration a folder records; stop_at_answer only when set (folders made before it say nothing of it
+    and decoded every step, its default), so that they resume and are reused as before."""
+    rec = asdict(cfg)
+    if not rec["stop_at_answer"]:
+        del rec["stop_at_answer"]
+    return rec
+
+
 def _stop_ids(model, tok) -> set:
     eos = getattr(model.generation_config, "eos_token_id", None)
     return {t for t in [*(eos if isinstance(eos, (list, tuple)) else [eos]), tok.eos_token_id] if t is not None}
@@ -509,16 +521,17 @@ def needle_held(span: list[int], h2o_state) -> float | None:
 
 @torch.no_grad()
 def _predict(model, tok, ex: Example, ids: torch.Tensor, entry: dict, spec: str, sp: _Spec, decode: str,
-             span: list[int]) -> dict:
+             span: list[int], stop_at_answer: bool = False) -> dict:
     """One greedy answer; `entry` is the plan's entry plus the prompt's hash, `span` the needle's (needle_span).
     The static loop also gives the KV bytes held when decoding ends and the decode ms/token (None with "hf")."""
     oracle = isinstance(sp.scorer, str) and sp.scorer == ORACLE
     scorer = _oracle(model, tok, ex, ids, sp.config) if oracle else sp.scorer
     kv, ms, held, timings = None, None, None, {}
-    if decode == "static":  # fixed-length greedy tokens, cut where generate would have stopped
+    if decode == "static":  # greedy tokens (all max_new_tokens unless stop_at_answer), cut where generate would stop
+        stops = _stop_ids(model, tok)
         res = greedy_generate(model, ids.to(next(model.parameters()).device), ex.max_new_tokens, scorer, sp.config,
-                              kv_budget=sp.kv_budget, spans=sp.spans)
-        gen, stops, stats = res.tokens[0].tolist(), _stop_ids(model, tok), res.stats
+                              kv_budget=sp.kv_budget, spans=sp.spans, stop_ids=sorted(stops) if stop_at_answer else ())
+        gen, stats = res.tokens[0].tolist(), res.stats
         out = answer_tokens(tok, gen[:next((k for k, t in enumerate(gen) if t in stops), len(gen)) + 1])
         kv, ms = res.kv_bytes, res.timings["decode_ms_per_token"]
         timings = {k: res.timings[k] for k in ("prefill_s", "setup_s", "decode_s")}  # setup: the graph's capture
@@ -577,7 +590,7 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
         log.info("synthetic suite: length %d fitted to %d prompt tokens (room for the answer)", f["length"],
                  f["tokens"])
     meta = json.loads(json.dumps({
-        "format": FORMAT, "version": VERSION, "suite": asdict(cfg), "lengths_run": lengths, "skipped": skipped,
+        "format": FORMAT, "version": VERSION, "suite": _suite_record(cfg), "lengths_run": lengths, "skipped": skipped,
         "fitted": fitted, "decode": resolve_decode(cfg, model),
         "model": str(getattr(model.config, "sdtp_model_id", None) or model.config.name_or_path),
         "model_fingerprint": config_fingerprint(model.config),
@@ -619,7 +632,7 @@ def run_suite(model, tok, cfg: SuiteConfig, out_dir, progress: bool = True, rank
             span = needle_span(tok, ex, ids)  # decoded once, read by every scorer
             for s in missing:
                 done[e["id"], s] = row = _predict(model, tok, ex, ids, {**e, "prompt_sha": sha}, s, scorers[s],
-                                                  meta["decode"], span)
+                                                  meta["decode"], span, cfg.stop_at_answer)
                 if sharing > 1:
                     row["device_sharing"] = sharing
                 f.write(json.dumps(row) + "\n")
