@@ -2,7 +2,9 @@
 # A committed results folder (scripts/slim_run.sh's output) back into a pipeline run folder that resumes: copied
 # to PARENT/<the run's own name> (pipeline_gpu.sh finds it there by its profile), with the executed notebooks, logs
 # and HTML unzipped (the pipeline writes them again under their plain names); predictions stay gzipped (read as
-# they are). Weights and saliency were never committed: a resumed notebook that needs them computes them again.
+# they are). Weights and saliency were never committed: a resumed notebook that needs them computes them again,
+# but 07 refuses an unfinished ablation whose finished settings used predictors that stayed behind (remove that
+# ablation's folder to run it again: docs/ablations.md).
 #
 #   bash scripts/restore_run.sh reports/results/<date>_qwen2.5-0.5b_pipeline_h100 runs/gpu
 #   PROFILE=qwen2.5-0.5b bash scripts/pipeline_gpu.sh runs/gpu        # or: python -m sdtp_lib pipeline --resume ...

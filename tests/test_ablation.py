@@ -194,8 +194,14 @@ def test_losses_reach_the_training_and_results_follow_the_schema(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(A, "train", no_training)
         assert A.run_ablations(cfg, tmp_path, progress=False) == res
-        with pytest.raises(AssertionError, match="trained a predictor"):  # one more setting: it trains again
-            A.run_ablations(A.AblationConfig(**{**cfg.__dict__, "start_layers": (2, 3)}), tmp_path, progress=False)
+        # one more setting: the ablation runs again, and its finished settings were made with predictors that
+        # are gone: refused rather than trained again (two predictors in one table) ...
+        more = A.AblationConfig(**{**cfg.__dict__, "start_layers": (2, 3)})
+        with pytest.raises(ValueError, match=r"predictors are gone \(.*full_L2/seed0/predictor.safetensors\)"):
+            A.run_ablations(more, tmp_path, progress=False)
+        shutil.rmtree(tmp_path / "start_layer")  # ... until its folder is removed: then it trains again
+        with pytest.raises(AssertionError, match="trained a predictor"):
+            A.run_ablations(more, tmp_path, progress=False)
 
 
 def test_rerun_skips_finished_settings_and_adds_new_ones(tiny, tmp_path, monkeypatch):

@@ -338,6 +338,7 @@ def run_ablation(model, tok, cfg: AblationConfig, ablation: str, out_dir, bank: 
     if todo:
         decompress_jsonl(path)
     log.info("ablation %s: %d settings, %d done", ablation, len(settings), len(settings) + 1 - len(todo))
+    _refuse_lost_predictors(out, ablation, settings, done, bank)
     specs = {}  # setting key -> scorer spec runnable here (a predictor by its absolute path)
     for s in settings:
         v = parse_variant(s.variant)
@@ -367,6 +368,26 @@ def run_ablation(model, tok, cfg: AblationConfig, ablation: str, out_dir, bank: 
         rows.append(_fill(_row(s, rel, depth, cost, cfg.keep_ratio), done[s.key], dense, suite,
                           specs[s.key]))
     return write_results(out, ablation, cfg, rows)
+
+
+def _refuse_lost_predictors(out: Path, ablation: str, settings: list[Setting], done: dict, bank) -> None:
+    """Refuse to go on where held-out rows or suite answers were made with predictors that are no longer there (a
+    run folder moved without its weights): training them again would put two different predictors in one table."""
+    cfg_file = out / "synthetic" / "config.json"
+    asked = set(json.loads(cfg_file.read_text())["suite"]["scorers"]) if cfg_file.exists() else set()
+    lost = []
+    for s in settings:
+        if s.scorer != PREDICTOR:
+            continue
+        start = parse_variant(s.variant).start_layer if ablation == "start_layer" else None
+        path = bank.folder(s.loss, bank.placement(start), s.seed) / "predictor.safetensors"
+        if not path.exists() and (s.key in done or f"{s.variant}:{path}" in asked):
+            lost.append(str(path))
+    if lost:
+        raise ValueError(f"{out} holds results of {len(lost)} predictor setting(s) whose predictors are gone "
+                         f"({', '.join(sorted(set(lost)))}): a folder moved without its weights? Training them "
+                         f"again would mix two predictors in one table; remove {out} to run the {ablation!r} "
+                         "ablation again, or put the predictors back")
 
 
 def _finished(out: Path, settings: list[Setting]) -> dict | None:
