@@ -249,7 +249,7 @@ class SuiteConfig:
     decode: str = "auto"  # "hf": model.generate; "static": sdtp_lib.speed.decode's loop (CUDA graphs); auto: static on
     # CUDA, and everywhere when a scorer has an H2O budget ("+H<b>": only the static loop evicts)
     stop_at_answer: bool = False  # the static loop ends once the answer's end-of-sequence token is out (the same
-    # answer, fewer steps: a UUID's 33 tokens instead of 64); False: every answer decodes max_new_tokens, so that the
+    # answer, fewer steps: a UUID's 32 tokens instead of 64); False: every answer decodes max_new_tokens, so that the
     # KV held at the end and the decode ms/token of every scorer cover the same steps
 
     def __post_init__(self):
