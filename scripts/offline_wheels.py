@@ -21,16 +21,13 @@ from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as norm
 
 ROOTS = ["papermill", "ipykernel", "ipywidgets", "matplotlib", "seaborn", "pyyaml", "datasets", "lm-eval", "rouge",
          "fuzzywuzzy", "gguf", "accelerate", "safetensors", "tqdm", "filelock"]
 NEVER = {"torch", "transformers"}  # the server's own builds (torch's CUDA one; transformers >= 5.17, docs/models.md)
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 26, 27, 28, 31, 34, 35)] + ["manylinux2014_x86_64",
                                                                                     "manylinux1_x86_64"]
-
-
-def norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def closure(roots: list[str]) -> dict[str, str]:

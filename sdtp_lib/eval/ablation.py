@@ -226,6 +226,10 @@ class PredictorBank:
     def folder(self, loss: str, conf: SDTPConfig, seed: int) -> Path:
         return self.out / "predictors" / f"{loss}_L{conf.stage_layers[0]}" / f"seed{seed}"
 
+    def path(self, loss: str, start_layer: int | None, seed: int) -> Path:
+        """Where the predictor of (loss, placement from start_layer, seed) is or will be."""
+        return self.folder(loss, self.placement(start_layer), seed) / "predictor.safetensors"
+
     def get(self, loss: str, start_layer: int | None, seed: int) -> Path:
         """The predictor file of (loss, placement from start_layer, seed); trained when missing."""
         conf = self.placement(start_layer)
@@ -234,13 +238,13 @@ class PredictorBank:
             full = json.loads((self.get("full", start_layer, seed).parent / "pruning_config.json").read_text())
             cls_scale = full["loss_balance"].get("cls_scale", 1.0)
         tcfg = loss_train_config(self.cfg.train, loss, seed, cls_scale)
-        out = self.folder(loss, conf, seed)
-        if _trained(out, tcfg, conf):
-            return out / "predictor.safetensors"
-        log.info("ablation: training predictor %s (stages %s, seed %d)", out, list(conf.stage_layers), seed)
-        train(self.model, self.store_for(conf.stage_layers), conf, tcfg, out, data_source=self.cfg.data,
+        path = self.path(loss, start_layer, seed)
+        if _trained(path.parent, tcfg, conf):
+            return path
+        log.info("ablation: training predictor %s (stages %s, seed %d)", path.parent, list(conf.stage_layers), seed)
+        train(self.model, self.store_for(conf.stage_layers), conf, tcfg, path.parent, data_source=self.cfg.data,
               progress=self.progress)
-        return out / "predictor.safetensors"
+        return path
 
 
 def _trained(out: Path, tcfg: TrainConfig, conf: SDTPConfig) -> bool:
@@ -338,12 +342,11 @@ def run_ablation(model, tok, cfg: AblationConfig, ablation: str, out_dir, bank: 
     if todo:
         decompress_jsonl(path)
     log.info("ablation %s: %d settings, %d done", ablation, len(settings), len(settings) + 1 - len(todo))
-    _refuse_lost_predictors(out, ablation, settings, done, bank)
+    _refuse_lost_predictors(out, ablation, {s.key: (s.variant, bank.path(s.loss, _start_layer(s), s.seed))
+                                            for s in settings if s.scorer == PREDICTOR}, done)
     specs = {}  # setting key -> scorer spec runnable here (a predictor by its absolute path)
     for s in settings:
-        v = parse_variant(s.variant)
-        start = v.start_layer if ablation == "start_layer" else None
-        pred = bank.get(s.loss, start, s.seed) if s.scorer == PREDICTOR else None
+        pred = bank.get(s.loss, _start_layer(s), s.seed) if s.scorer == PREDICTOR else None
         specs[s.key] = f"{s.variant}:{pred if pred else s.scorer}"
     with (open(path, "a", encoding="utf-8") if todo else contextlib.nullcontext()) as f:
         if "dense" not in done:
@@ -370,19 +373,19 @@ def run_ablation(model, tok, cfg: AblationConfig, ablation: str, out_dir, bank: 
     return write_results(out, ablation, cfg, rows)
 
 
-def _refuse_lost_predictors(out: Path, ablation: str, settings: list[Setting], done: dict, bank) -> None:
+def _start_layer(s: Setting) -> int | None:
+    """The first stage's layer a setting's predictor is trained for (None: the default placement)."""
+    return parse_variant(s.variant).start_layer if s.ablation == "start_layer" else None
+
+
+def _refuse_lost_predictors(out: Path, ablation: str, preds: dict[str, tuple[str, Path]], done: dict) -> None:
     """Refuse to go on where held-out rows or suite answers were made with predictors that are no longer there (a
-    run folder moved without its weights): training them again would put two different predictors in one table."""
+    run folder moved without its weights): training them again would put two different predictors in one table.
+    preds: setting key -> (variant, its predictor's path) for the predictor settings."""
     cfg_file = out / "synthetic" / "config.json"
     asked = set(json.loads(cfg_file.read_text())["suite"]["scorers"]) if cfg_file.exists() else set()
-    lost = []
-    for s in settings:
-        if s.scorer != PREDICTOR:
-            continue
-        start = parse_variant(s.variant).start_layer if ablation == "start_layer" else None
-        path = bank.folder(s.loss, bank.placement(start), s.seed) / "predictor.safetensors"
-        if not path.exists() and (s.key in done or f"{s.variant}:{path}" in asked):
-            lost.append(str(path))
+    lost = [str(path) for key, (variant, path) in preds.items()
+            if not path.exists() and (key in done or f"{variant}:{path}" in asked)]
     if lost:
         raise ValueError(f"{out} holds results of {len(lost)} predictor setting(s) whose predictors are gone "
                          f"({', '.join(sorted(set(lost)))}): a folder moved without its weights? Training them "

@@ -195,12 +195,13 @@ def h2o_points(synthetic: dict | None = None, predictions: list[dict] | None = N
             acc[s["scorer"]][1] += s["n"]
         rows: dict = defaultdict(lambda: defaultdict(list))
         for r in predictions or []:
-            for k in (*keys, "device_sharing"):
-                rows[r["scorer"]][k].append(r.get(k) or (1 if k == "device_sharing" else None))
+            for k in keys:
+                rows[r["scorer"]][k].append(r.get(k))
+            rows[r["scorer"]]["device_sharing"].append(r.get("device_sharing", 1))  # absent: one process
         eff = synthetic.get("efficiency") or {}
         pts += [{"bench": "synthetic", "scorer": s, "score": 100 * a / n, "n": n, "loop": "sdtp",
                  **{k: (eff.get(s) or {}).get(k, _mean(rows[s][k])) for k in keys},
-                 "device_sharing": (eff.get(s) or {}).get("device_sharing", max(rows[s]["device_sharing"] or [1]))}
+                 "device_sharing": (eff.get(s) or {}).get("device_sharing", max(rows[s]["device_sharing"], default=1))}
                 for s, (a, n) in acc.items()]
     if longbench is not None:  # a results file without decode_loop came from the same code: HF generate without H2O
         pts += [{"bench": "LongBench", "scorer": s, "score": v.get("category_average"), "n": v.get("n_samples"),
