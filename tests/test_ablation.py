@@ -148,6 +148,23 @@ def test_start_layer_reaches_the_engine(tiny, tmp_path, monkeypatch):
     assert [r["start_layer"] for r in res["rows"]] == [None, 1, 2]
 
 
+def test_one_saliency_pass_covers_every_layer_needed(tiny, tmp_path, monkeypatch):
+    """Without a reused file the bank computes the saliency of every layer any setting needs in one pass."""
+    model, tok = tiny
+    cfg = tiny_cfg(samples=4)
+    tr, _ = A.training_samples(cfg.run_config(), tok)
+    bank = A.PredictorBank(model, cfg, tr, tmp_path, [1, 2, 3], progress=False)
+    monkeypatch.setattr(bank, "placement", lambda L: S.SDTPConfig.for_model(model, num_stages=A.TRAIN_STAGES,
+                                                                             start_layer=2 if L is None else L))
+    assert bank.placement(None).stage_layers[0] == 2  # the default placement lacks layer 1
+    passes = []
+    real = A.SA.compute_saliency
+    monkeypatch.setattr(A.SA, "compute_saliency", lambda m, s, layers, *a, **k: passes.append(list(layers))
+                        or real(m, s, layers, *a, **k))
+    assert bank.store_for([1, 2]).scores.keys() == {1, 2} and passes == [[1, 2, 3]]
+    assert not list(tmp_path.glob("saliency_layers*"))
+
+
 def test_a_predictor_is_refused_at_layers_it_was_not_trained_for(tiny, tmp_path):
     model, _ = tiny
     conf1 = S.SDTPConfig.for_model(model, start_layer=1)
@@ -171,9 +188,9 @@ def test_losses_reach_the_training_and_results_follow_the_schema(tmp_path):
     stats = json.loads((tmp_path / SA.STATS_FILE).read_text())
     assert stats == json.loads(json.dumps(SA.saliency_stats(SA.SaliencyStore.load(tmp_path / "saliency" /
                                                                                   SA.FILE_NAME))))
-    assert [r["layer"] for r in stats["per_layer"]] == list(full["sdtp_config"]["stage_layers"])
     start = json.loads((tmp_path / "predictors" / "full_L2" / "seed0" / "pruning_config.json").read_text())
     assert start["sdtp_config"]["stage_layers"][0] == 2  # its own predictor, trained for its placement
+    assert [r["layer"] for r in stats["per_layer"]] == list(full["sdtp_config"]["stage_layers"])
     losses = json.loads((tmp_path / "losses" / "results.json").read_text())
     assert losses == res["losses"] and losses["ablation"] == "losses" and losses["commit"]
     assert {"config", "versions", "model"} <= set(losses)

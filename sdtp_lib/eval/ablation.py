@@ -184,7 +184,7 @@ class PredictorBank:
                                     start_layer=start_layer)
 
     def stores(self) -> list:
-        """Saliency stores covering self.needed: the reused (or default-placement) file, plus one for the rest."""
+        """Saliency stores covering self.needed: the reused file and one for the layers it lacks, or one for all."""
         if self._stores is not None:
             return self._stores
         kw = dict(data_source=self.cfg.data, seed=self.cfg.data_seed, seq_len=self.cfg.seq_len)
@@ -192,8 +192,8 @@ class PredictorBank:
         if self.saliency_file is not None:
             _reuse_saliency(Path(self.saliency_file), main)
             layers = SA.SaliencyStore.load(main / SA.FILE_NAME).layers
-        else:
-            layers = self.placement(None).stage_layers
+        else:  # one pass for every layer: a backward pass gives each layer's saliency at no extra cost
+            layers = sorted(set(self.placement(None).stage_layers) | set(self.needed))
         try:
             stores = [SA.SaliencyStore.load(SA.compute_saliency(self.model, self.samples, layers, main, **kw))]
         except FileExistsError:
