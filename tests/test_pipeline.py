@@ -342,3 +342,22 @@ def test_slim_run_copies_the_headline_into_the_readme(tmp_path):
     bad = subprocess.run(cmd[:-1] + [str(tmp_path / "d2")], env={**env, "SUMMARY": str(tmp_path / "s2.md")},
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "has no headline block" in bad.stderr and not (tmp_path / "d2").exists()
+
+
+def test_carry_fits_counts_the_tree_with_each_folder(tmp_path):
+    """`carry.sh fits` adds the repository's tree (what every device call sends) to each folder's size."""
+    import os
+    import subprocess
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=NP.ROOT,
+                             capture_output=True, check=True).stdout.decode().split("\0")
+    tree = sum((NP.ROOT / f).stat().st_size for f in tracked if f and (NP.ROOT / f).is_file())
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "p.bin").write_bytes(b"x" * 1_000_000)
+    folder = int(subprocess.run(["du", "-sb", str(tmp_path / "part")], capture_output=True, text=True,
+                                check=True).stdout.split()[0])
+    def fits(limit):
+        return subprocess.run(["bash", str(NP.ROOT / "scripts" / "carry.sh"), "fits", str(tmp_path / "part")],
+                              env={**os.environ, "LIMIT": str(limit)}, capture_output=True, text=True)
+    ok, over = fits(tree + folder), fits(tree + folder - 1)
+    assert ok.returncode == 0 and f"({tree} bytes)" in ok.stdout
+    assert over.returncode == 1 and f"{tree + folder} bytes with the tree" in over.stderr
