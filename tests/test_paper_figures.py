@@ -363,7 +363,8 @@ def test_h2o_summary_compares_sdtp_with_h2o_against_h2o_alone_at_the_same_budget
     fig = PF.h2o_figure([{**p, "decode_ms_per_token": 3.0} for p in pts] + PF.h2o_points(longbench=lb))
     assert [ax.get_title() for ax in fig.axes][-1] == "synthetic: decode ms / token"  # one loop per panel
     assert "**H2O at 40% of the KV: does not reproduce** \"almost no further loss\" from SDTP on top of H2O (points " \
-           "against H2O alone at the same budget, tolerance 3): synthetic sdtp+H0.4:norm -40.0" in text
+           "against H2O alone at the same budget, tolerance 3): synthetic sdtp+H0.4:norm -40.0, H2O alone -10.0 " \
+           "against dense (n = 2 prompts" in text
     assert "sdtp+H0.2:norm: " not in text.split("## Verdict")[1]  # no verdict without its H2O-alone reference
 
 

@@ -116,7 +116,10 @@ def _few_prompts(points: list[dict]) -> str:
 
 def h2o_items(src: Sources, h2o: list[dict]) -> list[Item]:
     by: dict = {}
-    for p in h2o_rows(h2o):
+    rows = h2o_rows(h2o)
+    alone = {(p["bench"], p["budget"]): p["score"] - p["without"] for p in rows  # H2O alone against dense
+             if p["base"] == "dense" and p["score"] is not None and p["without"] is not None}
+    for p in rows:
         if p["dense_same_budget"] is not None and p["score"] is not None:
             by.setdefault(p["budget"], []).append(p)
     out = []
@@ -129,8 +132,10 @@ def h2o_items(src: Sources, h2o: list[dict]) -> list[Item]:
         benches = []
         for bench in stand:
             mine = [p for p in ps if p["bench"] == bench]
+            ref = alone.get((bench, budget))
             benches.append(f"{bench}{' (fixture: no evidence)' if stand[bench] else ''} " + ", ".join(
-                f"{p['scorer']} {d[id(p)]:+.1f}" for p in mine) + _few_prompts(mine))
+                f"{p['scorer']} {d[id(p)]:+.1f}" for p in mine)
+                + (f", H2O alone {ref:+.1f} against dense" if ref is not None else "") + _few_prompts(mine))
         evidence = [p for p in ps if not stand[p["bench"]]]
         note = " (a random tiny model: not evidence)" if tiny else _few_prompts(evidence) if evidence else ""
         out.append(Item(f"H2O at {100 * budget:.0f}% of the KV", _word(words) if words else NOT_TESTED,
