@@ -1,0 +1,109 @@
+"""H2O's prefill cost in one process: the prefill alone, and with the column sums of the attention that H2O's
+eviction starts from (sdtp_lib.speed.h2o.collect_prefill_scores) at a few chunk sizes, on random weights of a model's
+shape (speed does not depend on weight values). Every chunk size must give the same scores.
+
+    python scripts/h2o_prefill_bench.py OUT [--shape qwen2.5-0.5b] [--lengths 4096 16384] [--chunk-log2 25 28]
+
+Warm-up, synchronised, median of --reps; writes OUT/h2o_prefill.json and .md (config, versions, commit) atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sdtp_lib.io import atomic_write_text, provenance  # noqa: E402
+from sdtp_lib.speed import h2o  # noqa: E402
+
+SHAPES = {  # the models' config.json fields that set the cost
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, vocab_size=151936),
+    "qwen2-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                     num_key_value_heads=4, vocab_size=152064),
+}
+
+
+def build(shape: str, device: str, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    cfg = Qwen2Config(**SHAPES[shape], max_position_embeddings=131072, use_sliding_window=False)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=dtype)
+    return model.eval()
+
+
+def timed(fn, device, reps: int, warmup: int = 1) -> tuple[float, object]:
+    """Median seconds of fn() over reps after warmup calls (synchronised), and the last result."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    out, times = None, []
+    for i in range(warmup + reps):
+        sync()
+        t = time.perf_counter()
+        out = fn()
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out")
+    ap.add_argument("--shape", default="qwen2.5-0.5b", choices=sorted(SHAPES))
+    ap.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384])
+    ap.add_argument("--chunk-log2", type=int, nargs="+", default=[25, 28],
+                    help="column sums in chunks of about 2**N scores (the library's default: 25)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bfloat16")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if (out / "h2o_prefill.json").exists():
+        raise SystemExit(f"{out / 'h2o_prefill.json'} exists: nothing is overwritten")
+    model = build(args.shape, args.device, getattr(torch, args.dtype))
+    g = torch.Generator().manual_seed(0)
+    rows, original = [], h2o.column_sums
+    for T in args.lengths:
+        ids = torch.randint(0, SHAPES[args.shape]["vocab_size"], (1, T), generator=g).to(args.device)
+        with torch.inference_mode():
+            dense_s, _ = timed(lambda: model(ids, logits_to_keep=1), args.device, args.reps)
+            ref = None
+            for n in args.chunk_log2:
+                h2o.column_sums = functools.partial(original, chunk_elements=1 << n)
+
+                def with_scores():
+                    with h2o.collect_prefill_scores(model) as scores:
+                        model(ids, logits_to_keep=1)
+                    return scores
+                try:
+                    s, scores = timed(with_scores, args.device, args.reps)
+                finally:
+                    h2o.column_sums = original
+                cat = torch.cat([scores[i].flatten() for i in sorted(scores)])
+                diff = 0.0 if ref is None else float((cat - ref).abs().max() / ref.abs().max())
+                ref = cat if ref is None else ref
+                rows.append({"length": T, "chunk_log2": n, "prefill_s": dense_s, "with_scores_s": s,
+                             "overhead_x": s / dense_s, "max_rel_diff_to_first_chunk": diff})
+                print(f"{T:>6} 2^{n}: prefill {dense_s * 1e3:8.1f} ms, with column sums {s * 1e3:8.1f} ms "
+                      f"({s / dense_s:.1f}x), scores differ by {diff:.1e}", flush=True)
+    dev = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    result = {"config": {**vars(args), "device_name": dev}, "rows": rows, **provenance()}
+    out.mkdir(parents=True, exist_ok=True)
+    md = ["| prompt | chunk | prefill | with column sums | overhead | scores vs first chunk |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['length']} | 2^{r['chunk_log2']} | {r['prefill_s'] * 1e3:.1f} ms | {r['with_scores_s'] * 1e3:.1f} ms "
+           f"| {r['overhead_x']:.1f}x | {r['max_rel_diff_to_first_chunk']:.1e} |" for r in rows]
+    atomic_write_text(out / "h2o_prefill.md", f"H2O prefill cost, {args.shape} shape (random weights), {dev}, "
+                      f"{args.dtype}, one process, median of {args.reps}\n\n" + "\n".join(md) + "\n")
+    atomic_write_text(out / "h2o_prefill.json", json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
