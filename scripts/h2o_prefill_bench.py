@@ -1,15 +1,15 @@
 """H2O's prefill cost in one process: the prefill alone, and with the column sums of the attention that H2O's
-eviction starts from (sdtp_lib.speed.h2o.collect_prefill_scores) at a few chunk sizes, on random weights of a model's
-shape (speed does not depend on weight values). Every chunk size must give the same scores.
+eviction starts from (sdtp_lib.speed.h2o.collect_prefill_scores), computed in query chunks of about 2**N scores
+(column_sums) and from two flash-attention passes (column_sums_flash, the default on a GPU), on random weights of a
+model's shape (speed does not depend on weight values). The scores are compared with the first variant's.
 
-    python scripts/h2o_prefill_bench.py OUT [--shape qwen2.5-0.5b] [--lengths 4096 16384] [--chunk-log2 25 28]
+    python scripts/h2o_prefill_bench.py OUT [--shape qwen2.5-0.5b] [--lengths 4096 16384] [--chunk-log2 25]
 
 Warm-up, synchronised, median of --reps; writes OUT/h2o_prefill.json and .md (config, versions, commit) atomically.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import statistics
 import sys
@@ -58,8 +58,9 @@ def main(argv=None) -> int:
     ap.add_argument("out")
     ap.add_argument("--shape", default="qwen2.5-0.5b", choices=sorted(SHAPES))
     ap.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384])
-    ap.add_argument("--chunk-log2", type=int, nargs="+", default=[25, 28],
+    ap.add_argument("--chunk-log2", type=int, nargs="+", default=[25],
                     help="column sums in chunks of about 2**N scores (the library's default: 25)")
+    ap.add_argument("--no-flash", action="store_true", help="leave out the flash variant (it needs CUDA)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16")
@@ -69,36 +70,40 @@ def main(argv=None) -> int:
         raise SystemExit(f"{out / 'h2o_prefill.json'} exists: nothing is overwritten")
     model = build(args.shape, args.device, getattr(torch, args.dtype))
     g = torch.Generator().manual_seed(0)
-    rows, original = [], h2o.column_sums
+    rows, chunked, flash, dispatch = [], h2o.column_sums, h2o.column_sums_flash, h2o.prefill_column_sums
+    variants = {f"chunks of 2^{n}": lambda q, k, m, sc, n=n: chunked(q, k, m, sc, chunk_elements=1 << n)
+                for n in args.chunk_log2}
+    if not args.no_flash:
+        variants["flash"] = lambda q, k, m, sc: flash(q, k, sc) if m is None else chunked(q, k, m, sc)
     for T in args.lengths:
         ids = torch.randint(0, SHAPES[args.shape]["vocab_size"], (1, T), generator=g).to(args.device)
         with torch.inference_mode():
             dense_s, _ = timed(lambda: model(ids, logits_to_keep=1), args.device, args.reps)
             ref = None
-            for n in args.chunk_log2:
-                h2o.column_sums = functools.partial(original, chunk_elements=1 << n)
-
+            for name, fn in variants.items():
                 def with_scores():
                     with h2o.collect_prefill_scores(model) as scores:
                         model(ids, logits_to_keep=1)
                     return scores
+                h2o.prefill_column_sums = fn  # every layer's sums through this variant
                 try:
                     s, scores = timed(with_scores, args.device, args.reps)
                 finally:
-                    h2o.column_sums = original
+                    h2o.prefill_column_sums = dispatch
                 cat = torch.cat([scores[i].flatten() for i in sorted(scores)])
                 diff = 0.0 if ref is None else float((cat - ref).abs().max() / ref.abs().max())
                 ref = cat if ref is None else ref
-                rows.append({"length": T, "chunk_log2": n, "prefill_s": dense_s, "with_scores_s": s,
-                             "overhead_x": s / dense_s, "max_rel_diff_to_first_chunk": diff})
-                print(f"{T:>6} 2^{n}: prefill {dense_s * 1e3:8.1f} ms, with column sums {s * 1e3:8.1f} ms "
+                rows.append({"length": T, "column_sums": name, "prefill_s": dense_s, "with_scores_s": s,
+                             "overhead_x": s / dense_s, "max_rel_diff_to_first": diff})
+                print(f"{T:>6} {name}: prefill {dense_s * 1e3:8.1f} ms, with column sums {s * 1e3:8.1f} ms "
                       f"({s / dense_s:.1f}x), scores differ by {diff:.1e}", flush=True)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     result = {"config": {**vars(args), "device_name": dev}, "rows": rows, **provenance()}
     out.mkdir(parents=True, exist_ok=True)
-    md = ["| prompt | chunk | prefill | with column sums | overhead | scores vs first chunk |", "|---|---|---|---|---|---|"]
-    md += [f"| {r['length']} | 2^{r['chunk_log2']} | {r['prefill_s'] * 1e3:.1f} ms | {r['with_scores_s'] * 1e3:.1f} ms "
-           f"| {r['overhead_x']:.1f}x | {r['max_rel_diff_to_first_chunk']:.1e} |" for r in rows]
+    md = ["| prompt | column sums | prefill | with column sums | overhead | max. difference to the first |",
+          "|---|---|---|---|---|---|"]
+    md += [f"| {r['length']} | {r['column_sums']} | {r['prefill_s'] * 1e3:.1f} ms | {r['with_scores_s'] * 1e3:.1f} "
+           f"ms | {r['overhead_x']:.1f}x | {r['max_rel_diff_to_first']:.1e} |" for r in rows]
     atomic_write_text(out / "h2o_prefill.md", f"H2O prefill cost, {args.shape} shape (random weights), {dev}, "
                       f"{args.dtype}, one process, median of {args.reps}\n\n" + "\n".join(md) + "\n")
     atomic_write_text(out / "h2o_prefill.json", json.dumps(result, indent=1) + "\n")

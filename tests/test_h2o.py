@@ -189,6 +189,25 @@ def test_column_sums_in_chunks_equal_one_pass():
 
 
 @torch.no_grad()
+def test_flash_column_sums_equal_the_chunked_ones(monkeypatch):
+    """column_sums_flash's swap, reversal and -lse dimensions, with the flash kernel's log-sum-exp computed here
+    (the kernel itself needs CUDA: scripts/h2o_prefill_bench.py compares the two on a GPU)."""
+    def causal_lse(q, k, scale):  # what the kernel returns: (B, H, L) float32 row log-sum-exp, causal
+        s = (q.float() @ k.float().transpose(-1, -2)) * scale
+        L = s.shape[-1]
+        s = s.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf"))
+        return s.logsumexp(-1)
+    monkeypatch.setattr(h2o, "_flash_lse", causal_lse)
+    g = torch.Generator().manual_seed(0)
+    q = (3 * torch.randn(2, 6, 40, 16, generator=g)).bfloat16()  # 3 query heads per KV head; large logits
+    k = (3 * torch.randn(2, 2, 40, 16, generator=g)).bfloat16()
+    ref = h2o.column_sums(q, k, None, 0.25)
+    fast = h2o.column_sums_flash(q, k, 0.25)
+    assert fast.shape == ref.shape == (2, 2, 40) and fast.dtype == torch.float32
+    torch.testing.assert_close(fast, ref, rtol=2e-3, atol=1e-4)
+    torch.testing.assert_close(fast.sum(-1), torch.full((2, 2), 3 * 40.0), rtol=2e-3, atol=0)  # each row sums to 1
+
+
 def test_snapshot_restore_undoes_a_step(tiny_sdpa):
     """The CUDA-graph warm-up step is undone: snapshot, one evicting update + scores, restore."""
     model, _ = tiny_sdpa

@@ -11,7 +11,8 @@ Definition (as in H2O's reference implementation: heavy ratio = recent ratio = b
   (grouped-query attention). Each KV head keeps its own set.
 - After the prefill each layer is cut to k(T): its r(T) newest tokens and the top k(T) - r(T) others by score. The
   prefill's scores are column sums of the causal softmax (`collect_prefill_scores`: a registered attention function
-  that delegates the output to the model's own backend and adds the column sums, computed in query chunks).
+  that delegates the output to the model's own backend and adds the column sums: on a GPU without an explicit mask,
+  from two flash-attention passes (`column_sums_flash`), else computed in query chunks).
 - Decoding: a static cache per layer (slots: its size at the last step), a per-slot original position (-1: empty)
   and score. Before a step's attention the new token takes a free slot while the layer is under budget, else it
   overwrites, per KV head, the lowest-scoring slot that is not among the r(n) - 1 newest cached tokens (the new
@@ -81,6 +82,41 @@ def column_sums(query: torch.Tensor, key: torch.Tensor, attention_mask, scaling:
     return out
 
 
+def _flash_lse(q, k, scale: float) -> torch.Tensor:
+    """Row log-sum-exp (B, H, Lq) float32 of the causal attention of q (B, H, Lq, D) over k (B, H, Lk, D), Lq == Lk,
+    from PyTorch's flash kernel (its output is not used: k stands in for the values)."""
+    return torch.ops.aten._scaled_dot_product_flash_attention(q, k, k, 0.0, True, False, scale=scale)[1]
+
+
+def column_sums_flash(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
+    """column_sums of a causal prefill (no mask, as many queries as keys) from two flash-attention passes in
+    O(T) memory: the rows' log-sum-exp lse_i, then, with queries and keys swapped and both reversed (so the
+    transposed causal mask is causal again), log sum_i exp(scale * k_j . q_i - lse_i) for every key j, the
+    -lse_i / scale riding in two extra dimensions (a bf16 high and low part) of the swapped keys against ones.
+    CUDA, bf16 or fp16 only. Returns (B, KVH, K) float32."""
+    B, H, Q, D = query.shape
+    kvh = key.shape[1]
+    k = key.repeat_interleave(H // kvh, dim=1)  # (B, H, K, D)
+    lse = _flash_lse(query, k, scaling)[..., :Q]  # (B, H, Q) float32
+    a = -lse / scaling
+    hi = a.to(query.dtype)
+    lo = (a - hi.float()).to(query.dtype)
+    pad = -(-(D + 2) // 8) * 8 - D - 2  # head dims in multiples of 8
+    qs = torch.cat([query, hi[..., None], lo[..., None], query.new_zeros(B, H, Q, pad)], -1).flip(2)  # the keys'
+    ks = torch.cat([k, k.new_ones(B, H, Q, 2), k.new_zeros(B, H, Q, pad)], -1).flip(2)  # the queries'
+    cols = _flash_lse(ks, qs, scaling).flip(2)[..., :Q]  # (B, H, K): log of each key's column sum per query head
+    return cols.exp().reshape(B, kvh, H // kvh, Q).sum(2)
+
+
+def prefill_column_sums(query, key, attention_mask, scaling: float) -> torch.Tensor:
+    """column_sums_flash where it applies (CUDA, bf16/fp16, no explicit mask, as many queries as keys), else
+    column_sums."""
+    if (attention_mask is None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
+            and query.shape[2] == key.shape[2] and query.shape[-1] + 2 <= 256):
+        return column_sums_flash(query, key, scaling)
+    return column_sums(query, key, attention_mask, scaling)
+
+
 def _backend(module, name: str):
     """The attention function the model would have called for backend `name` (eager: its modeling module's)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -111,7 +147,7 @@ def collect_prefill_scores(model):
                 raise ValueError(f"H2O: a {attention_mask.dim()}D attention mask in the prefill (padding) is not "
                                  "supported; prefill unpadded prompts")
             sc = scaling if scaling is not None else query.shape[-1] ** -0.5
-            scores[module.layer_idx] = column_sums(query, key, attention_mask, sc)
+            scores[module.layer_idx] = prefill_column_sums(query, key, attention_mask, sc)
         model.config._attn_implementation = orig  # a backend may read it (HF's flash integration does)
         try:
             return _backend(module, orig)(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
