@@ -11,8 +11,8 @@ Definition (as in H2O's reference implementation: heavy ratio = recent ratio = b
   (grouped-query attention). Each KV head keeps its own set.
 - After the prefill each layer is cut to k(T): its r(T) newest tokens and the top k(T) - r(T) others by score. The
   prefill's scores are column sums of the causal softmax (`collect_prefill_scores`: a registered attention function
-  that delegates the output to the model's own backend and adds the column sums: on a GPU without an explicit mask,
-  from two flash-attention passes (`column_sums_flash`), else computed in query chunks).
+  that delegates the output to the model's own backend and adds the column sums, computed in query chunks;
+  `column_sums_flash` gives them from two flash-attention passes, FLASH_PREFILL).
 - Decoding: a static cache per layer (slots: its size at the last step), a per-slot original position (-1: empty)
   and score. Before a step's attention the new token takes a free slot while the layer is under budget, else it
   overwrites, per KV head, the lowest-scoring slot that is not among the r(n) - 1 newest cached tokens (the new
@@ -34,6 +34,9 @@ import torch
 from transformers.cache_utils import StaticLayer
 
 CHUNK_ELEMENTS = 1 << 25  # prefill column sums: query rows per chunk so a chunk's scores hold about this many floats
+# The prefill's column sums from flash attention (column_sums_flash) instead of in chunks: off until compared on a
+# GPU (scripts/h2o_prefill_bench.py; the chunked sums took 1.9 s at 16K on an H200 against a 67 ms prefill)
+FLASH_PREFILL = False
 
 
 def check_budget(kv_budget) -> float:
@@ -109,9 +112,9 @@ def column_sums_flash(query: torch.Tensor, key: torch.Tensor, scaling: float) ->
 
 
 def prefill_column_sums(query, key, attention_mask, scaling: float) -> torch.Tensor:
-    """column_sums_flash where it applies (CUDA, bf16/fp16, no explicit mask, as many queries as keys), else
-    column_sums."""
-    if (attention_mask is None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
+    """column_sums_flash where FLASH_PREFILL and it applies (CUDA, bf16/fp16, no explicit mask, as many queries as
+    keys), else column_sums."""
+    if (FLASH_PREFILL and attention_mask is None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
             and query.shape[2] == key.shape[2] and query.shape[-1] + 2 <= 256):
         return column_sums_flash(query, key, scaling)
     return column_sums(query, key, attention_mask, scaling)
