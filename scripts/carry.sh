@@ -11,7 +11,7 @@
 #   bash scripts/carry.sh fits .carry/qwen2.5-coder-0.5b/* .whl   # each folder with the tree within LIMIT? (here,
 #                                                        # before the calls: a call over the limit is refused)
 # On the GPU server, one call per folder (the machine kept warm between calls; carry that folder):
-#   bash scripts/carry.sh stage .carry/qwen2.5-coder-0.5b/00      ... /01, ... (21 folders for the 0.5B at 24 MB)
+#   bash scripts/carry.sh stage .carry/qwen2.5-coder-0.5b/00      ... /01, ... (18 for the 0.5B beside a 34 MB tree)
 #   bash scripts/carry.sh import qwen2.5-coder-0.5b              # installs gguf, joins + checks the parts (sha256)
 # A run folder back (a call's $OUT returns <= 8 files of <= 16 MB): packs RUN into $OUT/<name>.tgz.NN pieces of
 # 15 MB (EXCLUDE: tar --exclude options); here, `unpack` joins the pieces into runs/<name>/ (refuses to overwrite it):

@@ -10,11 +10,14 @@ Warm-up, synchronised, median of --reps; writes OUT/h2o_prefill.json and .md (co
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -70,26 +73,42 @@ def main(argv=None) -> int:
         raise SystemExit(f"{out / 'h2o_prefill.json'} exists: nothing is overwritten")
     model = build(args.shape, args.device, getattr(torch, args.dtype))
     g = torch.Generator().manual_seed(0)
-    rows, chunked, flash, dispatch = [], h2o.column_sums, h2o.column_sums_flash, h2o.prefill_column_sums
-    variants = {f"chunks of 2^{n}": lambda q, k, m, sc, n=n: chunked(q, k, m, sc, chunk_elements=1 << n)
-                for n in args.chunk_log2}
-    if not args.no_flash:
-        variants["flash"] = lambda q, k, m, sc: flash(q, k, sc) if m is None else chunked(q, k, m, sc)
+    chunked, flash, calls = h2o.column_sums, h2o.column_sums_flash, []
+
+    def variant(name: str) -> contextlib.ExitStack:
+        """The library's own dispatch (prefill_column_sums), set to one way of computing the sums."""
+        stack = contextlib.ExitStack()
+        use_flash = name == "flash"
+        stack.enter_context(mock.patch.object(h2o, "FLASH_PREFILL", use_flash))
+        if use_flash:  # counted: a layer that falls back to the chunked sums would be measured as flash
+            stack.enter_context(mock.patch.object(h2o, "column_sums_flash",
+                                                  lambda *a: calls.append(1) or flash(*a)))
+        else:
+            n = int(name.rsplit("^", 1)[1])
+            stack.enter_context(mock.patch.object(h2o, "column_sums",
+                                                  functools.partial(chunked, chunk_elements=1 << n)))
+        return stack
+
+    names = [f"chunks of 2^{n}" for n in args.chunk_log2] + ([] if args.no_flash else ["flash"])
+    depth = SHAPES[args.shape]["num_hidden_layers"]
+    rows = []
     for T in args.lengths:
         ids = torch.randint(0, SHAPES[args.shape]["vocab_size"], (1, T), generator=g).to(args.device)
+
+        def with_scores():
+            with h2o.collect_prefill_scores(model) as scores:
+                model(ids, logits_to_keep=1)
+            return scores
         with torch.inference_mode():
             dense_s, _ = timed(lambda: model(ids, logits_to_keep=1), args.device, args.reps)
             ref = None
-            for name, fn in variants.items():
-                def with_scores():
-                    with h2o.collect_prefill_scores(model) as scores:
-                        model(ids, logits_to_keep=1)
-                    return scores
-                h2o.prefill_column_sums = fn  # every layer's sums through this variant
-                try:
+            for name in names:
+                calls.clear()
+                with variant(name):
                     s, scores = timed(with_scores, args.device, args.reps)
-                finally:
-                    h2o.prefill_column_sums = dispatch
+                if name == "flash" and len(calls) != depth * (1 + args.reps):
+                    raise SystemExit(f"flash: {len(calls)} of {depth * (1 + args.reps)} layer calls took the flash "
+                                     "path (prefill_column_sums' conditions): nothing to compare")
                 cat = torch.cat([scores[i].flatten() for i in sorted(scores)])
                 diff = 0.0 if ref is None else float((cat - ref).abs().max() / ref.abs().max())
                 ref = cat if ref is None else ref
