@@ -11,8 +11,8 @@ Definition (as in H2O's reference implementation: heavy ratio = recent ratio = b
   (grouped-query attention). Each KV head keeps its own set.
 - After the prefill each layer is cut to k(T): its r(T) newest tokens and the top k(T) - r(T) others by score. The
   prefill's scores are column sums of the causal softmax (`collect_prefill_scores`: a registered attention function
-  that delegates the output to the model's own backend and adds the column sums, computed in query chunks;
-  `column_sums_flash` gives them from two flash-attention passes, FLASH_PREFILL).
+  that delegates the output to the model's own backend and adds the column sums, computed from two flash-attention
+  passes on a GPU (`column_sums_flash`, FLASH_PREFILL) and in query chunks elsewhere (`column_sums`).
 - Decoding: a static cache per layer (slots: its size at the last step), a per-slot original position (-1: empty)
   and score. Before a step's attention the new token takes a free slot while the layer is under budget, else it
   overwrites, per KV head, the lowest-scoring slot that is not among the r(n) - 1 newest cached tokens (the new
@@ -34,9 +34,10 @@ import torch
 from transformers.cache_utils import StaticLayer
 
 CHUNK_ELEMENTS = 1 << 25  # prefill column sums: query rows per chunk so a chunk's scores hold about this many floats
-# The prefill's column sums from flash attention (column_sums_flash) instead of in chunks: off until compared on a
-# GPU (scripts/h2o_prefill_bench.py; the chunked sums took 1.9 s at 16K on an H200 against a 67 ms prefill)
-FLASH_PREFILL = False
+# The prefill's column sums from flash attention (column_sums_flash) where it applies, instead of in chunks: on one
+# H100 they agree to ~1e-6 and take 181 ms against 2.2 s at 16K (0.5B shape, a 72 ms prefill; scripts/
+# h2o_prefill_bench.py, reports/results/2026-12-07_h2o-prefill-flash_h100). False: always the chunked sums
+FLASH_PREFILL = True
 
 
 def check_budget(kv_budget) -> float:
