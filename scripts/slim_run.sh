@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A pipeline run folder as a committed results folder: everything but weights and training state (*.safetensors:
 # predictors and saliency files; *.pt), with predictions, logs, executed notebooks and HTML gzipped (reports/README.md).
-# SUMMARY=PATH also copies its 08_figures/final_summary.md to PATH, its figure links pointing into the new folder;
+# SUMMARY=PATH also copies its 08_figures/final_summary.md to PATH, its figure links pointing into the new folder
+# and the run folder's paths in it (absolute, or as RUN_DIR was given) replaced by DEST's;
 # README=PATH (with SUMMARY) then copies the summary's headline table into that README's headline block (with
 # sdtp_lib's Python: PYTHON, default .venv/bin/python).
 #
@@ -29,7 +30,12 @@ tar -C "$SRC" --exclude='*.safetensors' --exclude='*.pt' -cf - . | tar -C "$tmp"
 find "$tmp" -type f \( -name '*.jsonl' -o -name '*.ipynb' -o -name '*.log' -o -name '*.html' \) -exec gzip -9n {} +
 mv "$tmp" "$DEST"
 trap - EXIT
-if [ -n "${SUMMARY:-}" ]; then  # ](frontier.png) -> ](<DEST relative to SUMMARY's folder>/08_figures/frontier.png)
+if [ -n "${SUMMARY:-}" ]; then
+  # the run's own files are named by their new place: RUN_DIR (absolute, or as given) -> DEST
+  py='import os, sys; print(os.path.abspath(sys.argv[1]) if sys.argv[2] == "abs" else os.path.normpath(sys.argv[1]))'
+  from_abs=$(python3 -c "$py" "$SRC" abs); from_rel=$(python3 -c "$py" "$SRC" rel); to=$(python3 -c "$py" "$DEST" rel)
+  sed -i -e "s#${from_abs}#${to}#g" -e "s#${from_rel}#${to}#g" "$DEST/08_figures/final_summary.md"
+  # ](frontier.png) -> ](<DEST relative to SUMMARY's folder>/08_figures/frontier.png)
   rel=$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], os.path.dirname(os.path.abspath(sys.argv[2]))))' \
         "$DEST/08_figures" "$SUMMARY")
   sed -E "s#\]\(([A-Za-z0-9_.-]+\.png)\)#](${rel}/\1)#g" "$DEST/08_figures/final_summary.md" > "$SUMMARY.tmp"

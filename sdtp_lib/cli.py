@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--resume", metavar="RUN_DIR", help="re-run the notebooks of RUN_DIR that did not finish, "
                    "with its recorded parameters")
     n.add_argument("--force", action="store_true", help="with --resume: accept a run of another commit/profile")
+    n.add_argument("--redo", help="with --resume: re-run these finished notebooks too (numbers or names), e.g. 08 "
+                   "after a change to the figures")
     n.add_argument("--list", action="store_true", help="list the profiles and exit")
 
     rp = sub.add_parser("report", help="the paper's figures and final_summary.md from a run folder's results "
@@ -389,8 +391,10 @@ def cmd_pipeline(args) -> int:
             if args.param or args.only or args.skip or args.runs_dir:
                 raise NP.PipelineError("--resume re-runs with the run's recorded parameters: -p, --only, --skip "
                                        "and --runs-dir cannot be combined with it")
-            run = NP.resume_pipeline(args.resume, profile=args.profile, force=args.force)
+            run = NP.resume_pipeline(args.resume, profile=args.profile, force=args.force, redo=split(args.redo))
         else:
+            if args.redo:
+                raise NP.PipelineError("--redo re-runs notebooks of an existing run: use it with --resume RUN_DIR")
             overrides = dict(NP.parse_override(p) for p in args.param)
             run = NP.run_pipeline(args.profile or "default", overrides, only=split(args.only), skip=split(args.skip),
                                   runs_dir=args.runs_dir or NP.RUNS_DIR)

@@ -15,7 +15,7 @@ from sdtp_lib.workspace.sources import HEADLINE_LATENCY, load_sources  # noqa: E
 
 
 def ablation(name, rows):
-    keys = ("setting", "scorer", "seed", "keep_ratio", "start_layer", "stages", "compression", "flops_ratio",
+    keys = ("setting", "scorer", "loss", "seed", "keep_ratio", "start_layer", "stages", "compression", "flops_ratio",
             "heldout_loss", "heldout_loss_dense", "heldout_delta", "heldout_ci", "synthetic_accuracy",
             "synthetic_dense_accuracy", "synthetic_delta", "synthetic_ci", "n_synthetic", "n_heldout")
     return {"ablation": name, "model": "tiny-qwen2", "config": {}, "versions": {}, "commit": "x",
@@ -203,7 +203,8 @@ def test_summary_and_figures_of_a_fixture_run_name_every_missing_source(tmp_path
           synthetic_result(["dense", "sdtp:predictor"], {"dense": [1.0, 0.5], "sdtp:predictor": [0.5, 0.5]},
                            layouts=("question_first", "question_last")))
     losses = ablation("losses", [  # as 07 writes them: a dense row, labels, the loss key, the predictor's path
-        {"setting": s, "scorer": "sdtp@0.9:/x/predictor.safetensors", "heldout_delta": d} for s, d in (
+        {"setting": s, "scorer": "sdtp@0.9:/x/predictor.safetensors", "heldout_delta": d,
+         "heldout_ci": [d - 0.02, d + 0.02]} for s, d in (
             ("full loss", 0.1), ("no ranking loss", 0.2), ("no MSE", 0.15), ("no ranking, no MSE", 0.3))])
     for r, loss in zip(losses["rows"], ("full", "no_rank", "no_mse", "no_both")):
         r.update(scorer_name="predictor", loss=loss)
@@ -368,42 +369,79 @@ def test_h2o_summary_compares_sdtp_with_h2o_against_h2o_alone_at_the_same_budget
     assert "sdtp+H0.2:norm: " not in text.split("## Verdict")[1]  # no verdict without its H2O-alone reference
 
 
-def ablation_src(tmp_path, name, rows):
+def ablation_src(tmp_path, name, rows, model="tiny-qwen2"):
     from sdtp_lib.workspace.sources import Source, Sources
     src = Sources(tmp_path, tmp_path)
-    src.add(Source(f"ablation_{name}", tmp_path / "r.json", ablation(name, rows)))
+    src.add(Source(f"ablation_{name}", tmp_path / "r.json", {**ablation(name, rows), "model": model}))
     for r in src.get(f"ablation_{name}")["rows"]:
         r["scorer_name"] = r["scorer"]
     return src
 
 
-def test_ablation_verdicts_read_the_direction_and_the_papers_placement_from_the_rows(tmp_path):
+def test_a_difference_between_settings_counts_only_beyond_the_seeds_and_the_intervals():
     from sdtp_lib.workspace import verdict as V
-    stages = [{"setting": f"{n} stages", "scorer": sc, "stages": n, "compression": 1.6, "n_synthetic": 80,
-               "synthetic_delta": d} for sc, ds in (("predictor", (-0.3, -0.2, -0.1)), ("attention", (-0.1, -0.1, -0.2)))
-              for n, d in zip((1, 5, 10), ds)]
-    line = V.bullets([V.stages_item(ablation_src(tmp_path, "stages", stages))])
-    assert line.startswith("- **More stages at equal compression: help predictor only** (1.60x); points of "
-                           "synthetic accuracy against dense with 1 / 5 / 10 stages: predictor -30.0 / -20.0 / -10.0; "
-                           "attention -10.0 / -10.0 / -20.0")
-    # held-out loss where no row has the suite: lower is better, so a falling loss is "help"
-    held = [{**r, "synthetic_delta": None, "heldout_delta": -r["synthetic_delta"], "n_heldout": 4} for r in stages
-            if r["scorer"] == "predictor"]
-    line = V.bullets([V.stages_item(ablation_src(tmp_path, "stages", held))])
-    assert "compression: help**" in line and "held-out loss against dense" in line
-    assert line.endswith("(n = 4 held-out samples: too few to be evidence).\n")
-    # the paper's layer 4, r = 0.9 against a setting that is better and cheaper: not on the front
-    placement = [{"setting": f"L{L} r{r}", "scorer": "predictor", "start_layer": L, "keep_ratio": r, "seed": s,
-                  "flops_ratio": f, "synthetic_delta": d + 0.01 * s, "n_synthetic": 80}
-                 for L, r, f, d in ((4, 0.9, 0.6, -0.3), (8, 0.9, 0.5, -0.1), (8, 0.7, 0.3, -0.4)) for s in (0, 1)]
-    line = V.bullets([V.start_layer_item(ablation_src(tmp_path, "start_layer", placement))])
-    assert line.startswith("- **The paper's placement: does not hold** (first stage at layer 4, r = 0.9)")  # mean over seeds: -29.5 at 0.6 vs -9.5 at 0.5
-    assert "predictor: layer 8, r = 0.7 (-39.5, FLOPs 0.30), layer 8, r = 0.9 (-9.5, FLOPs 0.50).\n" in line
-    placement[0]["flops_ratio"] = placement[1]["flops_ratio"] = 0.4  # now cheaper than layer 8, r = 0.9
-    line = V.bullets([V.start_layer_item(ablation_src(tmp_path, "start_layer", placement))])
-    assert "placement: holds**" in line
-    line = V.bullets([V.start_layer_item(ablation_src(tmp_path, "start_layer", placement[2:]))])
-    assert "not tested (layer 4, r = 0.9 was not run)" in line
+    a = [{"heldout_delta": 0.5, "heldout_ci": [0.4, 0.6]}]
+    b = [{"heldout_delta": 1.0, "heldout_ci": [0.9, 1.1]}]
+    assert V.versus(a, b, "heldout") == 1 and V.versus(b, a, "heldout") == -1  # lower loss is better
+    syn = lambda d, lo, hi: [{"synthetic_delta": d, "synthetic_ci": [lo, hi]}]  # noqa: E731
+    assert V.versus(syn(-0.1, -0.2, 0.0), syn(-0.4, -0.5, -0.3), "synthetic") == 1  # higher accuracy is better
+    assert V.span(syn(-0.1, -0.2, 0.0), "synthetic") == pytest.approx((-20.0, 0.0))  # in points
+    # a second seed far off widens the span until the two overlap: within the noise
+    seeds = a + [{"heldout_delta": 0.95, "heldout_ci": [0.85, 1.05]}]
+    assert V.span(seeds, "heldout") == (0.4, 1.05) and V.versus(seeds, b, "heldout") == 0
+    assert V.versus([{"heldout_delta": 0.5}], b, "heldout") == 0  # no interval: nothing counts
+
+
+def _seeded(setting, value, metric="heldout", half=0.05, **kw):
+    """One row per seed value, each with an interval of +-half (the synthetic's in accuracy, not points)."""
+    key, ci = ("heldout_delta", "heldout_ci") if metric == "heldout" else ("synthetic_delta", "synthetic_ci")
+    vals = value if isinstance(value, tuple) else (value,)
+    return [{"setting": setting, "seed": k, key: v, ci: [v - half, v + half], **kw} for k, v in enumerate(vals)]
+
+
+def test_the_loss_verdict_weighs_the_order_against_the_seeds(tmp_path):
+    from sdtp_lib.workspace import verdict as V
+
+    def word(full, no_rank, no_both):
+        rows = [r for s, loss, v in (("full loss", "full", full), ("no ranking loss", "no_rank", no_rank),
+                                     ("no ranking, no MSE", "no_both", no_both))
+                for r in _seeded(s, v, scorer="predictor", loss=loss, n_heldout=120)]
+        return V.losses_item(ablation_src(tmp_path, "losses", rows))
+
+    assert word(0.2, 0.5, 0.8).word == "reproduces"  # every pair apart, in the paper's order
+    item = word((0.1, 0.7), (0.4, 0.6), (0.5, 0.9))  # means in order (0.4 < 0.5 < 0.7), seeds overlapping
+    assert item.word == "inconclusive" and "means in the paper's order, every pair within the noise" in item.detail
+    assert word((0.2, 0.25), (0.3, 0.9), (0.6, 0.7)).word == "partly reproduces"  # only full vs neither apart
+    assert word(0.8, 0.5, 0.2).word == "does not reproduce"  # the reverse order, apart
+
+
+def test_the_stage_and_placement_verdicts_count_differences_beyond_the_noise(tmp_path):
+    from sdtp_lib.workspace import verdict as V
+    stages = [r for sc, vals in (("predictor", ((0.9, 1.0), (0.8, 0.9), (0.5, 0.55))), ("attention", (1.0, 1.0, 1.02)))
+              for n, v in zip((1, 5, 10), vals)
+              for r in _seeded(f"{n} stages", v, scorer=sc, stages=n, compression=1.6, n_heldout=4)]
+    item = V.stages_item(ablation_src(tmp_path, "stages", stages, model="qwen2.5-coder-0.5b"))
+    assert item.word == "help predictor only" and "predictor better; attention no difference beyond the noise" in item.ours
+    assert "(better with 10 than with 1, beyond the noise)" in item.detail
+    assert item.detail.endswith("(n = 4 held-out samples: too few to be evidence).")
+    assert V.stages_item(ablation_src(tmp_path, "stages", stages)).note == " (a random tiny model: not evidence)"
+    worse = [{**r, "heldout_delta": 2 - r["heldout_delta"], "heldout_ci": [1.95 - r["heldout_delta"],
+                                                                         2.05 - r["heldout_delta"]]}
+             for r in stages if r["scorer"] == "predictor"]
+    assert V.stages_item(ablation_src(tmp_path, "stages", worse)).word == "hurt"
+
+    def placement(l8):  # the paper's layer 4, r = 0.9 (FLOPs 0.6) against layer 8, r = 0.8 (FLOPs 0.5)
+        return [r for L, r_, f, v in ((4, 0.9, 0.6, (0.8, 0.9)), (8, 0.8, 0.5, l8), (2, 0.7, 0.3, 2.0))
+                for r in _seeded(f"L{L} r{r_}", v, scorer="predictor", start_layer=L, keep_ratio=r_, flops_ratio=f)]
+
+    item = V.start_layer_item(ablation_src(tmp_path, "start_layer", placement((0.4, 0.45))))
+    assert item.word == "does not hold"  # cheaper and better, apart
+    assert "layer 8, r = 0.8 (FLOPs 0.50, held-out loss - dense +0.425 against +0.850, beyond the noise)" in item.detail
+    item = V.start_layer_item(ablation_src(tmp_path, "start_layer", placement((0.5, 1.0))))
+    assert item.word == "not contradicted" and "within the noise" in item.detail  # better only in its mean
+    assert V.start_layer_item(ablation_src(tmp_path, "start_layer", placement(1.5))).word == "holds"
+    no_l4 = [r for r in placement(1.5) if r["start_layer"] != 4]
+    assert V.start_layer_item(ablation_src(tmp_path, "start_layer", no_l4)).word.startswith("not tested")
 
 
 def test_summary_sources_are_paths_inside_the_checkout(tmp_path, monkeypatch):
@@ -592,3 +630,18 @@ def test_decode_times_taken_on_a_shared_gpu_say_so(tmp_path):
     pts = PF.h2o_points(syn, alone)
     assert {p["device_sharing"] for p in pts} == {1} and "sharing" not in PF.h2o_figure(pts).axes[-1].get_title()
     assert "processes on one GPU" not in PT.h2o_section(pts, src)
+
+
+def test_ablation_figures_show_each_training_seed():
+    rows = [{"setting": s, "scorer": "predictor", "seed": k, "heldout_delta": v, "stages": n}
+            for s, n, vals in (("1 stage", 1, (0.8, 1.2)), ("10 stages", 10, (0.5, 0.7))) for k, v in enumerate(vals)]
+    res = ablation("stages", rows)
+    fig = PF.ablation_figure(res, "stages")
+    dots = sorted(y for ln in fig.axes[-1].lines if ln.get_marker() == "o" for y in ln.get_ydata())
+    assert dots == pytest.approx([0.5, 0.7, 0.8, 1.2])  # every seed, not only the bars' means
+    assert [b.get_height() for b in fig.axes[-1].containers[0]] == pytest.approx([1.0, 0.6])
+    fig = PF.start_layer_figure(ablation("start_layer", [{**r, "start_layer": r["stages"], "keep_ratio": 0.9}
+                                                         for r in rows]))
+    dots = sorted(y for ln in fig.axes[-1].lines if ln.get_marker() == "o" and len(ln.get_ydata()) == 1
+                  for y in ln.get_ydata())
+    assert dots == pytest.approx([0.5, 0.7, 0.8, 1.2])

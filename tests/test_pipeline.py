@@ -271,7 +271,8 @@ def test_slim_run_keeps_results_gzips_raw_files_drops_weights_and_links_the_summ
                       "07_ablations/predictors/full_L3/seed0/train_state.pt": "s",
                       "07_ablations/predictors/full_L3/seed0/train_log.csv": "step,loss\n",
                       "07_ablations/saliency/saliency.safetensors": "x", "00_explore.ipynb": "{}",
-                      "08_figures/final_summary.md": "![frontier](frontier.png) and [a](../x.md)\n",
+                      "08_figures/final_summary.md": f"![frontier](frontier.png) and [a](../x.md)\n"
+                                                     f"folder: `{run}`; source `{run}/run.json`\n",
                       "08_figures/frontier.png": "png"}.items():
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
         (run / rel).write_text(text)
@@ -284,7 +285,8 @@ def test_slim_run_keeps_results_gzips_raw_files_drops_weights_and_links_the_summ
                      "07_ablations/predictors/full_L3/seed0/train_log.csv", "08_figures/final_summary.md",
                      "08_figures/frontier.png"}
     assert gzip.open(dest / "06_synthetic" / "predictions.jsonl.gz", "rt").read() == '{"a": 1}\n'
-    assert summary.read_text() == "![frontier](results/d/08_figures/frontier.png) and [a](../x.md)\n"
+    assert summary.read_text() == ("![frontier](results/d/08_figures/frontier.png) and [a](../x.md)\n"
+                                   f"folder: `{dest}`; source `{dest}/run.json`\n")  # the run's paths: its new place
     again = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert again.returncode == 1 and "exists: nothing is overwritten" in again.stderr
     assert not list((tmp_path / "reports" / "results").glob(".slim*"))  # no half-written folder left
@@ -361,3 +363,22 @@ def test_carry_fits_counts_the_tree_with_each_folder(tmp_path):
     ok, over = fits(tree + folder), fits(tree + folder - 1)
     assert ok.returncode == 0 and f"({tree} bytes)" in ok.stdout
     assert over.returncode == 1 and f"{tree + folder} bytes with the tree" in over.stderr
+
+
+def test_resume_redo_reruns_a_finished_notebook_and_nothing_else(tmp_path):
+    runs = tmp_path / "runs"
+    prof = write_profile(tmp_path, ["03_profiling"], {"03_profiling": {"lengths": [64], "new_tokens": 2, "repeats": 1}},
+                         name="p")
+    assert main(["pipeline", "--profile", prof, "--runs-dir", str(runs)]) == 0
+    run, rec = only_run(runs)
+    assert NP.resume_pipeline(run) == run.resolve()  # finished: nothing runs
+    assert json.loads((run / "run.json").read_text()).get("resumed") is None
+    (run / "03_profiling.ipynb").write_text("stale")  # what the redo must replace
+    with pytest.raises(NP.PipelineError, match="'09' matches no notebook"):
+        NP.resume_pipeline(run, redo=["09"])
+    assert main(["pipeline", "--resume", str(run), "--redo", "03"]) == 0
+    rec2 = json.loads((run / "run.json").read_text())
+    step = rec2["notebooks"][0]
+    assert step["status"] == "ok" and step["sittings"] == 1 and rec2["resumed"][-1]["redo"] == ["03_profiling"]
+    assert json.loads((run / "03_profiling.ipynb").read_text())["cells"]  # executed again
+    assert main(["pipeline", "--profile", prof, "--redo", "03"]) == 1  # --redo needs --resume

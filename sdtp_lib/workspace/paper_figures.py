@@ -53,8 +53,9 @@ METRICS = {"synthetic": ("synthetic accuracy - dense (points)", "synthetic_ci", 
 
 
 def ablation_series(rows: list[dict], x: str, hue: str, metric: str) -> dict:
-    """{hue value: {x value: (mean over seeds, ci or None)}} of the rows with a value; the ci (lo, hi) only where one
-    row (one seed) makes the point."""
+    """{hue value: {x value: (mean over seeds, ci or None, seed values)}} of the rows with a value; the ci (lo, hi)
+    only where one row (one seed) makes the point, the seed values (each seed's difference to dense) only where
+    several do."""
     got: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
         v = ablation_value(r, metric)
@@ -67,8 +68,22 @@ def ablation_series(rows: list[dict], x: str, hue: str, metric: str) -> dict:
             ci = vals[0][1] if len(vals) == 1 else None
             ci = tuple(METRICS[metric][2] * c for c in ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 \
                 and None not in ci else None
-            out[h][xv] = (sum(v for v, _ in vals) / len(vals), ci)
+            seeds = tuple(v for v, _ in vals) if len(vals) > 1 else ()
+            out[h][xv] = (sum(v for v, _ in vals) / len(vals), ci, seeds)
     return out
+
+
+ERRORS_NOTE = ("vertical lines: the paired 95% interval against dense of an untrained scorer; "
+               "dots: each training seed of a trained one (its bar or point: their mean)")
+
+
+def _spread(ax, x, point, colour):
+    """The point's interval (one row) as a vertical line, or each seed's value as a dot."""
+    _, ci, seeds = point
+    if ci is not None:
+        ax.vlines(x, *ci, color=colour, lw=1)
+    for v in seeds:
+        ax.plot([x], [v], "o", ms=3.5, mfc="white", mec=colour, mew=1.0, zorder=5)
 
 
 def pruned_rows(result: dict) -> list[dict]:
@@ -90,33 +105,35 @@ def _title(result: dict) -> str:
 
 
 def start_layer_figure(result: dict):
-    """The first stage's layer against the difference to dense, one line per keep ratio (and scorer, when the
-    rows hold several): held-out loss and synthetic accuracy, each in its own panel."""
+    """The first stage's layer against the difference to dense, one line per keep ratio (colour) and scorer (line
+    style and marker): held-out loss and synthetic accuracy, each in its own panel; one legend below them."""
     plt = _plt()
     rows = pruned_rows(result)
     scorers = list(dict.fromkeys(r["label"] for r in rows))
+    ratios = sorted({r.get("keep_ratio") for r in rows}, key=lambda v: (v is None, v))
+    colours = dict(zip(ratios, palette(len(ratios))))
     for r in rows:
-        r["_hue"] = f"r = {r.get('keep_ratio')}" + (f", {r['label']}" if len(scorers) > 1 else "")
+        r["_hue"] = (r.get("keep_ratio"), r["label"])
     metrics = _metrics(rows)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         series = ablation_series(rows, "start_layer", "_hue", m)
-        colours = palette(len(series))
-        for k, (h, pts) in enumerate(sorted(series.items(), key=lambda kv: str(kv[0]))):
+        for (ratio, lab), pts in sorted(series.items(), key=lambda kv: (str(kv[0][0]), scorers.index(kv[0][1]))):
+            k = scorers.index(lab)
             xs = sorted(pts)
-            ys = [pts[x][0] for x in xs]
-            ax.plot(xs, ys, marker=MARKERS[k % len(MARKERS)], ls=LINES[k % len(LINES)], color=colours[k], label=h)
+            name = f"r = {ratio}" + (f", {lab}" if len(scorers) > 1 else "")
+            ax.plot(xs, [pts[x][0] for x in xs], marker=MARKERS[k % len(MARKERS)], ls=LINES[k % len(LINES)],
+                    color=colours[ratio], label=name)
             for x in xs:
-                if pts[x][1] is not None:
-                    ax.vlines(x, *pts[x][1], color=colours[k], lw=1)
+                _spread(ax, x, pts[x], colours[ratio])
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(sorted({x for pts in series.values() for x in pts}))  # the layers tried
         ax.set(xlabel="first stage's layer", ylabel=METRICS[m][0], title=METRICS[m][0])
         ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(_title(result), fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(_title(result) + "\n" + ERRORS_NOTE, fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    legend_below(fig, handles, labels, min(len(labels), len(ratios) if len(scorers) > 1 else 4))  # a column per r
     return fig
 
 
@@ -132,7 +149,8 @@ def _xlabel(x: str, v, rows) -> str:
 
 def ablation_figure(result: dict, x: str):
     """Grouped bars, one group per value of `x` ("stages", "setting", "keep_ratio"), one bar per scorer: the
-    difference to dense in held-out loss and in synthetic accuracy (mean over seeds; the interval where one seed)."""
+    difference to dense in held-out loss and in synthetic accuracy (mean over seeds, each seed a dot; the interval
+    where one seed)."""
     plt = _plt()
     rows = pruned_rows(result)
     metrics = _metrics(rows)
@@ -153,8 +171,7 @@ def ablation_figure(result: dict, x: str):
             bars = ax.bar(pos, vals, width, color=colours[k], hatch=HATCHES[k % len(HATCHES)], edgecolor="black",
                           linewidth=0.5, label=str(s))
             for p, v in zip(pos, [v for v in xs if v in pts]):
-                if pts[v][1] is not None:
-                    ax.vlines(p, *pts[v][1], color="black", lw=1)
+                _spread(ax, p, pts[v], "black")
             for t in ax.bar_label(bars, fmt="%.3g", fontsize=7, label_type="center"):  # clear of the intervals
                 t.set_bbox(dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1))
         ax.axhline(0, color="black", lw=0.8)
@@ -162,7 +179,7 @@ def ablation_figure(result: dict, x: str):
         ax.set(ylabel=METRICS[m][0], title=METRICS[m][0])
         ax.title.set_fontsize(10)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(_title(result), fontsize=10)
+    fig.suptitle(_title(result) + "\n" + ERRORS_NOTE, fontsize=9)
     if len(scorers) > 1 or scorers[0] is not None:  # one legend under the panels, clear of the bars and their labels
         handles, labels = axes[0][0].get_legend_handles_labels()
         legend_below(fig, handles, labels, min(len(labels), 4))

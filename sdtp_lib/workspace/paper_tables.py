@@ -297,7 +297,8 @@ def cost_by(rows, key) -> dict:
 
 
 def ablation_section(src: Sources) -> str:
-    parts = ["## Ablations\n"]
+    from .verdict import NOISE_RULE
+    parts = [f"## Ablations\n\nThe verdict's rule: {NOISE_RULE}; the figures show each seed.\n"]
     losses = src.get("ablation_losses")
     paper = {p["setting"]: p["score"] for p in PAPER["ablation_losses"]["rows"]}
     if losses is None:

@@ -343,8 +343,10 @@ def _relocate(steps: list[Step], run_dir: Path) -> str | None:
 
 
 def resume_pipeline(run_dir: str | Path, profile: str | None = None, force: bool = False,
-                    progress: bool = True) -> Path:
-    """Re-run the notebooks of run_dir that did not finish, with the parameters recorded in its run.json.
+                    progress: bool = True, redo: list[str] | None = None) -> Path:
+    """Re-run the notebooks of run_dir that did not finish, with the parameters recorded in its run.json; `redo`
+    (numbers or names) re-runs those too although they finished, e.g. ["08"] to redraw the figures and the summary
+    after a change to their code (their executed notebooks and outputs are replaced, their time starts again).
     Refuses a run made by another commit or profile unless force=True."""
     run_dir = Path(run_dir).resolve()
     path = run_dir / "run.json"
@@ -367,9 +369,14 @@ def resume_pipeline(run_dir: str | Path, profile: str | None = None, force: bool
         log.info("%s was made as %s: its parameters now point here", run_dir, moved)
         record.setdefault("moved", []).append({"at": _now(), "from": moved, "to": str(run_dir)})
         _save(run_dir, record, steps)
+    again = select([s.name for s in steps], redo, None) if redo else []
+    for s in steps:
+        if s.name in again:
+            s.status, s.duration_s, s.error, s.sittings = "pending", None, None, 0
     if all(s.status == "ok" for s in steps):
         log.info("%s: every notebook already finished; nothing to do", run_dir)
         return run_dir
-    record.setdefault("resumed", []).append({"at": _now(), "git_commit": here, "forced": bool(problems)})
+    record.setdefault("resumed", []).append({"at": _now(), "git_commit": here, "forced": bool(problems),
+                                             **({"redo": again} if again else {})})
     record["status"], record["ended"] = "running", None
     return execute(run_dir, record, steps, progress)

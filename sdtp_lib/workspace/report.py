@@ -32,8 +32,9 @@ def run_section(src: Sources) -> str:
     return (f"## The run\n\n- folder: `{src.run}`; profile `{run.get('profile')}` ({run.get('description', '')})\n"
             f"- hardware: {run.get('device')}\n"
             f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; commit {run.get('git_commit')}\n"
-            f"- time: {run.get('started')} to {run.get('ended')}; {total:.0f} s in notebooks; status "
-            f"{run.get('status')}\n\n" + md_table(["notebook", "status", "time", "parameters"], rows))
+            f"- time: {run.get('started')} to " + (run.get("ended") or "its end: this summary is written while its "
+                                                    "last notebook runs") + f"; {total:.0f} s in the notebooks before"
+            f" this one; status {run.get('status')}\n\n" + md_table(["notebook", "status", "time", "parameters"], rows))
 
 
 def shown(path) -> str:
@@ -54,7 +55,7 @@ def sources_section(src: Sources) -> str:
 # ------------------------------------------------------------------ verdict
 def verdict(src: Sources, frontier: dict | None, h2o: list[dict], items: list | None = None) -> str:
     items = V.verdict_items(src, frontier, h2o) if items is None else items
-    return ("## Verdict\n\n" + V.bullets(items) + "\n**Hand-written** (a reading of the committed results, not a "
+    return (f"## Verdict\n\nIn the ablations, {V.NOISE_RULE}.\n\n" + V.bullets(items) + "\n**Hand-written** (a reading of the committed results, not a "
             "computed verdict): " + _scorer_note(src) + " LongBench and lm-eval stay stand-ins until they run on real "
             "Qwen2-7B weights and data.\n")
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .frontier import nondominated, pareto
+from .frontier import pareto
 from .paper import PAPER
-from .paper_figures import ablation_value, pruned_rows
+from .paper_figures import METRICS, ablation_value, pruned_rows
 from .paper_tables import (bench_model, canon_loss, fmt, h2o_rows, latency_rows, lb_stand_in, lmeval_rows,
-                           longbench_rows, md_table, mean_by)
+                           longbench_rows, md_table)
 from .sources import Sources
 
 TOL_SPEED = 0.20  # a speedup within 20% of the paper's "reproduces"
@@ -149,16 +149,22 @@ def h2o_items(src: Sources, h2o: list[dict]) -> list[Item]:
 
 
 # ------------------------------------------------------------------ the ablations
-def _metric(rows) -> tuple[str, str, int]:
-    """The ablations' quality measure: the synthetic suite's accuracy against dense where the rows have it (higher
-    is better), else the held-out loss against dense (lower is better): (metric, unit, sign)."""
-    if any(ablation_value(r, "synthetic") is not None for r in rows):
-        return "synthetic", "points of synthetic accuracy against dense", 1
-    return "heldout", "held-out loss against dense", -1
+# Both quality measures are judged: the held-out response loss (lower is better) and the synthetic suite's accuracy
+# (higher is better), each as a difference to dense. A difference between two settings counts only when their noise
+# spans are apart (span(): the paired 95% interval against dense, over all seeds' intervals for a trained predictor,
+# so the seed spread counts too): a conservative test, and the reason an order of means can be "inconclusive".
+METRIC_SIGN = {"heldout": -1, "synthetic": 1}
+METRIC_UNIT = {"heldout": "held-out loss - dense", "synthetic": "synthetic accuracy - dense (points)"}
+NOISE_RULE = ("a difference between two settings counts when their 95% intervals against dense are apart (a trained "
+              "predictor's interval: from the lowest to the highest of its seeds' intervals)")
 
 
 def _spec(metric: str) -> str:
     return "+.1f" if metric == "synthetic" else "+.3f"
+
+
+def _metrics(rows) -> list[str]:
+    return [m for m in METRIC_SIGN if any(ablation_value(r, m) is not None for r in rows)]
 
 
 def _few(rows, metric) -> str:
@@ -168,12 +174,46 @@ def _few(rows, metric) -> str:
     return few(min(ns), what) if ns else ""
 
 
-def _by_scorer(rows, key, metric) -> dict:
-    """{scorer label: {value of key: mean difference to dense over seeds}}."""
+def _notes(rows, model) -> str:
+    if str(model).startswith("tiny-"):
+        return " (a random tiny model: not evidence)"
+    return "".join(dict.fromkeys(_few(rows, m) for m in _metrics(rows)))
+
+
+def span(rows: list[dict], metric: str) -> tuple[float, float] | None:
+    """A setting's noise span in `metric`'s unit: its rows' (one per seed) paired 95% intervals against dense,
+    from the lowest bound to the highest; None where a row has no interval."""
+    key, scale = METRICS[metric][1], METRICS[metric][2]
+    cis = [r.get(key) for r in rows]
+    if not cis or any(not isinstance(c, (list, tuple)) or len(c) != 2 or None in c for c in cis):
+        return None
+    return scale * min(c[0] for c in cis), scale * max(c[1] for c in cis)
+
+
+def _mean(rows, metric):
+    v = [x for x in (ablation_value(r, metric) for r in rows) if x is not None]
+    return sum(v) / len(v) if v else None
+
+
+def versus(a: list[dict], b: list[dict], metric: str) -> int:
+    """+1: setting a (its rows, one per seed) is better than b beyond the noise (spans apart), -1: worse, 0: within
+    the noise, or a value or interval missing."""
+    ma, mb, sa, sb = _mean(a, metric), _mean(b, metric), span(a, metric), span(b, metric)
+    if None in (ma, mb, sa, sb) or not (sa[1] < sb[0] or sb[1] < sa[0]):
+        return 0
+    return 1 if METRIC_SIGN[metric] * (ma - mb) > 0 else -1
+
+
+def _group(rows, key) -> dict:
+    """{value of key: its rows}, keys in row order."""
     out: dict = {}
     for r in rows:
-        out.setdefault(r["label"], []).append(r)
-    return {lab: mean_by(rs, key, metric) for lab, rs in out.items()}
+        out.setdefault(r.get(key), []).append(r)
+    return out
+
+
+def _values(groups: dict, metric: str) -> str:
+    return " / ".join(fmt(_mean(g, metric), _spec(metric)) for g in groups.values())
 
 
 def losses_item(src: Sources) -> Item | None:
@@ -183,21 +223,37 @@ def losses_item(src: Sources) -> Item | None:
     rows = pruned_rows(losses)
     paper = " > ".join(f"{p['score']:.2f}" for p in PAPER["ablation_losses"]["rows"]) + \
         f" ({PAPER['ablation_losses']['model']} accuracy: full, no ranking, neither)"
-    loss_of = {r.get("setting"): r.get("loss") for r in rows}
-    held = {canon_loss(k, loss_of.get(k)): v for k, v in mean_by(rows, "setting", "heldout").items()
-            if canon_loss(k, loss_of.get(k))}
-    if not {"full", "no_rank", "no_rank_mse"} <= set(held):
+    by: dict = {}
+    for r in rows:
+        if (c := canon_loss(r.get("setting"), r.get("loss"))) is not None:
+            by.setdefault(c, []).append(r)
+    order = ("full", "no_rank", "no_rank_mse")
+    if not set(order) <= set(by):
         return Item("Losses", NOT_TESTED, paper, "-", f"(the settings full / no ranking / no ranking and MSE were not "
-                    f"all found: {sorted(loss_of, key=str)}).")
-    same = held["full"] <= held["no_rank"] <= held["no_rank_mse"]
-    n = min((r.get("n_heldout") or 0 for r in rows), default=0)
-    vals = " / ".join(f"{held[k]:+.3f}" for k in ("full", "no_rank", "no_rank_mse"))
-    note = (" (a random tiny model: not evidence)" if str(losses.get("model")).startswith("tiny-")
-            else few(n, "held-out samples"))
-    return Item("Losses", "reproduces" if same else "does not reproduce", paper,
-                f"held-out loss - dense {vals}",
-                "the paper's order (full best, then without ranking, then without ranking and MSE): held-out loss - "
-                f"dense {vals}{note}.", note)
+                    f"all found: {sorted({r.get('setting') for r in rows}, key=str)}).")
+    groups = {k: by[k] for k in order}
+    pairs = [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]  # (better in the paper, worse)
+    judged, cells = {}, []
+    for m in _metrics(rows):
+        res = {p: versus(groups[p[0]], groups[p[1]], m) for p in pairs}
+        judged[m] = res
+        means = [_mean(groups[k], m) for k in order]
+        in_order = all(METRIC_SIGN[m] * (x - y) >= 0 for x, y in zip(means, means[1:]))
+        apart = [f"{a} vs {b}" for (a, b), v in res.items() if v]
+        cells.append(f"{METRIC_UNIT[m]} {_values(groups, m)}: means {'in' if in_order else 'not in'} the paper's "
+                     f"order, " + (f"apart beyond the noise: {', '.join(apart)}" if apart else "every pair within "
+                                   "the noise"))
+    got = [v for res in judged.values() for v in res.values()]
+    word = ("does not reproduce" if -1 in got else "reproduces"
+            if any(all(v == 1 for v in res.values()) for res in judged.values())
+            else "partly reproduces" if 1 in got else "inconclusive")
+    note = _notes(rows, losses.get("model"))
+    seeds = max(len(g) for g in groups.values())
+    return Item("Losses", word, paper,
+                "; ".join(f"{METRIC_UNIT[m]} {_values(groups, m)}" for m in judged)
+                + (" (within the seeds' spread)" if word == "inconclusive" else ""),
+                f"the paper's order (full best, then without ranking, then without ranking and MSE), "
+                f"{seeds} seed(s) each: " + "; ".join(cells) + f"{note}.", note)
 
 
 def _rows(src: Sources, ablation: str) -> list[dict]:
@@ -205,69 +261,111 @@ def _rows(src: Sources, ablation: str) -> list[dict]:
     return pruned_rows(res) if res is not None else []
 
 
-def _each(by: dict, values: list, metric: str) -> str:
-    """'predictor -30.0 / -20.0; attention ...': each scorer's mean difference to dense at each value."""
-    return "; ".join(f"{lab} " + " / ".join(f"{v[x]:{_spec(metric)}}" if x in v else "-" for x in values)
-                     for lab, v in by.items())
+def _model(src: Sources, ablation: str) -> str:
+    return str((src.get(f"ablation_{ablation}") or {}).get("model", ""))
+
+
+SHOWN = {"help": "better", "hurt": "worse"}  # a scorer's state in the stages' headline cell
 
 
 def stages_item(src: Sources) -> Item | None:
     if not (rows := _rows(src, "stages")):
         return None
-    metric, unit, sign = _metric(rows)
-    by = _by_scorer(rows, "stages", metric)
-    ns = sorted({n for v in by.values() for n in v})
-    better = {lab: sign * (v[ns[-1]] - v[ns[0]]) > 0 for lab, v in by.items() if ns[0] in v and ns[-1] in v}
-    word = ("help" if all(better.values()) else "do not help" if not any(better.values()) else "help "
-            + ", ".join(k for k, b in better.items() if b) + " only")
+    ns = sorted({r["stages"] for r in rows if r.get("stages") is not None})
+    if len(ns) < 2:
+        return None
+    states, cells = {}, []
+    for lab, mine in _group(rows, "label").items():
+        by = _group(mine, "stages")
+        if ns[0] not in by or ns[-1] not in by:
+            continue
+        res = {m: versus(by[ns[-1]], by[ns[0]], m) for m in _metrics(mine)}  # most stages against fewest
+        states[lab] = ("help" if 1 in res.values() and -1 not in res.values() else "hurt"
+                       if -1 in res.values() and 1 not in res.values() else "mixed" if res and 1 in res.values()
+                       else "no difference beyond the noise")
+        cells.append(f"{lab} ({states[lab]}): " + ", ".join(
+            f"{METRIC_UNIT[m]} {_values({n: by[n] for n in ns if n in by}, m)}"
+            + (f" ({'better' if v > 0 else 'worse'} with {ns[-1]} than with {ns[0]}, beyond the noise)" if v else "")
+            for m, v in res.items()))
+    if not states:
+        return None
+    got = set(states.values())
+    word = ("help" if got == {"help"} else "hurt" if got == {"hurt"} else "do not help" if "help" not in got
+            else "help " + ", ".join(k for k, v in states.items() if v == "help") + " only")
     comp = sorted({f"{r['compression']:.2f}x" for r in rows if r.get("compression")})
-    each = _each(by, ns, metric)
+    note = _notes(rows, _model(src, "stages"))
     return Item("More stages at equal compression", word, "10 stages (the method; SDTP-low: 5)",
-                f"{' / '.join(map(str, ns))} stages: {each}",
-                f"({', '.join(comp)}); {unit} with {' / '.join(map(str, ns))} stages: {each}{_few(rows, metric)}.",
-                _few(rows, metric))
+                f"{ns[-1]} against {ns[0]} stage(s): " + "; ".join(f"{k} {SHOWN.get(v, v)}" for k, v in states.items()),
+                f"({', '.join(comp)}) with {' / '.join(map(str, ns))} stages: " + "; ".join(cells)
+                + f"{note}.", note)
 
 
 def keep_ratio_item(src: Sources) -> Item | None:
     if not (rows := _rows(src, "keep_ratio")):
         return None
-    metric, unit, _ = _metric(rows)
-    by = _by_scorer(rows, "keep_ratio", metric)
-    rs = sorted({k for v in by.values() for k in v}, reverse=True)
+    rs = sorted({r["keep_ratio"] for r in rows if r.get("keep_ratio") is not None}, reverse=True)
     cost = {r["keep_ratio"]: r.get("flops_ratio") for r in rows}
-    each = _each(by, rs, metric)
     flops = " / ".join(fmt(cost.get(r_), ".2f") for r_ in rs)
+    cells = []
+    for lab, mine in _group(rows, "label").items():
+        by = _group(mine, "keep_ratio")
+        cells.append(f"{lab}: " + ", ".join(f"{METRIC_UNIT[m]} {_values({r_: by[r_] for r_ in rs if r_ in by}, m)}"
+                                            for m in _metrics(mine)))
+    note = _notes(rows, _model(src, "keep_ratio"))
+    m0 = _metrics(rows)[0]  # the headline's measure: the held-out loss where the rows have it
+    short = "; ".join(f"{lab} {_values({r_: by[r_] for r_ in rs if r_ in by}, m0)}"
+                      for lab, by in ((lab, _group(mine, "keep_ratio")) for lab, mine in _group(rows, "label").items()))
     return Item("Keep ratio", "measured", f"r = {PAPER['placement']['keep_ratio']}",
-                f"r = {' / '.join(map(str, rs))}: FLOPs {flops}; {each}",
-                f"r = {' / '.join(map(str, rs))}: prefill FLOPs {flops} of dense (Qwen2-7B shape); {unit}: {each}"
-                + _few(rows, metric) + ".", _few(rows, metric))
+                f"r = {' / '.join(map(str, rs))}: FLOPs {flops}; {METRIC_UNIT[m0]}: {short}",
+                f"r = {' / '.join(map(str, rs))}: prefill FLOPs {flops} of dense (Qwen2-7B shape); " + "; ".join(cells)
+                + f"{note}.", note)
 
 
 def start_layer_item(src: Sources) -> Item | None:
+    """The paper's placement (first layer, r) against every setting at most as costly in FLOPs: beaten when one is
+    better beyond the noise, beaten "within the noise" when one is only better in its mean."""
     if not (rows := _rows(src, "start_layer")):
         return None
-    metric, unit, sign = _metric(rows)
     pl = PAPER["placement"]
     best = (pl["start_layer"], pl["keep_ratio"])
-    parts, on = [], {}
-    for lab in dict.fromkeys(r["label"] for r in rows):
-        mine = [r for r in rows if r["label"] == lab]
-        q = mean_by([{**r, "_at": (r.get("start_layer"), r.get("keep_ratio"))} for r in mine], "_at", metric)
-        flops = {(r.get("start_layer"), r.get("keep_ratio")): r.get("flops_ratio") for r in mine}
-        pts = [(k, sign * v, flops[k]) for k, v in q.items() if flops.get(k) is not None]
-        front = nondominated(pts, lambda p: (p[1], -p[2]))  # quality up, FLOPs down
-        on[lab] = best in {p[0] for p in front}
-        parts.append(f"{lab}: " + ", ".join(f"layer {k[0]}, r = {k[1]} ({sign * v:{_spec(metric)}}, FLOPs {f:.2f})"
-                                            for k, v, f in sorted(front, key=lambda p: p[2])))
-    tried = any((r.get("start_layer"), r.get("keep_ratio")) == best for r in rows)
-    word = (f"{NOT_TESTED} (layer {best[0]}, r = {best[1]} was not run)" if not tried else "holds" if all(on.values())
-            else "does not hold" if not any(on.values()) else "holds for " + ", ".join(k for k, b in on.items() if b)
-            + " only")
+    at = lambda r: (r.get("start_layer"), r.get("keep_ratio"))  # noqa: E731
+    if not any(at(r) == best for r in rows):
+        return Item("The paper's placement", f"{NOT_TESTED} (layer {best[0]}, r = {best[1]} was not run)",
+                    f"first stage at layer {best[0]}, r = {best[1]}: the best balance", "-", "(not among the "
+                    "settings run).")
+    name = lambda k: f"layer {k[0]}, r = {k[1]}"  # noqa: E731
+    states, cells = {}, []
+    for lab, mine in _group(rows, "label").items():
+        by = {}
+        for r in mine:
+            by.setdefault(at(r), []).append(r)
+        if best not in by:
+            continue
+        cost = {k: g[0].get("flops_ratio") for k, g in by.items()}
+        found = []
+        for m in _metrics(mine):
+            b0 = _mean(by[best], m)
+            for k, g in by.items():
+                if k == best or cost.get(k) is None or cost.get(best) is None or cost[k] > cost[best]:
+                    continue
+                mk = _mean(g, m)
+                if b0 is not None and mk is not None and METRIC_SIGN[m] * (mk - b0) > 0:
+                    found.append((m, k, mk, versus(g, by[best], m) == 1))
+        states[lab] = ("beaten" if any(f[3] for f in found) else "beaten within the noise" if found
+                       else "unbeaten")
+        cells.append(f"{lab}: " + ("; ".join(
+            f"{name(k)} (FLOPs {cost[k]:.2f}, {METRIC_UNIT[m]} {mk:{_spec(m)}} against "
+            f"{_mean(by[best], m):{_spec(m)}}{', beyond the noise' if apart else ', within the noise'})"
+            for m, k, mk, apart in found) if found else "no setting at most as costly does better"))
+    got = set(states.values())
+    word = ("holds" if got == {"unbeaten"} else "does not hold" if got == {"beaten"} else "does not hold for "
+            + ", ".join(k for k, v in states.items() if v == "beaten") if "beaten" in got else "not contradicted")
+    note = _notes(rows, _model(src, "start_layer"))
     return Item("The paper's placement", word, f"first stage at layer {best[0]}, r = {best[1]}: the best balance",
-                "; ".join(f"{lab} {'on' if b else 'off'} the quality/FLOPs front" for lab, b in on.items()),
-                f"(first stage at layer {best[0]}, r = {best[1]}) as a setting no other beats on both quality and "
-                f"prefill FLOPs; those settings ({unit}, FLOPs ratio): " + "; ".join(parts) + _few(rows, metric) + ".",
-                _few(rows, metric))
+                "; ".join(f"{k} {v}" for k, v in states.items()),
+                f"(first stage at layer {best[0]}, r = {best[1]}, FLOPs ratio "
+                f"{fmt(next(r for r in rows if at(r) == best).get('flops_ratio'), '.2f')}) against the "
+                f"settings at most as costly in prefill FLOPs that do better: " + "; ".join(cells) + f"{note}.", note)
 
 
 # ------------------------------------------------------------------ this project's own finding
