@@ -131,7 +131,11 @@ def saliency_sparsity_figure(stats: dict):
     b.plot([p[0] for p in pairs], [p[1] for p in pairs], marker="o")
     b.set(xlabel="layer", ylabel="Spearman rho", title="rank agreement with the next stage")
     for ax in (a, b):
-        ax.set_xticks(x)  # the stage layers
+        if len(x) <= 12:
+            ax.set_xticks(x)  # the stage layers
+        else:  # many layers (07's saliency covers every start layer's stages): every layer's tick would collide
+            from matplotlib.ticker import MaxNLocator
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=12, integer=True))
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
