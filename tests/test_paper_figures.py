@@ -645,3 +645,16 @@ def test_ablation_figures_show_each_training_seed():
     dots = sorted(y for ln in fig.axes[-1].lines if ln.get_marker() == "o" and len(ln.get_ydata()) == 1
                   for y in ln.get_ydata())
     assert dots == pytest.approx([0.5, 0.7, 0.8, 1.2])
+
+
+def test_the_run_section_names_every_commit_a_resumed_run_ran_at(tmp_path):
+    from sdtp_lib.workspace.sources import Source, Sources
+    src = Sources(tmp_path, tmp_path)
+    rec = {"git_commit": "a" * 40, "versions": {}, "notebooks": [], "ended": None, "status": "running"}
+    src.add(Source("run", tmp_path / "run.json", rec))
+    from sdtp_lib.workspace.report import run_section
+    text = run_section(src)
+    assert f"commit {'a' * 40}\n" in text and "to its end: this summary is written while its last notebook runs" in text
+    rec["resumed"] = [{"git_commit": "b" * 40}, {"git_commit": "b" * 40, "redo": ["08_figures"]},
+                      {"git_commit": "c" * 40, "redo": ["08_figures"]}]
+    assert f"commit {'a' * 40}; resumed 3 times, at commits bbbbbbb, ccccccc (re-running 08_figures)\n" in run_section(src)

@@ -31,10 +31,22 @@ def run_section(src: Sources) -> str:
              ", ".join(f"{k}={val}" for k, val in s.get("parameters", {}).items() if k != "run_dir")] for s in steps]
     return (f"## The run\n\n- folder: `{src.run}`; profile `{run.get('profile')}` ({run.get('description', '')})\n"
             f"- hardware: {run.get('device')}\n"
-            f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; commit {run.get('git_commit')}\n"
+            f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; commit {run.get('git_commit')}"
+            + _resumed(run) + "\n"
             f"- time: {run.get('started')} to " + (run.get("ended") or "its end: this summary is written while its "
                                                     "last notebook runs") + f"; {total:.0f} s in the notebooks before"
             f" this one; status {run.get('status')}\n\n" + md_table(["notebook", "status", "time", "parameters"], rows))
+
+
+def _resumed(run: dict) -> str:
+    """'; resumed 3 times, at commits abc1234, def5678 (the last wrote this summary)' where the run was resumed."""
+    res = run.get("resumed") or []
+    if not res:
+        return ""
+    commits = list(dict.fromkeys(str(r.get("git_commit", "?"))[:7] for r in res))
+    redo = sorted({n for r in res for n in r.get("redo", [])})
+    return (f"; resumed {len(res)} time{'s' if len(res) > 1 else ''}, at commit{'s' if len(commits) > 1 else ''} "
+            f"{', '.join(commits)}" + (f" (re-running {', '.join(redo)})" if redo else ""))
 
 
 def shown(path) -> str:
