@@ -296,8 +296,11 @@ def cost_by(rows, key) -> dict:
             for k, v in got.items()}
 
 
+NOISE_RULE = ("a difference between two settings counts when their 95% intervals against dense are apart (a trained "
+              "predictor's interval: from the lowest to the highest of its seeds' intervals)")  # the verdict's rule
+
+
 def ablation_section(src: Sources) -> str:
-    from .verdict import NOISE_RULE
     parts = [f"## Ablations\n\nThe verdict's rule: {NOISE_RULE}; the figures show each seed.\n"]
     losses = src.get("ablation_losses")
     paper = {p["setting"]: p["score"] for p in PAPER["ablation_losses"]["rows"]}

@@ -13,8 +13,8 @@ from pathlib import Path
 from ..models import project_root
 from . import verdict as V
 from .paper import CITATION
-from .paper_tables import (ablation_section, fmt, h2o_section, latency_section, lmeval_section, longbench_section,
-                           md_table, run_models)
+from .paper_tables import (NOISE_RULE, ablation_section, fmt, h2o_section, latency_section, lmeval_section,
+                           longbench_section, md_table, run_models)
 from .sources import Sources
 
 
@@ -67,8 +67,8 @@ def sources_section(src: Sources) -> str:
 # ------------------------------------------------------------------ verdict
 def verdict(src: Sources, frontier: dict | None, h2o: list[dict], items: list | None = None) -> str:
     items = V.verdict_items(src, frontier, h2o) if items is None else items
-    return (f"## Verdict\n\nIn the ablations, {V.NOISE_RULE}.\n\n" + V.bullets(items) + "\n**Hand-written** (a reading of the committed results, not a "
-            "computed verdict): " + _scorer_note(src) + " LongBench and lm-eval stay stand-ins until they run on real "
+    return (f"## Verdict\n\nIn the ablations, {NOISE_RULE}.\n\n" + V.bullets(items)
+            + "\n**Hand-written** (a reading of the committed results, not a computed verdict): " + _scorer_note(src) + " LongBench and lm-eval stay stand-ins until they run on real "
             "Qwen2-7B weights and data.\n")
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from .frontier import pareto
 from .paper import PAPER
 from .paper_figures import METRICS, ablation_value, pruned_rows
-from .paper_tables import (bench_model, canon_loss, fmt, h2o_rows, latency_rows, lb_stand_in, lmeval_rows,
-                           longbench_rows, md_table)
+from .paper_tables import (NOISE_RULE, bench_model, canon_loss, fmt, h2o_rows, latency_rows, lb_stand_in,
+                           lmeval_rows, longbench_rows, md_table)
 from .sources import Sources
 
 TOL_SPEED = 0.20  # a speedup within 20% of the paper's "reproduces"
@@ -155,8 +155,6 @@ def h2o_items(src: Sources, h2o: list[dict]) -> list[Item]:
 # so the seed spread counts too): a conservative test, and the reason an order of means can be "inconclusive".
 METRIC_SIGN = {"heldout": -1, "synthetic": 1}
 METRIC_UNIT = {"heldout": "held-out loss - dense", "synthetic": "synthetic accuracy - dense (points)"}
-NOISE_RULE = ("a difference between two settings counts when their 95% intervals against dense are apart (a trained "
-              "predictor's interval: from the lowest to the highest of its seeds' intervals)")
 
 
 def _spec(metric: str) -> str:
