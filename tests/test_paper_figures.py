@@ -411,6 +411,8 @@ def test_the_loss_verdict_weighs_the_order_against_the_seeds(tmp_path):
     assert word(0.2, 0.5, 0.8).word == "reproduces"  # every pair apart, in the paper's order
     item = word((0.1, 0.7), (0.4, 0.6), (0.5, 0.9))  # means in order (0.4 < 0.5 < 0.7), seeds overlapping
     assert item.word == "inconclusive" and "means in the paper's order, every pair within the noise" in item.detail
+    assert item.ours.endswith("(within the seeds' spread)")
+    assert word(0.2, 0.22, 0.24).ours.endswith("+0.200 / +0.220 / +0.240 (within the noise)")  # one seed, intervals overlap
     assert word((0.2, 0.25), (0.3, 0.9), (0.6, 0.7)).word == "partly reproduces"  # only full vs neither apart
     assert word(0.8, 0.5, 0.2).word == "does not reproduce"  # the reverse order, apart
 

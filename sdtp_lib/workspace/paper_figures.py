@@ -73,12 +73,13 @@ def ablation_series(rows: list[dict], x: str, hue: str, metric: str) -> dict:
     return out
 
 
-ERRORS_NOTE = ("vertical lines: the paired 95% interval against dense of an untrained scorer; "
-               "dots: each training seed of a trained one (its bar or point: their mean)")
+ERRORS_NOTE = ("vertical lines: one run's paired 95% interval against dense\n"
+               "dots: each training seed, where there are several (the bar or point: their mean)")
 
 
 def _spread(ax, x, point, colour):
-    """The point's interval (one row) as a vertical line, or each seed's value as a dot."""
+    """The point's interval (one row: an untrained scorer, or one seed) as a vertical line, or each seed's value as a
+    dot."""
     _, ci, seeds = point
     if ci is not None:
         ax.vlines(x, *ci, color=colour, lw=1)

@@ -249,7 +249,8 @@ def losses_item(src: Sources) -> Item | None:
     seeds = max(len(g) for g in groups.values())
     return Item("Losses", word, paper,
                 "; ".join(f"{METRIC_UNIT[m]} {_values(groups, m)}" for m in judged)
-                + (" (within the seeds' spread)" if word == "inconclusive" else ""),
+                + ((" (within the seeds' spread)" if seeds > 1 else " (within the noise)") if word == "inconclusive"
+                   else ""),
                 f"the paper's order (full best, then without ranking, then without ranking and MSE), "
                 f"{seeds} seed(s) each: " + "; ".join(cells) + f"{note}.", note)
 
