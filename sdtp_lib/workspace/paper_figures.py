@@ -52,6 +52,15 @@ METRICS = {"synthetic": ("synthetic accuracy - dense (points)", "synthetic_ci", 
            "heldout": ("held-out loss - dense", "heldout_ci", 1.0)}
 
 
+def ablation_ci(row: dict, metric: str) -> tuple[float, float] | None:
+    """The row's paired 95% interval against dense in ablation_value's unit (points for "synthetic"); None where the
+    row has no complete interval."""
+    ci = row.get(METRICS[metric][1])
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or None in ci:
+        return None
+    return METRICS[metric][2] * ci[0], METRICS[metric][2] * ci[1]
+
+
 def ablation_series(rows: list[dict], x: str, hue: str, metric: str) -> dict:
     """{hue value: {x value: (mean over seeds, ci or None, seed values)}} of the rows with a value; the ci (lo, hi)
     only where one row (one seed) makes the point, the seed values (each seed's difference to dense) only where
@@ -60,14 +69,12 @@ def ablation_series(rows: list[dict], x: str, hue: str, metric: str) -> dict:
     for r in rows:
         v = ablation_value(r, metric)
         if v is not None and r.get(x) is not None:
-            got[r.get(hue)][r[x]].append((v, r.get(METRICS[metric][1])))
+            got[r.get(hue)][r[x]].append((v, ablation_ci(r, metric)))
     out = {}
     for h, xs in got.items():
         out[h] = {}
         for xv, vals in xs.items():
             ci = vals[0][1] if len(vals) == 1 else None
-            ci = tuple(METRICS[metric][2] * c for c in ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 \
-                and None not in ci else None
             seeds = tuple(v for v, _ in vals) if len(vals) > 1 else ()
             out[h][xv] = (sum(v for v, _ in vals) / len(vals), ci, seeds)
     return out

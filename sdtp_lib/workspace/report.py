@@ -39,7 +39,7 @@ def run_section(src: Sources) -> str:
 
 
 def _resumed(run: dict) -> str:
-    """'; resumed 3 times, at commits abc1234, def5678 (the last wrote this summary)' where the run was resumed."""
+    """'; resumed 3 times, at commits abc1234, def5678 (re-running 08_figures)' where the run was resumed."""
     res = run.get("resumed") or []
     if not res:
         return ""
@@ -68,8 +68,8 @@ def sources_section(src: Sources) -> str:
 def verdict(src: Sources, frontier: dict | None, h2o: list[dict], items: list | None = None) -> str:
     items = V.verdict_items(src, frontier, h2o) if items is None else items
     return (f"## Verdict\n\nIn the ablations, {NOISE_RULE}.\n\n" + V.bullets(items)
-            + "\n**Hand-written** (a reading of the committed results, not a computed verdict): " + _scorer_note(src) + " LongBench and lm-eval stay stand-ins until they run on real "
-            "Qwen2-7B weights and data.\n")
+            + "\n**Hand-written** (a reading of the committed results, not a computed verdict): " + _scorer_note(src)
+            + " LongBench and lm-eval stay stand-ins until they run on real Qwen2-7B weights and data.\n")
 
 
 def headline(items: list) -> str:

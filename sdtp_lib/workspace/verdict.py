@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .frontier import pareto
 from .paper import PAPER
-from .paper_figures import METRICS, ablation_value, pruned_rows
+from .paper_figures import METRICS, ablation_ci, ablation_value, pruned_rows
 from .paper_tables import (NOISE_RULE, bench_model, canon_loss, fmt, h2o_rows, latency_rows, lb_stand_in,
                            lmeval_rows, longbench_rows, md_table)
 from .sources import Sources
@@ -154,7 +154,6 @@ def h2o_items(src: Sources, h2o: list[dict]) -> list[Item]:
 # spans are apart (span(): the paired 95% interval against dense, over all seeds' intervals for a trained predictor,
 # so the seed spread counts too): a conservative test, and the reason an order of means can be "inconclusive".
 METRIC_SIGN = {"heldout": -1, "synthetic": 1}
-METRIC_UNIT = {"heldout": "held-out loss - dense", "synthetic": "synthetic accuracy - dense (points)"}
 
 
 def _spec(metric: str) -> str:
@@ -181,11 +180,10 @@ def _notes(rows, model) -> str:
 def span(rows: list[dict], metric: str) -> tuple[float, float] | None:
     """A setting's noise span in `metric`'s unit: its rows' (one per seed) paired 95% intervals against dense,
     from the lowest bound to the highest; None where a row has no interval."""
-    key, scale = METRICS[metric][1], METRICS[metric][2]
-    cis = [r.get(key) for r in rows]
-    if not cis or any(not isinstance(c, (list, tuple)) or len(c) != 2 or None in c for c in cis):
+    cis = [ablation_ci(r, metric) for r in rows]
+    if not cis or None in cis:
         return None
-    return scale * min(c[0] for c in cis), scale * max(c[1] for c in cis)
+    return min(c[0] for c in cis), max(c[1] for c in cis)
 
 
 def _mean(rows, metric):
@@ -203,10 +201,10 @@ def versus(a: list[dict], b: list[dict], metric: str) -> int:
 
 
 def _group(rows, key) -> dict:
-    """{value of key: its rows}, keys in row order."""
+    """{value of key (a row field, or a function of the row): its rows}, keys in row order."""
     out: dict = {}
     for r in rows:
-        out.setdefault(r.get(key), []).append(r)
+        out.setdefault(key(r) if callable(key) else r.get(key), []).append(r)
     return out
 
 
@@ -238,7 +236,7 @@ def losses_item(src: Sources) -> Item | None:
         means = [_mean(groups[k], m) for k in order]
         in_order = all(METRIC_SIGN[m] * (x - y) >= 0 for x, y in zip(means, means[1:]))
         apart = [f"{a} vs {b}" for (a, b), v in res.items() if v]
-        cells.append(f"{METRIC_UNIT[m]} {_values(groups, m)}: means {'in' if in_order else 'not in'} the paper's "
+        cells.append(f"{METRICS[m][0]} {_values(groups, m)}: means {'in' if in_order else 'not in'} the paper's "
                      f"order, " + (f"apart beyond the noise: {', '.join(apart)}" if apart else "every pair within "
                                    "the noise"))
     got = [v for res in judged.values() for v in res.values()]
@@ -248,7 +246,7 @@ def losses_item(src: Sources) -> Item | None:
     note = _notes(rows, losses.get("model"))
     seeds = max(len(g) for g in groups.values())
     return Item("Losses", word, paper,
-                "; ".join(f"{METRIC_UNIT[m]} {_values(groups, m)}" for m in judged)
+                "; ".join(f"{METRICS[m][0]} {_values(groups, m)}" for m in judged)
                 + ((" (within the seeds' spread)" if seeds > 1 else " (within the noise)") if word == "inconclusive"
                    else ""),
                 f"the paper's order (full best, then without ranking, then without ranking and MSE), "
@@ -283,7 +281,7 @@ def stages_item(src: Sources) -> Item | None:
                        if -1 in res.values() and 1 not in res.values() else "mixed" if res and 1 in res.values()
                        else "no difference beyond the noise")
         cells.append(f"{lab} ({states[lab]}): " + ", ".join(
-            f"{METRIC_UNIT[m]} {_values({n: by[n] for n in ns if n in by}, m)}"
+            f"{METRICS[m][0]} {_values({n: by[n] for n in ns if n in by}, m)}"
             + (f" ({'better' if v > 0 else 'worse'} with {ns[-1]} than with {ns[0]}, beyond the noise)" if v else "")
             for m, v in res.items()))
     if not states:
@@ -305,17 +303,16 @@ def keep_ratio_item(src: Sources) -> Item | None:
     rs = sorted({r["keep_ratio"] for r in rows if r.get("keep_ratio") is not None}, reverse=True)
     cost = {r["keep_ratio"]: r.get("flops_ratio") for r in rows}
     flops = " / ".join(fmt(cost.get(r_), ".2f") for r_ in rs)
-    cells = []
+    m0 = _metrics(rows)[0]  # the headline's measure: the held-out loss where the rows have it
+    cells, short = [], []
     for lab, mine in _group(rows, "label").items():
         by = _group(mine, "keep_ratio")
-        cells.append(f"{lab}: " + ", ".join(f"{METRIC_UNIT[m]} {_values({r_: by[r_] for r_ in rs if r_ in by}, m)}"
-                                            for m in _metrics(mine)))
+        by = {r_: by[r_] for r_ in rs if r_ in by}
+        cells.append(f"{lab}: " + ", ".join(f"{METRICS[m][0]} {_values(by, m)}" for m in _metrics(mine)))
+        short.append(f"{lab} {_values(by, m0)}")
     note = _notes(rows, _model(src, "keep_ratio"))
-    m0 = _metrics(rows)[0]  # the headline's measure: the held-out loss where the rows have it
-    short = "; ".join(f"{lab} {_values({r_: by[r_] for r_ in rs if r_ in by}, m0)}"
-                      for lab, by in ((lab, _group(mine, "keep_ratio")) for lab, mine in _group(rows, "label").items()))
     return Item("Keep ratio", "measured", f"r = {PAPER['placement']['keep_ratio']}",
-                f"r = {' / '.join(map(str, rs))}: FLOPs {flops}; {METRIC_UNIT[m0]}: {short}",
+                f"r = {' / '.join(map(str, rs))}: FLOPs {flops}; {METRICS[m0][0]}: " + "; ".join(short),
                 f"r = {' / '.join(map(str, rs))}: prefill FLOPs {flops} of dense (Qwen2-7B shape); " + "; ".join(cells)
                 + f"{note}.", note)
 
@@ -335,9 +332,7 @@ def start_layer_item(src: Sources) -> Item | None:
     name = lambda k: f"layer {k[0]}, r = {k[1]}"  # noqa: E731
     states, cells = {}, []
     for lab, mine in _group(rows, "label").items():
-        by = {}
-        for r in mine:
-            by.setdefault(at(r), []).append(r)
+        by = _group(mine, at)
         if best not in by:
             continue
         cost = {k: g[0].get("flops_ratio") for k, g in by.items()}
@@ -353,7 +348,7 @@ def start_layer_item(src: Sources) -> Item | None:
         states[lab] = ("beaten" if any(f[3] for f in found) else "beaten within the noise" if found
                        else "unbeaten")
         cells.append(f"{lab}: " + ("; ".join(
-            f"{name(k)} (FLOPs {cost[k]:.2f}, {METRIC_UNIT[m]} {mk:{_spec(m)}} against "
+            f"{name(k)} (FLOPs {cost[k]:.2f}, {METRICS[m][0]} {mk:{_spec(m)}} against "
             f"{_mean(by[best], m):{_spec(m)}}{', beyond the noise' if apart else ', within the noise'})"
             for m, k, mk, apart in found) if found else "no setting at most as costly does better"))
     got = set(states.values())
